@@ -1,0 +1,60 @@
+"""Pytest fixtures over real infrastructure, isolated per run (see ``infra``).
+
+``bf_slice`` is created once per test session; the async fixtures give a pool and a
+Redis client bound to it. Tests isolate from each other by creating their own sites.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from billfold.cache import create_redis
+from billfold.db import create_pool
+from billfold.settings import Settings
+from billfold_testing.infra import Slice, create_slice, destroy_slice
+
+
+@pytest.fixture(scope="session")
+def bf_slice() -> Iterator[Slice]:
+    piece = create_slice(Settings())
+    saved = {k: os.environ.get(k) for k in piece.env}
+    # Subprocesses started by tests (a service, the CLI) inherit the slice.
+    os.environ.update(piece.env)
+    try:
+        yield piece
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        destroy_slice(piece)
+
+
+@pytest.fixture(scope="session")
+def bf_settings(bf_slice: Slice) -> Settings:
+    return bf_slice.settings
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def db_pool(bf_settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(bf_settings)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def redis_client(bf_settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = create_redis(bf_settings)
+    try:
+        yield client
+    finally:
+        await client.aclose()

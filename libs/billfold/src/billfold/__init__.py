@@ -1,0 +1,1 @@
+"""Billfold shared library."""

@@ -1,0 +1,381 @@
+"""The message bus: publishing events to ``billfold.events`` and consuming them safely.
+
+RabbitMQ is transport only (DESIGN, Principles 1 and 3), so:
+
+* publishing always waits for the broker's publisher confirm, and messages are
+  persistent; producers normally go through the outbox (``billfold.outbox``), whose
+  relay calls :meth:`Bus.publish_raw`;
+* every consumer queue is a durable **quorum** queue with a delivery limit and a
+  dead-letter queue ``<name>.dlq`` (at-least-once dead-lettering), so a poison message
+  is parked instead of looping forever;
+* :meth:`Bus.consume` acks only after the handler's transaction, which also recorded
+  the event id in the consumer's ``processed_events`` table, has committed. A crash
+  between commit and ack redelivers the message and the dedupe row absorbs it:
+  effectively exactly-once effects over at-least-once delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, cast
+
+import aio_pika
+import aio_pika.abc
+import asyncpg
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+from billfold.events import Event, dump_event, parse_event
+from billfold.logs import get_logger
+from billfold.settings import Settings
+
+DLX = "billfold.dlx"
+REQUEST_ID_HEADER = "x-request-id"
+
+Handler = Callable[[Event, asyncpg.Connection], Awaitable[None]]
+
+log = get_logger("billfold.bus")
+
+# Errors that say "the database is unreachable right now", not "this message is bad".
+# They are retried in-process instead of nacked: a nack counts against the quorum
+# delivery limit, and a Postgres restart must not send every in-flight event to the DLQ.
+# OSError counts only while acquiring a connection: from inside a handler it may be its
+# own dependency failing (SMTP, HTTP), which must go the nack / delivery-limit way.
+_DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+)
+_ACQUIRE_FAILED: tuple[type[BaseException], ...] = (OSError, TimeoutError, *_DB_UNAVAILABLE)
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def sql_identifier(name: str) -> str:
+    """Return ``name`` if it is a plain lower-case SQL identifier, else raise ValueError.
+
+    Schema names are interpolated into SQL (they cannot be bind parameters), so they
+    are checked once here and never come from user input.
+    """
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"not a plain SQL identifier: {name!r}")
+    return name
+
+
+def _queue_arguments(name: str, delivery_limit: int) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": DLX,
+        "x-dead-letter-routing-key": name,
+        "x-delivery-limit": delivery_limit,
+        # at-least-once dead-lettering needs reject-publish overflow; it guarantees a
+        # message is in the DLQ before it leaves the source queue.
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+def _header_text(headers: aio_pika.abc.HeadersType, key: str) -> str | None:
+    value = headers.get(key)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
+def _delivery_count(message: aio_pika.abc.AbstractIncomingMessage) -> int:
+    value = message.headers.get("x-delivery-count")
+    return value if isinstance(value, int) else 0
+
+
+class Bus:
+    """One robust AMQP connection per process; a confirm channel for publishing.
+
+    Consumers get their own channel each (own prefetch, and a consumer's channel error
+    cannot break publishing).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        connection: aio_pika.abc.AbstractRobustConnection,
+        channel: aio_pika.abc.AbstractRobustChannel,
+        exchange: aio_pika.abc.AbstractExchange,
+    ) -> None:
+        self.settings = settings
+        self.name = name
+        self._connection = connection
+        self._channel = channel
+        self._exchange = exchange
+        self._consumer_channels: list[aio_pika.abc.AbstractChannel] = []
+        self._closing = False
+
+    @classmethod
+    async def connect(
+        cls,
+        settings: Settings,
+        *,
+        name: str,
+        reconnect_interval: float = 2.0,
+        timeout: float = 10.0,  # noqa: ASYNC109 - passed to aio-pika's connect
+    ) -> Bus:
+        """Connect, open the confirm channel and declare the two exchanges.
+
+        Raises if the broker is unreachable now; once connected, aio-pika reconnects
+        by itself and re-declares what was declared (exchanges, queues, consumers).
+        """
+        connection = await aio_pika.connect_robust(
+            settings.amqp_url,
+            client_properties={"connection_name": name},
+            reconnect_interval=reconnect_interval,
+            timeout=timeout,
+        )
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.declare_exchange(
+                settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            await channel.declare_exchange(DLX, aio_pika.ExchangeType.DIRECT, durable=True)
+        except BaseException:
+            await connection.close()
+            raise
+        return cls(settings, name, connection, channel, exchange)
+
+    # --- publishing ------------------------------------------------------------------
+
+    async def publish(
+        self, event: Event, *, timeout: float = 10  # noqa: ASYNC109 - the confirm wait
+    ) -> None:
+        """Publish one event and wait for the broker's confirm (raises if refused)."""
+        headers: dict[str, str] = {}
+        if event.request_id:
+            headers[REQUEST_ID_HEADER] = event.request_id
+        await self.publish_raw(
+            event.routing_key, dump_event(event), message_id=event.id, headers=headers,
+            timeout=timeout,
+        )
+
+    async def publish_raw(
+        self,
+        routing_key: str,
+        body: bytes,
+        *,
+        message_id: str,
+        headers: dict[str, str],
+        timeout: float = 10,  # noqa: ASYNC109 - aio-pika's confirm wait, per message
+    ) -> None:
+        """Publish already-serialised event JSON; returns once the broker confirmed it.
+
+        Raises ``aio_pika.exceptions.DeliveryError`` on a nack, a connection error while
+        the broker is unreachable, or ``TimeoutError``. Safe to call concurrently: many
+        confirms in flight on one channel is what makes the outbox relay fast.
+        """
+        message = aio_pika.Message(
+            body,
+            message_id=message_id,
+            type=routing_key,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            headers=dict(headers),
+        )
+        # Not mandatory: an event nobody has bound a queue for yet is simply not wanted
+        # (topic semantics); consumers declare their durable queues at start-up.
+        await self._exchange.publish(message, routing_key, mandatory=False, timeout=timeout)
+
+    # --- queues and consuming ---------------------------------------------------------
+
+    async def declare_queue(
+        self,
+        name: str,
+        routing_keys: list[str],
+        *,
+        channel: aio_pika.abc.AbstractChannel | None = None,
+    ) -> aio_pika.abc.AbstractQueue:
+        """Declare the durable quorum queue ``name`` (bound to ``routing_keys``) and its DLQ."""
+        chan = channel or self._channel
+        dlq = await chan.declare_queue(
+            f"{name}.dlq", durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dlq.bind(DLX, routing_key=name)
+        queue = await chan.declare_queue(
+            name, durable=True,
+            arguments=_queue_arguments(name, self.settings.delivery_limit),
+        )
+        for key in routing_keys:
+            await queue.bind(self.settings.exchange, routing_key=key)
+        return queue
+
+    async def consume(
+        self,
+        queue_name: str,
+        routing_keys: list[str],
+        handler: Handler,
+        *,
+        pool: asyncpg.Pool,
+        schema: str,
+        consumer: str,
+        prefetch: int = 32,
+        retry_delay: float = 0.5,
+    ) -> None:
+        """Start consuming ``queue_name``; returns once the consumer is registered.
+
+        Each message runs ``handler(event, conn)`` inside one transaction that also
+        inserts ``(consumer, event_id)`` into ``{schema}.processed_events``; a duplicate
+        skips the handler. The ack follows the commit. A failing handler rolls back and
+        the message is requeued after ``retry_delay * 2**deliveries`` (capped at 10 s)
+        so a poison message reaches the delivery limit and the DLQ without spinning.
+        """
+        channel = await self._connection.channel()
+        self._consumer_channels.append(channel)
+        await channel.set_qos(prefetch_count=prefetch)
+        queue = await self.declare_queue(queue_name, routing_keys, channel=channel)
+        worker = _Consumer(
+            pool=pool, schema=schema, consumer=consumer, handler=handler,
+            queue_name=queue_name, retry_delay=retry_delay, is_closing=lambda: self._closing,
+        )
+        await queue.consume(worker.on_message, no_ack=False)
+        log.info("bus_consuming", queue=queue_name, consumer=consumer, prefetch=prefetch)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """Readiness: raise unless the connection is up (not closed, not reconnecting)."""
+        if self._connection.is_closed or not self._connection.connected.is_set():
+            raise ConnectionError("amqp connection is down")
+
+    async def close(self) -> None:
+        self._closing = True
+        for channel in self._consumer_channels:
+            if not channel.is_closed:
+                await channel.close()
+        await self._connection.close()
+
+
+class _DatabaseUnavailable(Exception):
+    pass
+
+
+class _Consumer:
+    """Per-queue message processing: parse, dedupe, handle, commit, then ack."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        schema: str,
+        consumer: str,
+        handler: Handler,
+        queue_name: str,
+        retry_delay: float,
+        is_closing: Callable[[], bool],
+    ) -> None:
+        self.pool = pool
+        self.handler = handler
+        self.consumer = consumer
+        self.queue_name = queue_name
+        self.retry_delay = retry_delay
+        self.is_closing = is_closing
+        table = f"{sql_identifier(schema)}.processed_events"
+        self.dedupe_sql = (
+            f"INSERT INTO {table} (consumer, event_id) VALUES ($1, $2) "  # noqa: S608 - checked
+            "ON CONFLICT DO NOTHING"
+        )
+
+    async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        request_id = _header_text(message.headers, REQUEST_ID_HEADER)
+        # Each delivery runs in its own task, so binding here cannot leak into others.
+        structlog.contextvars.clear_contextvars()
+        if request_id:
+            structlog.contextvars.bind_contextvars(request_id=request_id)
+        try:
+            event = parse_event(message.body)
+        except (ValidationError, ValueError) as exc:
+            log.error(
+                "message_unparseable", queue=self.queue_name, message_id=message.message_id,
+                error=type(exc).__name__,
+            )
+            await self._settle(message.reject(requeue=False))
+            return
+        structlog.contextvars.bind_contextvars(event_id=event.id, event_type=event.type)
+        if not request_id and event.request_id:
+            structlog.contextvars.bind_contextvars(request_id=event.request_id)
+        try:
+            handled = await self._apply(event)
+        except Exception:
+            log.exception(
+                "message_handler_failed", queue=self.queue_name,
+                deliveries=_delivery_count(message),
+            )
+            await asyncio.sleep(min(10.0, self.retry_delay * 2 ** _delivery_count(message)))
+            await self._settle(message.nack(requeue=True))
+            return
+        if handled is None:
+            return  # shutting down; the unacked message is redelivered to someone else
+        if not handled:
+            log.info("message_duplicate_skipped", queue=self.queue_name)
+        await self._settle(message.ack())
+
+    async def _apply(self, event: Event) -> bool | None:
+        """Run the handler once per event id; retry while the database is unreachable.
+
+        Returns True if handled, False for a duplicate, None if closing mid-outage.
+        """
+        attempt = 0
+        while True:
+            try:
+                return await self._apply_once(event)
+            except _DatabaseUnavailable as exc:
+                if self.is_closing():
+                    return None
+                if attempt == 0:
+                    log.warning("consumer_db_unavailable", error=type(exc.__cause__).__name__)
+                attempt += 1
+                await asyncio.sleep(min(10.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.0))
+
+    async def _apply_once(self, event: Event) -> bool:
+        try:
+            conn = await self.pool.acquire()
+        except _ACQUIRE_FAILED as exc:
+            raise _DatabaseUnavailable from exc
+        try:
+            async with conn.transaction():
+                status = await conn.execute(self.dedupe_sql, self.consumer, event.id)
+                if status.endswith(" 0"):
+                    return False
+                await self.handler(event, cast(asyncpg.Connection, conn))
+                return True
+        except _DB_UNAVAILABLE as exc:
+            raise _DatabaseUnavailable from exc
+        finally:
+            await self.pool.release(conn)
+
+    async def _settle(self, action: Awaitable[None]) -> None:
+        # If the channel died meanwhile the broker requeues the message by itself; the
+        # dedupe row makes that redelivery harmless.
+        try:
+            await action
+        except Exception as exc:  # logged; the broker redelivers
+            log.warning("message_settle_failed", queue=self.queue_name, error=type(exc).__name__)
+
+
+BUS: web.AppKey[Bus] = web.AppKey("bus", Bus)
+
+
+def bus_context(
+    settings: Settings, *, name: str
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """An ``app.cleanup_ctx`` entry: connect the bus with the app, close it after."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        bus = await Bus.connect(settings, name=name)
+        app[BUS] = bus
+        try:
+            yield
+        finally:
+            await bus.close()
+
+    return ctx

@@ -1,0 +1,55 @@
+"""The ``billfold`` operator CLI.
+
+The shared library owns the entry point and the commands every deployment needs
+(``migrate``); each installed service adds its own command groups through the
+``billfold.cli`` entry-point group (a callable taking the root ``click.Group``), so no
+service imports another and an image carries only the commands of what it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from importlib.metadata import entry_points
+
+import click
+
+from billfold.db import apply_migrations, ensure_database, migration_dirs
+from billfold.logs import configure_logging
+from billfold.settings import load_settings
+
+CLI_GROUP = "billfold.cli"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Operate a Billfold deployment."""
+
+
+@cli.command()
+@click.option("--create-db/--no-create-db", default=True, help="Create the database if missing.")
+def migrate(create_db: bool) -> None:
+    """Apply pending SQL migrations of every installed service (safe to run twice)."""
+    settings = load_settings()
+    configure_logging("migrate", settings)
+    if create_db and asyncio.run(ensure_database(settings.database_url)):
+        click.echo("created database", err=True)
+    dirs = migration_dirs()
+    applied = apply_migrations(settings.database_url, dirs)
+    for ident in applied:
+        click.echo(f"applied {ident}")
+    click.echo(f"migrations up to date ({len(applied)} applied, {len(dirs)} sources)")
+
+
+def _register_service_commands() -> None:
+    for ep in sorted(entry_points(group=CLI_GROUP), key=lambda e: e.name):
+        register = ep.load()
+        register(cli)
+
+
+def main() -> None:
+    _register_service_commands()
+    try:
+        cli.main(prog_name="billfold", standalone_mode=True)
+    except KeyboardInterrupt:
+        sys.exit(130)

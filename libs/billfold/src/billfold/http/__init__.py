@@ -1,0 +1,1 @@
+"""HTTP plumbing every Billfold service shares: errors, middlewares, health, metrics."""

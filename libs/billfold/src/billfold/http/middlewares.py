@@ -1,0 +1,132 @@
+"""Middlewares, outermost first: request id, access log + metrics, errors, body limit."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+from prometheus_client import Counter, Histogram
+
+from billfold.http.errors import ApiError, from_http_exception, internal_error
+from billfold.logs import get_logger
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+REQUEST_ID_HEADER = "X-Request-Id"
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+HTTP_REQUESTS = Counter(
+    "billfold_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "billfold_http_request_duration_seconds",
+    "HTTP request latency",
+    ["service", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+log = get_logger("billfold.http")
+
+
+def _route_name(request: web.Request) -> str:
+    # The route template, never the raw path: paths can carry tokens and ids.
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "unmatched"
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = incoming if _REQUEST_ID_OK.match(incoming) else f"req_{uuid.uuid4().hex}"
+    request[REQUEST_ID] = request_id
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers[REQUEST_ID_HEADER] = request_id
+        raise
+    response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+def access_log_middleware(service: str) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            elapsed = time.perf_counter() - start
+            route = _route_name(request)
+            HTTP_REQUESTS.labels(service, request.method, route, str(status)).inc()
+            HTTP_LATENCY.labels(service, route).observe(elapsed)
+            if route not in ("/healthz", "/readyz", "/metrics"):
+                log.info(
+                    "http_request",
+                    method=request.method,
+                    path=request.path,
+                    route=route,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
+                    remote=request.remote,
+                )
+
+    return middleware
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.get(REQUEST_ID)
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response(request_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise  # redirects and 204s pass through
+        return from_http_exception(exc, request.method, request.path).response(request_id)
+    except Exception:
+        # The only path to a 500: a bug or a dependency failure, never bad input.
+        log.exception("unhandled_error", method=request.method, route=_route_name(request))
+        return internal_error().response(request_id)
+
+
+def body_limit_middleware(max_bytes: int) -> Middleware:
+    """Refuse a declared-too-large body before reading it; aiohttp's client_max_size
+    catches chunked bodies that lie about (or omit) their length."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > max_bytes:
+            raise ApiError(
+                413,
+                "invalid_request_error",
+                "body_too_large",
+                f"Request body is larger than {max_bytes} bytes.",
+            )
+        return await handler(request)
+
+    return middleware
+
+
+def standard_middlewares(service: str, max_body_bytes: int) -> list[Middleware]:
+    return [
+        request_id_middleware,
+        access_log_middleware(service),
+        error_middleware,
+        body_limit_middleware(max_body_bytes),
+    ]

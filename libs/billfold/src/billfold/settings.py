@@ -1,0 +1,94 @@
+"""Settings for every Billfold service, read once from ``BILLFOLD_*`` environment variables.
+
+One class for all services keeps names and defaults in one place; each service reads only
+the fields it needs. Defaults work for a local run against services on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "BILLFOLD_"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/billfold"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    portal_base_url: str = "http://127.0.0.1:8081"
+
+    host: str = "127.0.0.1"
+    session_api_port: int = Field(default=8080, ge=1, le=65535)
+    portal_web_port: int = Field(default=8081, ge=1, le=65535)
+    billing_sync_port: int = Field(default=8082, ge=1, le=65535)
+    notifier_port: int = Field(default=8083, ge=1, le=65535)
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # "auto": console lines on a terminal, JSON lines otherwise (containers, CI, files).
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    # Every Redis key is prefixed so several deployments (or test runs) can share a server.
+    redis_prefix: str = "bf:"
+    exchange: str = "billfold.events"
+    db_pool_min: int = Field(default=2, ge=1, le=100)
+    db_pool_max: int = Field(default=10, ge=1, le=200)
+    max_body_bytes: int = Field(default=65536, ge=1024, le=10 * 1024 * 1024)
+    # Delivery limit for quorum queues before a message goes to the dead-letter queue.
+    delivery_limit: int = Field(default=5, ge=1, le=100)
+    default_session_ttl: int = Field(default=3600, ge=60, le=604800)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis:// or rediss://")
+        return value
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url(cls, value: str) -> str:
+        if not value.startswith(("amqp://", "amqps://")):
+            raise ValueError("must start with amqp:// or amqps://")
+        return value
+
+    @field_validator("portal_base_url")
+    @classmethod
+    def _portal_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class SettingsError(SystemExit):
+    """Start-up stops with one line naming the offending variable."""
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment, or stop with one readable line."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ENV_PREFIX + str(first["loc"][0]).upper() if first["loc"] else ENV_PREFIX
+        line = f"billfold: invalid setting {name}: {first['msg']}"
+        print(line, file=sys.stderr)
+        raise SettingsError(2) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

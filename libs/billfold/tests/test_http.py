@@ -1,0 +1,149 @@
+"""The shared HTTP plumbing, on a small app built only from it."""
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from billfold.http.errors import invalid
+from billfold.http.health import add_health_routes
+from billfold.http.middlewares import standard_middlewares
+
+AiohttpClient = Any
+
+
+async def _ok(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def _echo(request: web.Request) -> web.Response:
+    body = await request.read()
+    return web.json_response({"size": len(body)})
+
+
+async def _bad(request: web.Request) -> web.Response:
+    raise invalid("ttl_seconds must be at least 60.", "ttl_seconds")
+
+
+async def _boom(request: web.Request) -> web.Response:
+    raise RuntimeError("database password is hunter2")
+
+
+async def _item(request: web.Request) -> web.Response:
+    return web.json_response({"id": request.match_info["id"]})
+
+
+async def _fails(app: web.Application) -> None:
+    raise ConnectionRefusedError
+
+
+async def _hangs(app: web.Application) -> None:
+    await asyncio.sleep(30)
+
+
+async def _fine(app: web.Application) -> None:
+    return None
+
+
+def _app(checks: dict[str, Any] | None = None) -> web.Application:
+    app = web.Application(
+        middlewares=standard_middlewares("test-http", 1024), client_max_size=1024
+    )
+    app.router.add_get("/ok", _ok)
+    app.router.add_post("/echo", _echo)
+    app.router.add_get("/bad", _bad)
+    app.router.add_get("/boom", _boom)
+    app.router.add_get("/items/{id}", _item)
+    add_health_routes(app, checks if checks is not None else {"db": _fine})
+    return app
+
+
+@pytest.fixture
+async def client(aiohttp_client: AiohttpClient) -> TestClient[Any, Any]:
+    return await aiohttp_client(_app())  # type: ignore[no-any-return]
+
+
+async def test_request_id_is_echoed_or_made(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/ok", headers={"X-Request-Id": "trace-123"})
+    assert resp.headers["X-Request-Id"] == "trace-123"
+    resp = await client.get("/ok")
+    assert resp.headers["X-Request-Id"].startswith("req_")
+    # A header that could inject into logs is replaced, not echoed.
+    resp = await client.get("/ok", headers={"X-Request-Id": "bad id\twith tab"})
+    assert resp.headers["X-Request-Id"].startswith("req_")
+
+
+async def test_api_errors_have_stripes_shape(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/bad", headers={"X-Request-Id": "r1"})
+    assert resp.status == 400
+    body = await resp.json()
+    assert body == {
+        "error": {
+            "type": "invalid_request_error",
+            "code": "parameter_invalid",
+            "message": "ttl_seconds must be at least 60.",
+            "param": "ttl_seconds",
+            "request_id": "r1",
+        }
+    }
+
+
+async def test_unknown_route_and_method_are_json(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/nope")
+    assert resp.status == 404
+    assert (await resp.json())["error"]["code"] == "route_not_found"
+    resp = await client.delete("/ok")
+    assert resp.status == 405
+    assert (await resp.json())["error"]["code"] == "method_not_allowed"
+    assert "GET" in resp.headers["Allow"]
+
+
+async def test_a_bug_is_a_generic_500_without_details(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/boom")
+    assert resp.status == 500
+    body = await resp.json()
+    assert body["error"]["type"] == "api_error"
+    assert "hunter2" not in await resp.text()
+    assert "Traceback" not in await resp.text()
+
+
+async def test_body_limit_declared_and_chunked(client: TestClient[Any, Any]) -> None:
+    resp = await client.post("/echo", data=b"x" * 1000)
+    assert resp.status == 200
+    resp = await client.post("/echo", data=b"x" * 2000)
+    assert resp.status == 413
+    assert (await resp.json())["error"]["code"] == "body_too_large"
+
+    async def chunks() -> Any:
+        for _ in range(10):
+            yield b"y" * 500
+
+    resp = await client.post("/echo", data=chunks())
+    assert resp.status == 413
+    assert (await resp.json())["error"]["type"] == "invalid_request_error"
+
+
+async def test_health_ready_and_metrics(client: TestClient[Any, Any]) -> None:
+    assert (await (await client.get("/healthz")).json()) == {"status": "ok"}
+    resp = await client.get("/readyz")
+    assert resp.status == 200
+    assert (await resp.json())["checks"] == {"db": "ok"}
+    await client.get("/items/secret_value_123")
+    text = await (await client.get("/metrics")).text()
+    assert 'billfold_http_requests_total{method="GET",route="/items/{id}"' in text
+    assert "secret_value_123" not in text  # the route template, never the raw path
+
+
+async def test_readyz_is_503_when_a_dependency_fails_or_hangs(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    client = await aiohttp_client(_app({"db": _fine, "redis": _fails, "amqp": _hangs}))
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["db"] == "ok"
+    assert body["checks"]["redis"] == "error: ConnectionRefusedError"
+    assert body["checks"]["amqp"] == "error: TimeoutError"
