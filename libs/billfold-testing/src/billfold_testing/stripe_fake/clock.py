@@ -1,0 +1,212 @@
+"""Time-driven billing: what happens when the fake clock passes a moment.
+
+:func:`run_due` replays, in time order, every transition that has come due — trial-will-end
+notices, trial ends, renewals, cancellations at period end, and the finalization (plus
+payment) of renewal invoices an hour after their creation — with the clock pinned to each
+moment so objects and events carry the timestamps Stripe would give them.
+
+Stripe's own test clocks API is served as a facade over the one fake clock: advancing any
+test clock advances the whole fake (documented in the README).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from . import invoices, shapes
+from .errors import invalid
+from .events import emit, emit_update
+from .forms import get_int, get_str
+from .lists import paginate
+from .periods import DAY, period
+from .routing import Ctx, Routes
+from .state import FakeState
+from .subscriptions import (
+    TRIAL_WILL_END_NOTICE,
+    cancel_now,
+    current_period,
+    cycle_lines,
+    has_payment_method,
+    recurring_of,
+    set_period,
+)
+
+Json = dict[str, Any]
+Action = Callable[[], None]
+routes = Routes()
+_MAX_STEPS = 100_000  # guards against a bug looping forever
+
+
+def end_trial(state: FakeState, sub: Json) -> None:
+    """The trial is over: start the first paid period, or pause/cancel without a card."""
+    before = state.render(sub)
+    now = state.clock.now()
+    missing = sub["trial_settings"]["end_behavior"]["missing_payment_method"]
+    if (
+        sub["collection_method"] == "charge_automatically"
+        and not has_payment_method(state, sub)
+        and missing in ("pause", "cancel")
+    ):
+        if missing == "cancel":
+            sub["cancellation_details"]["reason"] = "cancellation_requested"
+            cancel_now(state, sub)
+            return
+        sub["status"] = "paused"
+        after = state.render(sub)
+        emit_update(state, "customer.subscription.updated", before, after)
+        emit(state, "customer.subscription.paused", after)
+        return
+    sub.update(status="active", trial_end=now, _anchor=now, _cycle=0, billing_cycle_anchor=now)
+    _start_cycle(state, sub, before, previous=None)
+
+
+def _start_cycle(
+    state: FakeState, sub: Json, before: Json, previous: tuple[int, int] | None
+) -> None:
+    """Move the items to period ``_cycle`` and raise that period's draft invoice."""
+    now = state.clock.now()
+    trial_start, trial_end = current_period(state, sub)
+    start, end = period(int(sub["_anchor"]), recurring_of(state, sub), int(sub["_cycle"]))
+    set_period(state, sub, start, end)
+    inv = invoices.new_invoice(
+        state,
+        customer=state.get("customer", sub["customer"], "customer"),
+        subscription=sub,
+        lines=cycle_lines(state, sub, start, end, trial=False, previous=previous),
+        billing_reason="subscription_cycle",
+        period_start=previous[0] if previous else trial_start,
+        period_end=previous[1] if previous else trial_end,
+        currency=sub["currency"],
+    )
+    sub["latest_invoice"] = inv["id"]
+    emit_update(state, "customer.subscription.updated", before, state.render(sub))
+    invoices.save_draft(state, inv, now + invoices.FINALIZE_DELAY)
+
+
+def renew(state: FakeState, sub: Json) -> None:
+    before = state.render(sub)
+    previous = current_period(state, sub)
+    sub["_cycle"] = int(sub["_cycle"]) + 1
+    _start_cycle(state, sub, before, previous)
+
+
+def finalize_draft(state: FakeState, inv: Json) -> None:
+    invoices.finalize(state, inv)
+    if inv["status"] == "open" and inv["collection_method"] == "charge_automatically":
+        invoices.attempt_payment(state, inv)
+
+
+def trial_will_end(state: FakeState, sub: Json) -> None:
+    sub["_trial_will_end_sent"] = True
+    emit(state, "customer.subscription.trial_will_end", state.render(sub))
+
+
+def _candidates(state: FakeState) -> list[tuple[int, int, Action]]:
+    """Every pending transition as ``(when, tie-break order, action)``."""
+    found: list[tuple[int, int, Action]] = []
+    for sub in state.newest_first("subscription"):
+        if sub["status"] not in ("trialing", "active", "past_due"):
+            continue
+        _start, end = current_period(state, sub)
+        if sub["status"] == "trialing" and not sub["_trial_will_end_sent"]:
+            notice = max(int(sub["trial_end"]) - TRIAL_WILL_END_NOTICE, int(sub["created"]))
+            found.append((notice, 0, partial(trial_will_end, state, sub)))
+        if sub["cancel_at"] is not None and int(sub["cancel_at"]) <= end:
+            found.append((int(sub["cancel_at"]), 1, partial(cancel_now, state, sub)))
+        elif sub["status"] == "trialing":
+            found.append((int(sub["trial_end"]), 2, partial(end_trial, state, sub)))
+        else:
+            found.append((end, 2, partial(renew, state, sub)))
+    for inv in state.newest_first("invoice"):
+        at = inv["automatically_finalizes_at"]
+        if inv["status"] == "draft" and inv["auto_advance"] and at is not None:
+            found.append((int(at), 3, partial(finalize_draft, state, inv)))
+    return found
+
+
+def run_due(state: FakeState) -> int:
+    """Perform every transition due by now, oldest first; returns how many ran."""
+    steps = 0
+    while steps < _MAX_STEPS:
+        now = state.clock.now()
+        due = [c for c in _candidates(state) if c[0] <= now]
+        if not due:
+            return steps
+        when, _order, action = min(due, key=lambda c: (c[0], c[1]))
+        with state.clock.pinned(when):
+            action()
+        steps += 1
+    raise RuntimeError("stripe_fake: billing transitions did not settle")
+
+
+def advance(state: FakeState, seconds: int) -> int:
+    """Move the clock forward and run what came due; background requests carry no id."""
+    saved, state.request = state.request, None
+    try:
+        with state.clock.released():
+            state.clock.advance(seconds)
+            run_due(state)
+            return state.clock.now()
+    finally:
+        state.request = saved
+
+
+# --- Stripe's /v1/test_helpers/test_clocks (a facade over the single fake clock) -------------
+
+
+@routes.post("/v1/test_helpers/test_clocks")
+def create_test_clock(ctx: Ctx) -> Json:
+    frozen = get_int(ctx.params, "frozen_time")
+    if frozen is None:
+        raise invalid(
+            "Missing required param: frozen_time.", param="frozen_time", code="parameter_missing"
+        )
+    now = ctx.state.clock.now()
+    clock = shapes.blank("test_helpers.test_clock")
+    clock.update(
+        id=ctx.state.new_id("clock_"),
+        created=now,
+        deletes_after=now + 30 * DAY,
+        frozen_time=frozen,
+        name=get_str(ctx.params, "name"),
+        status="ready",
+    )
+    return ctx.state.render(ctx.state.add("test_helpers.test_clock", clock))
+
+
+@routes.get("/v1/test_helpers/test_clocks/{id}")
+def retrieve_test_clock(ctx: Ctx) -> Json:
+    return ctx.state.render(ctx.state.get("test_helpers.test_clock", ctx.arg("id")))
+
+
+@routes.get("/v1/test_helpers/test_clocks")
+def list_test_clocks(ctx: Ctx) -> Json:
+    rows = ctx.state.newest_first("test_helpers.test_clock")
+    return paginate(rows, ctx.params, "/v1/test_helpers/test_clocks", ctx.state.render)
+
+
+@routes.delete("/v1/test_helpers/test_clocks/{id}")
+def delete_test_clock(ctx: Ctx) -> Json:
+    clock = ctx.state.get("test_helpers.test_clock", ctx.arg("id"))
+    clock["_deleted"] = True
+    gone = shapes.blank("deleted_test_helpers.test_clock")
+    gone["id"] = clock["id"]
+    return gone
+
+
+@routes.post("/v1/test_helpers/test_clocks/{id}/advance")
+def advance_test_clock(ctx: Ctx) -> Json:
+    clock = ctx.state.get("test_helpers.test_clock", ctx.arg("id"))
+    target = get_int(ctx.params, "frozen_time")
+    if target is None:
+        raise invalid(
+            "Missing required param: frozen_time.", param="frozen_time", code="parameter_missing"
+        )
+    if target < int(clock["frozen_time"]):
+        raise invalid("The test clock cannot be advanced backwards.", param="frozen_time")
+    # The fake has one clock: move it by the same distance this test clock moves.
+    advance(ctx.state, target - int(clock["frozen_time"]))
+    clock["frozen_time"] = target
+    return ctx.state.render(clock)

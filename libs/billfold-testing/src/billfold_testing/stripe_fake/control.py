@@ -1,0 +1,117 @@
+"""Test-control endpoints under ``/_fake/`` — not part of Stripe's API, no API key needed.
+
+``POST /_fake/reset``                 forget every object, event and queued delivery
+``GET  /_fake/clock``                 the fake's current time
+``POST /_fake/clock/advance``         ``seconds=N`` or ``to=<unix>``: move time, run billing
+``POST /_fake/webhooks/behaviour``    ``delay``, ``duplicate``, ``reorder`` delivery switch
+``POST /_fake/webhooks/drain``        wait (``timeout`` s) until queued deliveries settle
+``GET  /_fake/webhooks/deliveries``   every delivery attempt with its HTTP status
+``GET  /_fake/health``
+Parameters may be sent as JSON, form fields or query string.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from .clock import advance
+from .forms import decode
+from .routing import STATE_KEY
+from .webhooks import Dispatcher
+
+Json = dict[str, Any]
+DISPATCHER_KEY = web.AppKey("stripe_fake_dispatcher", Dispatcher)
+
+
+async def _params(request: web.Request) -> Json:
+    params: Json = decode(request.query_string)
+    text = await request.text()
+    if text:
+        if request.content_type == "application/json":
+            body = json.loads(text)
+            if not isinstance(body, dict):
+                raise web.HTTPBadRequest(text="expected a JSON object")
+            params.update(body)
+        else:
+            params.update(decode(text))
+    return params
+
+
+def _number(params: Json, key: str) -> float | None:
+    value = params.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise web.HTTPBadRequest(text=f"{key} must be a number") from None
+
+
+def _flag(params: Json, key: str) -> bool | None:
+    value = params.get(key)
+    if value is None:
+        return None
+    return value in (True, "true", "1", "yes", "on")
+
+
+async def reset(request: web.Request) -> web.Response:
+    request.app[STATE_KEY].reset()
+    request.app[DISPATCHER_KEY].clear()
+    return web.json_response({"reset": True})
+
+
+async def clock(request: web.Request) -> web.Response:
+    return web.json_response({"now": request.app[STATE_KEY].clock.now()})
+
+
+async def clock_advance(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    params = await _params(request)
+    seconds, to = _number(params, "seconds"), _number(params, "to")
+    if (seconds is None) == (to is None):
+        raise web.HTTPBadRequest(text="pass exactly one of seconds= or to=")
+    delta = int(seconds) if seconds is not None else int(to or 0) - state.clock.now()
+    if delta < 0:
+        raise web.HTTPBadRequest(text="the clock only moves forward")
+    events_before = len(state.table("event"))
+    now = advance(state, delta)
+    return web.json_response({"now": now, "events": len(state.table("event")) - events_before})
+
+
+async def webhook_behaviour(request: web.Request) -> web.Response:
+    dispatcher = request.app[DISPATCHER_KEY]
+    params = await _params(request)
+    if (delay := _number(params, "delay")) is not None:
+        dispatcher.behaviour.delay = max(0.0, delay)
+    for key in ("duplicate", "reorder"):
+        if (flag := _flag(params, key)) is not None:
+            setattr(dispatcher.behaviour, key, flag)
+    return web.json_response(dispatcher.describe())
+
+
+async def webhook_drain(request: web.Request) -> web.Response:
+    params = await _params(request)
+    limit = _number(params, "timeout") or 10.0
+    left = await request.app[DISPATCHER_KEY].drain(limit)
+    return web.json_response({"pending": left}, status=200 if left == 0 else 504)
+
+
+async def webhook_deliveries(request: web.Request) -> web.Response:
+    return web.json_response({"deliveries": request.app[DISPATCHER_KEY].log})
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/_fake/reset", reset)
+    app.router.add_get("/_fake/clock", clock)
+    app.router.add_post("/_fake/clock/advance", clock_advance)
+    app.router.add_post("/_fake/webhooks/behaviour", webhook_behaviour)
+    app.router.add_post("/_fake/webhooks/drain", webhook_drain)
+    app.router.add_get("/_fake/webhooks/deliveries", webhook_deliveries)
+    app.router.add_get("/_fake/health", health)

@@ -1,0 +1,56 @@
+"""Route tables: each resource module declares its handlers here; ``app.py`` mounts them.
+
+Handlers are plain synchronous functions of a :class:`Ctx` returning the rendered object.
+The state lives in memory and one handler runs to completion before the next, so no locks
+are needed; anything slow (webhook delivery) happens in background tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from .state import FakeState
+
+Json = dict[str, Any]
+
+
+@dataclass
+class Ctx:
+    state: FakeState
+    params: Json
+    path: dict[str, str] = field(default_factory=dict)
+
+    def arg(self, name: str) -> str:
+        return self.path[name]
+
+
+Handler = Callable[[Ctx], Json]
+
+
+class Routes:
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str, Handler]] = []
+
+    def _add(self, method: str, path: str) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.entries.append((method, path, handler))
+            return handler
+
+        return register
+
+    def get(self, path: str) -> Callable[[Handler], Handler]:
+        return self._add("GET", path)
+
+    def post(self, path: str) -> Callable[[Handler], Handler]:
+        return self._add("POST", path)
+
+    def delete(self, path: str) -> Callable[[Handler], Handler]:
+        return self._add("DELETE", path)
+
+
+#: where the app keeps its :class:`FakeState` (``request.app[STATE_KEY]``)
+STATE_KEY = web.AppKey("stripe_fake_state", FakeState)

@@ -1,0 +1,154 @@
+"""SetupIntents: save a card for later (``usage=off_session``), as Checkout in setup mode does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import payment_methods as pms
+from . import shapes
+from .errors import StripeError, invalid
+from .events import emit, emit_update
+from .forms import enum, get_bool, get_list, get_str, merge_metadata
+from .lists import paginate
+from .routing import Ctx, Routes
+from .state import FakeState, random_token
+
+Json = dict[str, Any]
+routes = Routes()
+
+
+def create(state: FakeState, p: Json) -> Json:
+    si = shapes.blank("setup_intent")
+    si_id = state.new_id("seti_")
+    customer = get_str(p, "customer")
+    if customer:
+        state.get("customer", customer, "customer")
+    si.update(
+        id=si_id,
+        created=state.clock.now(),
+        client_secret=f"{si_id}_secret_{random_token(32)}",
+        customer=customer,
+        description=get_str(p, "description"),
+        usage=enum(p, "usage", ("off_session", "on_session")) or "off_session",
+        payment_method_types=[str(t) for t in get_list(p, "payment_method_types")] or ["card"],
+        metadata=merge_metadata({}, p.get("metadata")),
+        automatic_payment_methods=None,
+    )
+    state.add("setup_intent", si)
+    emit(state, "setup_intent.created", state.render(si))
+    return si
+
+
+def confirm(state: FakeState, si: Json, pm_id: str | None) -> StripeError | None:
+    """Validate the card and attach it to the intent's customer. Returns the decline, if any,
+    after recording it on the intent and emitting ``setup_intent.setup_failed``."""
+    if si["status"] not in ("requires_payment_method", "requires_confirmation"):
+        raise invalid(
+            f"You cannot confirm this SetupIntent because it has a status of {si['status']}.",
+            code="setup_intent_unexpected_state",
+        )
+    pm_id = pm_id or si["payment_method"]
+    if not pm_id:
+        raise invalid(
+            "You cannot confirm this SetupIntent because it's missing a payment method.",
+            code="setup_intent_unexpected_state",
+        )
+    pm = pms.resolve(state, pm_id)
+    error: StripeError | None = None
+    card = pms.card_spec(pm)
+    try:
+        if card.fails_on_attach and card.decline_code:
+            # Stripe verifies the card while setting it up; these cards fail right here.
+            raise pms.card_declined_for(card)
+        if si["customer"]:
+            pms.attach(state, pm, si["customer"])
+    except StripeError as exc:
+        error = exc
+    if error is not None:
+        si.update(status="requires_payment_method", payment_method=None)
+        si["last_setup_error"] = {
+            "type": error.type,
+            "code": error.code,
+            "decline_code": error.decline_code,
+            "message": error.message,
+            "payment_method": state.render(pm),
+        }
+        emit(state, "setup_intent.setup_failed", state.render(si))
+        error.extra["setup_intent"] = state.render(si)
+        return error
+    si.update(status="succeeded", payment_method=pm["id"], last_setup_error=None)
+    emit(state, "setup_intent.succeeded", state.render(si))
+    return None
+
+
+@routes.post("/v1/setup_intents")
+def create_setup_intent(ctx: Ctx) -> Json:
+    si = create(ctx.state, ctx.params)
+    if pm_id := get_str(ctx.params, "payment_method"):
+        si["payment_method"] = pms.resolve(ctx.state, pm_id)["id"]
+        si["status"] = "requires_confirmation"
+    if get_bool(ctx.params, "confirm") and (error := confirm(ctx.state, si, None)):
+        raise error
+    return ctx.state.render(si)
+
+
+@routes.get("/v1/setup_intents/{id}")
+def retrieve_setup_intent(ctx: Ctx) -> Json:
+    return ctx.state.render(ctx.state.get("setup_intent", ctx.arg("id"), "intent"))
+
+
+@routes.post("/v1/setup_intents/{id}")
+def update_setup_intent(ctx: Ctx) -> Json:
+    state, p = ctx.state, ctx.params
+    si = state.get("setup_intent", ctx.arg("id"), "intent")
+    before = state.render(si)
+    si["metadata"] = merge_metadata(si["metadata"], p.get("metadata"))
+    if "description" in p:
+        si["description"] = get_str(p, "description") or None
+    if customer := get_str(p, "customer"):
+        si["customer"] = state.get("customer", customer, "customer")["id"]
+    if pm_id := get_str(p, "payment_method"):
+        si["payment_method"] = pms.resolve(state, pm_id)["id"]
+        si["status"] = "requires_confirmation"
+    after = state.render(si)
+    emit_update(state, "setup_intent.updated", before, after)
+    return after
+
+
+@routes.post("/v1/setup_intents/{id}/confirm")
+def confirm_setup_intent(ctx: Ctx) -> Json:
+    si = ctx.state.get("setup_intent", ctx.arg("id"), "intent")
+    if error := confirm(ctx.state, si, get_str(ctx.params, "payment_method")):
+        raise error
+    return ctx.state.render(si)
+
+
+@routes.post("/v1/setup_intents/{id}/cancel")
+def cancel_setup_intent(ctx: Ctx) -> Json:
+    state = ctx.state
+    si = state.get("setup_intent", ctx.arg("id"), "intent")
+    if si["status"] in ("succeeded", "canceled"):
+        raise invalid(
+            f"You cannot cancel this SetupIntent because it has a status of {si['status']}.",
+            code="setup_intent_unexpected_state",
+        )
+    si.update(
+        status="canceled",
+        cancellation_reason=enum(
+            ctx.params, "cancellation_reason", ("abandoned", "requested_by_customer", "duplicate")
+        ),
+    )
+    emit(state, "setup_intent.canceled", state.render(si))
+    return state.render(si)
+
+
+@routes.get("/v1/setup_intents")
+def list_setup_intents(ctx: Ctx) -> Json:
+    customer = get_str(ctx.params, "customer")
+    pm = get_str(ctx.params, "payment_method")
+    rows = [
+        si
+        for si in ctx.state.newest_first("setup_intent")
+        if (not customer or si["customer"] == customer) and (not pm or si["payment_method"] == pm)
+    ]
+    return paginate(rows, ctx.params, "/v1/setup_intents", ctx.state.render, "setup_intent")
