@@ -9,7 +9,8 @@ from billfold import events
 
 def _session_data() -> events.PortalSessionData:
     return events.PortalSessionData(
-        session_id="ps_1", customer_id="cu_1",
+        session_id="ps_1",
+        customer_id="cu_1",
         expires_at=datetime.now(UTC) + timedelta(hours=1),
     )
 
@@ -31,7 +32,9 @@ def _session_data() -> events.PortalSessionData:
         events.SubscriptionUpdated(
             site_id="s", data=events.SubscriptionData(subscription_id="sub_1", customer_id="c")
         ),
-        events.InvoiceUpdated(site_id="s", data=events.InvoiceData(invoice_id="in_1", customer_id="c")),
+        events.InvoiceUpdated(
+            site_id="s", data=events.InvoiceData(invoice_id="in_1", customer_id="c")
+        ),
         events.PaymentMethodUpdated(
             site_id="s", data=events.PaymentMethodData(payment_method_id="pm_1", customer_id="c")
         ),

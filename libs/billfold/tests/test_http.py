@@ -48,9 +48,7 @@ async def _fine(app: web.Application) -> None:
 
 
 def _app(checks: dict[str, Any] | None = None) -> web.Application:
-    app = web.Application(
-        middlewares=standard_middlewares("test-http", 1024), client_max_size=1024
-    )
+    app = web.Application(middlewares=standard_middlewares("test-http", 1024), client_max_size=1024)
     app.router.add_get("/ok", _ok)
     app.router.add_post("/echo", _echo)
     app.router.add_get("/bad", _bad)

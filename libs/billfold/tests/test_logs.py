@@ -60,8 +60,15 @@ def test_secrets_are_redacted_by_shape_and_by_field_name() -> None:
     )
     text = out.getvalue()
     for secret in (
-        "Abcdefghijklmnopqrstuvwxyz0123456789", "SECRETSECRETSECRET", "abcdefghijklmnop",
-        "anything at all", "123456", "zzz", "NESTEDNESTED", "hunter2", "4eC39HqLyjWDarjtT1zdp7dc",
+        "Abcdefghijklmnopqrstuvwxyz0123456789",
+        "SECRETSECRETSECRET",
+        "abcdefghijklmnop",
+        "anything at all",
+        "123456",
+        "zzz",
+        "NESTEDNESTED",
+        "hunter2",
+        "4eC39HqLyjWDarjtT1zdp7dc",
     ):
         assert secret not in text, secret
     (line,) = _lines(out)

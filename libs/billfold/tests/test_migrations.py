@@ -36,9 +36,7 @@ def migrations_dir(tmp_path: Path) -> Path:
         "CREATE SCHEMA t; CREATE TABLE t.a (id int PRIMARY KEY);"
     )
     # Slow enough that concurrent runners really overlap.
-    (tmp_path / "t_0002_b.sql").write_text(
-        "SELECT pg_sleep(0.5); INSERT INTO t.a VALUES (1);"
-    )
+    (tmp_path / "t_0002_b.sql").write_text("SELECT pg_sleep(0.5); INSERT INTO t.a VALUES (1);")
     return tmp_path
 
 
@@ -66,7 +64,7 @@ def test_concurrent_runners_do_not_race(scratch_db: str, migrations_dir: Path) -
     def runner() -> None:
         try:
             results.append(apply_migrations(scratch_db, [migrations_dir]))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=runner) for _ in range(4)]

@@ -15,8 +15,10 @@ def test_generated_tokens_are_prefixed_random_and_long() -> None:
 def test_key_kinds() -> None:
     secret = tokens.generate_key("secret")
     publishable = tokens.generate_key("publishable")
-    assert secret.startswith("bf_sk_") and tokens.key_kind(secret) == "secret"
-    assert publishable.startswith("bf_pk_") and tokens.key_kind(publishable) == "publishable"
+    assert secret.startswith("bf_sk_")
+    assert tokens.key_kind(secret) == "secret"
+    assert publishable.startswith("bf_pk_")
+    assert tokens.key_kind(publishable) == "publishable"
     assert tokens.key_kind("sk_test_123") is None
 
 
@@ -37,9 +39,11 @@ def test_hint_shows_only_prefix_and_last_four() -> None:
 
 def test_codes_are_six_digits_and_salted() -> None:
     code = tokens.generate_code()
-    assert len(code) == 6 and code.isdigit()
+    assert len(code) == 6
+    assert code.isdigit()
     salt_a, salt_b = tokens.new_salt(), tokens.new_salt()
     assert tokens.hash_code(code, salt_a) != tokens.hash_code(code, salt_b)
     assert tokens.code_matches(code, salt_a, tokens.hash_code(code, salt_a))
-    assert not tokens.code_matches("000000" if code != "000000" else "111111", salt_a,
-                                   tokens.hash_code(code, salt_a))
+    assert not tokens.code_matches(
+        "000000" if code != "000000" else "111111", salt_a, tokens.hash_code(code, salt_a)
+    )

@@ -26,6 +26,7 @@ import aio_pika
 import aio_pika.abc
 import asyncpg
 import structlog
+from aio_pika.connection import make_url
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -128,13 +129,16 @@ class Bus:
         Raises if the broker is unreachable now; once connected, aio-pika reconnects
         by itself and re-declares what was declared (exchanges, queues, consumers).
         """
-        connection = await aio_pika.connect_robust(
-            settings.amqp_url,
+        # connect_robust() itself would leave a failed connection for the garbage
+        # collector, whose __del__ schedules a close() that may never run: build it here
+        # so a failed first connect is closed properly (the relay retries connecting).
+        connection = aio_pika.RobustConnection(
+            make_url(settings.amqp_url, reconnect_interval=reconnect_interval),
             client_properties={"connection_name": name},
             reconnect_interval=reconnect_interval,
-            timeout=timeout,
         )
         try:
+            await connection.connect(timeout=timeout)
             channel = await connection.channel(publisher_confirms=True)
             exchange = await channel.declare_exchange(
                 settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True
@@ -148,14 +152,20 @@ class Bus:
     # --- publishing ------------------------------------------------------------------
 
     async def publish(
-        self, event: Event, *, timeout: float = 10  # noqa: ASYNC109 - the confirm wait
+        self,
+        event: Event,
+        *,
+        timeout: float = 10,  # noqa: ASYNC109 - the confirm wait
     ) -> None:
         """Publish one event and wait for the broker's confirm (raises if refused)."""
         headers: dict[str, str] = {}
         if event.request_id:
             headers[REQUEST_ID_HEADER] = event.request_id
         await self.publish_raw(
-            event.routing_key, dump_event(event), message_id=event.id, headers=headers,
+            event.routing_key,
+            dump_event(event),
+            message_id=event.id,
+            headers=headers,
             timeout=timeout,
         )
 
@@ -202,12 +212,18 @@ class Bus:
         )
         await dlq.bind(DLX, routing_key=name)
         queue = await chan.declare_queue(
-            name, durable=True,
+            name,
+            durable=True,
             arguments=_queue_arguments(name, self.settings.delivery_limit),
         )
         for key in routing_keys:
             await queue.bind(self.settings.exchange, routing_key=key)
         return queue
+
+    async def delete_queue(self, name: str) -> None:
+        """Delete ``name`` and its ``.dlq`` (tests, decommissioning a consumer)."""
+        for queue in (name, f"{name}.dlq"):
+            await self._channel.queue_delete(queue)
 
     async def consume(
         self,
@@ -234,8 +250,13 @@ class Bus:
         await channel.set_qos(prefetch_count=prefetch)
         queue = await self.declare_queue(queue_name, routing_keys, channel=channel)
         worker = _Consumer(
-            pool=pool, schema=schema, consumer=consumer, handler=handler,
-            queue_name=queue_name, retry_delay=retry_delay, is_closing=lambda: self._closing,
+            pool=pool,
+            schema=schema,
+            consumer=consumer,
+            handler=handler,
+            queue_name=queue_name,
+            retry_delay=retry_delay,
+            is_closing=lambda: self._closing,
         )
         await queue.consume(worker.on_message, no_ack=False)
         log.info("bus_consuming", queue=queue_name, consumer=consumer, prefetch=prefetch)
@@ -248,6 +269,10 @@ class Bus:
             raise ConnectionError("amqp connection is down")
 
     async def close(self) -> None:
+        """Close consumers first (their unacked messages go back to the queue), then the
+        connection. Idempotent."""
+        if self._closing:
+            return
         self._closing = True
         for channel in self._consumer_channels:
             if not channel.is_closed:
@@ -279,6 +304,7 @@ class _Consumer:
         self.queue_name = queue_name
         self.retry_delay = retry_delay
         self.is_closing = is_closing
+        self.db_down = False
         table = f"{sql_identifier(schema)}.processed_events"
         self.dedupe_sql = (
             f"INSERT INTO {table} (consumer, event_id) VALUES ($1, $2) "  # noqa: S608 - checked
@@ -295,7 +321,9 @@ class _Consumer:
             event = parse_event(message.body)
         except (ValidationError, ValueError) as exc:
             log.error(
-                "message_unparseable", queue=self.queue_name, message_id=message.message_id,
+                "message_unparseable",
+                queue=self.queue_name,
+                message_id=message.message_id,
                 error=type(exc).__name__,
             )
             await self._settle(message.reject(requeue=False))
@@ -307,7 +335,8 @@ class _Consumer:
             handled = await self._apply(event)
         except Exception:
             log.exception(
-                "message_handler_failed", queue=self.queue_name,
+                "message_handler_failed",
+                queue=self.queue_name,
                 deliveries=_delivery_count(message),
             )
             await asyncio.sleep(min(10.0, self.retry_delay * 2 ** _delivery_count(message)))
@@ -327,14 +356,20 @@ class _Consumer:
         attempt = 0
         while True:
             try:
-                return await self._apply_once(event)
+                handled = await self._apply_once(event)
             except _DatabaseUnavailable as exc:
                 if self.is_closing():
                     return None
-                if attempt == 0:
+                if not self.db_down:  # one line per outage, not per in-flight message
                     log.warning("consumer_db_unavailable", error=type(exc.__cause__).__name__)
+                    self.db_down = True
                 attempt += 1
-                await asyncio.sleep(min(10.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.0))
+                await asyncio.sleep(min(5.0, 0.2 * 2**attempt) * random.uniform(0.5, 1.0))
+                continue
+            if self.db_down:
+                self.db_down = False
+                log.info("consumer_db_recovered", queue=self.queue_name)
+            return handled
 
     async def _apply_once(self, event: Event) -> bool:
         try:

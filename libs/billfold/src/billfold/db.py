@@ -138,7 +138,7 @@ def apply_migrations(database_url: str, dirs: Iterable[Path] | None = None) -> l
         return []
     backend = get_backend(_yoyo_url(database_url))
     try:
-        backend.execute("SELECT pg_advisory_lock(%d)" % MIGRATION_LOCK_KEY)
+        backend.execute(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY:d})")
         backend.connection.commit()
         backend.break_lock()
         migrations = read_migrations(*sources)

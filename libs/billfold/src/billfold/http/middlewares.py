@@ -9,13 +9,16 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware as _AiohttpMiddleware
 from prometheus_client import Counter, Histogram
 
 from billfold.http.errors import ApiError, from_http_exception, internal_error
 from billfold.logs import get_logger
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+# aiohttp's own Protocol (not a Callable alias), so the list types as Application's
+# ``middlewares`` argument under mypy --strict.
+Middleware = _AiohttpMiddleware
 
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
