@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# `make run`: migrate, start every service in the foreground, load demo data, and
+# print a curl line to try the session API. Ctrl-C stops everything it started.
+#
+# Runs after `make bootstrap` (uv, .venv, Postgres/Redis/RabbitMQ answering).
+# Every address comes from the BILLFOLD_* settings, so exporting e.g.
+# BILLFOLD_SESSION_API_PORT=9080 or BILLFOLD_DATABASE_URL=... before `make run`
+# moves the services and this script's checks together.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+# Humans read these logs: console format unless the caller chose otherwise
+# (auto would pick JSON as soon as the output is piped, e.g. into tee).
+export BILLFOLD_LOG_FORMAT=${BILLFOLD_LOG_FORMAT:-console}
+ready_timeout=${BILLFOLD_RUN_READY_TIMEOUT:-60}
+
+log() { echo "run: $*" >&2; }
+
+# The Makefile exports UV ("uv" or "python3 -m uv"). Ask it for the venv's Python
+# once, then run everything from that venv directly: signals reach the services
+# themselves rather than a `uv run` wrapper, and nothing re-syncs behind our back.
+read -r -a uv <<<"${UV:-uv}"
+py=$("${uv[@]}" run --no-sync python -c 'import sys; print(sys.executable)')
+billfold=$(dirname "$py")/billfold
+if [[ ! -x $billfold ]]; then
+  log "no billfold CLI in $(dirname "$py"); run 'make bootstrap' first"
+  exit 1
+fi
+
+# Default port of each service; the setting is BILLFOLD_<NAME>_PORT
+# (session-api -> BILLFOLD_SESSION_API_PORT).
+declare -A default_port=([session-api]=8080 [portal-web]=8081 [billing-sync]=8082 [notifier]=8083)
+
+# Where to reach a service from here: 0.0.0.0 / :: listen everywhere, loopback included.
+probe_host=${BILLFOLD_HOST:-127.0.0.1}
+[[ $probe_host == 0.0.0.0 || $probe_host == :: ]] && probe_host=127.0.0.1
+
+port_of() {
+  local var="BILLFOLD_${1//-/_}_PORT"
+  var=${var^^}
+  echo "${!var:-${default_port[$1]:-}}"
+}
+
+http_ok() {
+  if command -v curl >/dev/null; then
+    curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null
+  else
+    "$py" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$1" 2>/dev/null
+  fi
+}
+
+# --- stop everything we started, whatever way this script ends --------------------
+own_group=()
+command -v setsid >/dev/null && own_group=(setsid)
+pids=()
+names=()
+ports=()
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  if ((${#pids[@]})); then
+    log "stopping ${names[*]}"
+    # Each service leads its own process group (setsid below): signal the group so
+    # anything a service spawned goes too.
+    local pid
+    for pid in "${pids[@]}"; do
+      kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    done
+    # Grace period for in-flight requests, then force.
+    (
+      sleep 10
+      for pid in "${pids[@]}"; do
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+      done
+    ) &
+    local killer=$!
+    wait "${pids[@]}" 2>/dev/null || true
+    kill "$killer" 2>/dev/null || true
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- 1. schema ------------------------------------------------------------------
+log "applying migrations"
+"$billfold" migrate
+
+# --- 2. services ------------------------------------------------------------------
+# A service is any services/<name>/src/<module>/__main__.py (`python -m <module>`).
+for main in services/*/src/*/__main__.py; do
+  [[ -e $main ]] || continue
+  name=${main#services/}
+  name=${name%%/*}
+  module=$(basename "$(dirname "$main")")
+  port=$(port_of "$name")
+  log "starting $name (python -m $module${port:+, port $port})"
+  # setsid: the service gets its own session and process group, so the terminal's
+  # Ctrl-C reaches only this script, which then stops the services in order
+  # (without setsid, e.g. on macOS, Ctrl-C reaches them directly; same result).
+  # The sed prefix names each log line; it ignores INT so that Ctrl-C does not cut
+  # the pipe while services are still logging their shutdown.
+  "${own_group[@]}" "$py" -m "$module" > >(trap '' INT TERM; exec sed -u "s/^/[$name] /") 2>&1 &
+  pids+=("$!")
+  names+=("$name")
+  ports+=("$port")
+done
+if ((${#pids[@]} == 0)); then
+  log "no service to start yet (no services/*/src/*/__main__.py)"
+  exit 1
+fi
+
+# --- 3. wait until every service says its dependencies answer ----------------------
+for i in "${!pids[@]}"; do
+  name=${names[$i]} pid=${pids[$i]} port=${ports[$i]}
+  if [[ -z $port ]]; then
+    log "$name: no known port (set BILLFOLD_${name//-/_}_PORT); not waiting for it"
+    continue
+  fi
+  url="http://$probe_host:$port/readyz"
+  deadline=$((SECONDS + ready_timeout))
+  until http_ok "$url"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      log "$name exited before it was ready; its log is above"
+      exit 1
+    fi
+    if ((SECONDS >= deadline)); then
+      log "$name not ready at $url after ${ready_timeout}s"
+      exit 1
+    fi
+    sleep 0.5
+  done
+  log "$name ready at http://$probe_host:$port"
+done
+
+# --- 4. demo data and a curl line to paste -------------------------------------------
+api_url="http://$probe_host:$(port_of session-api)"
+if demo_json=$("$billfold" demo); then
+  "$py" - "$demo_json" "$api_url" <<'PY'
+import json
+import shlex
+import sys
+
+raw, api_url = sys.argv[1], sys.argv[2]
+try:
+    demo = json.loads(raw)
+except json.JSONDecodeError:  # tolerate stray lines before the object
+    demo = json.loads(raw.strip().splitlines()[-1])
+print(json.dumps(demo, indent=2))
+customers = demo.get("customers") or []
+first = customers[0] if customers else "CUSTOMER_ID"
+if isinstance(first, dict):
+    first = first.get("id") or first.get("external_id") or "CUSTOMER_ID"
+print()
+print("Try it (paste into another terminal):")
+print(f"  export API_KEY={shlex.quote(str(demo.get('api_key', '')))}")
+print(
+    f'  curl -s -X POST {api_url}/v1/portal_sessions -u "$API_KEY:" '
+    f"-d customer={shlex.quote(str(first))}"
+)
+if demo.get("portal_url"):
+    print(f"Portal: {demo['portal_url']}")
+print()
+PY
+else
+  log "billfold demo failed (see above); the services keep running"
+fi
+
+# --- 5. foreground until Ctrl-C or until a service dies ----------------------------
+log "running ${names[*]}; Ctrl-C stops them"
+status=0
+wait -n "${pids[@]}" || status=$?
+log "a service exited (status $status); stopping the others"
+exit 1

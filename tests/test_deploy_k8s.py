@@ -1,0 +1,266 @@
+"""deploy/k8s: every manifest valid for Kubernetes 1.33 (strict: misspelt fields fail), and
+the operational promises: probes, hardening, migrations in a Job only, no test code.
+
+Offline: kubernetes-validate bundles the schemas. `kubectl kustomize` is used when
+kubectl is installed (it renders locally, no cluster involved).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+K8S = ROOT / "deploy" / "k8s"
+KUBE_VERSION = "1.33.0"
+SECRET_TEMPLATE = "secret.example.yaml"
+SECRET_KEYS = {"BILLFOLD_DATABASE_URL", "BILLFOLD_REDIS_URL", "BILLFOLD_AMQP_URL"}
+
+Doc = dict[str, Any]
+
+
+def load_manifests() -> list[tuple[str, Doc]]:
+    found = []
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                found.append((path.name, doc))
+    return found
+
+
+MANIFESTS = load_manifests()
+
+
+def of_kind(kind: str) -> list[Doc]:
+    return [doc for _, doc in MANIFESTS if doc["kind"] == kind]
+
+
+def pod_specs() -> list[tuple[str, Doc]]:
+    workloads = of_kind("Deployment") + of_kind("Job")
+    return [
+        (f"{d['kind']}/{d['metadata']['name']}", d["spec"]["template"]["spec"]) for d in workloads
+    ]
+
+
+def containers(spec: Doc) -> list[Doc]:
+    return list(spec.get("initContainers", [])) + list(spec["containers"])
+
+
+def dockerfile_targets() -> set[str]:
+    return set(
+        re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", (ROOT / "Dockerfile").read_text(), re.M | re.I)
+    )
+
+
+def test_manifests_exist() -> None:
+    kinds = {doc["kind"] for _, doc in MANIFESTS}
+    expected = {"ConfigMap", "Secret", "Job", "Deployment", "Service", "PodDisruptionBudget"}
+    assert expected | {"HorizontalPodAutoscaler"} <= kinds
+
+
+@pytest.mark.parametrize(
+    ("filename", "doc"), MANIFESTS, ids=[f"{f}:{d['kind']}" for f, d in MANIFESTS]
+)
+def test_manifest_is_valid_kubernetes(filename: str, doc: Doc) -> None:
+    kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_strict_validation_catches_a_misspelt_field() -> None:
+    # Guards the test above: strict mode must reject what `kubectl apply` would ignore.
+    (deployment, *_) = of_kind("Deployment")
+    broken = yaml.safe_load(yaml.safe_dump(deployment))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGett"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBE_VERSION, strict=True)
+
+
+def test_manifests_are_namespace_agnostic() -> None:
+    for filename, doc in MANIFESTS:
+        assert "namespace" not in doc["metadata"], f"{filename}: namespace is chosen at apply time"
+        assert doc["kind"] != "Namespace", filename
+
+
+def test_kustomization_lists_every_manifest_except_the_secret_template() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == files - {SECRET_TEMPLATE}
+    images = {i["name"] for i in kustomization.get("images", [])}
+    used = {c["image"].split(":")[0] for _, spec in pod_specs() for c in containers(spec)}
+    assert used <= images, f"images without a tag in kustomization.yaml: {used - images}"
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_kustomize_renders_valid_manifests() -> None:
+    result = subprocess.run(
+        ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert len(rendered) == len(MANIFESTS) - 1  # all but the Secret template
+    for doc in rendered:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "billfold"
+
+
+def test_secret_template_holds_only_placeholders() -> None:
+    (secret,) = of_kind("Secret")
+    data = secret["stringData"]
+    assert set(data) == SECRET_KEYS
+    for key, value in data.items():
+        assert "CHANGE-ME" in value, f"{key} must be an obvious placeholder"
+    text = (K8S / SECRET_TEMPLATE).read_text()
+    assert "PLACEHOLDER" in text
+    assert "TEMPLATE" in text
+
+
+def test_configmap_has_settings_but_no_secrets() -> None:
+    (configmap,) = of_kind("ConfigMap")
+    data = configmap["data"]
+    assert data["BILLFOLD_HOST"] == "0.0.0.0"  # noqa: S104 - listen on the pod IP
+    assert all(key.startswith("BILLFOLD_") for key in data)
+    assert not SECRET_KEYS & set(data), "URLs with credentials belong in the Secret"
+
+
+def test_workloads_read_the_configmap_and_the_secret() -> None:
+    (configmap,) = of_kind("ConfigMap")
+    (secret,) = of_kind("Secret")
+    for name, spec in pod_specs():
+        for container in spec["containers"]:
+            sources = container.get("envFrom", [])
+            assert {"configMapRef": {"name": configmap["metadata"]["name"]}} in sources, name
+            assert {"secretRef": {"name": secret["metadata"]["name"]}} in sources, name
+
+
+def probe_port(container: Doc, probe: Doc) -> int:
+    """The container port number an httpGet probe asks (ports may be named)."""
+    ports = {p["name"]: int(p["containerPort"]) for p in container["ports"]}
+    port = probe["httpGet"]["port"]
+    assert port in ports or port in ports.values(), f"{container['name']}: probe port {port}"
+    return ports[port] if port in ports else int(port)
+
+
+def test_probes_hit_readyz_and_healthz_on_the_container_port() -> None:
+    deployments = of_kind("Deployment")
+    assert deployments
+    for deployment in deployments:
+        template = deployment["spec"]["template"]
+        for container in template["spec"]["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+
+            ready, alive = container["readinessProbe"], container["livenessProbe"]
+            assert ready["httpGet"]["path"] == "/readyz"
+            assert alive["httpGet"]["path"] == "/healthz"
+            assert probe_port(container, ready) == probe_port(container, alive)
+            # The port the process is told to listen on is the port the probes ask.
+            listen = [int(v) for k, v in env.items() if re.fullmatch(r"BILLFOLD_\w+_PORT", k)]
+            assert listen == [probe_port(container, ready)], f"{container['name']}: {env}"
+            annotations = template["metadata"]["annotations"]
+            assert annotations["prometheus.io/scrape"] == "true"
+            assert annotations["prometheus.io/path"] == "/metrics"
+            assert int(annotations["prometheus.io/port"]) == probe_port(container, ready)
+
+
+def test_pods_are_hardened() -> None:
+    for name, spec in pod_specs():
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, name
+        assert pod.get("runAsUser", 0) != 0, name
+        assert pod["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert spec["automountServiceAccountToken"] is False, name
+        writable = {v["name"] for v in spec.get("volumes", []) if "emptyDir" in v}
+        for container in containers(spec):
+            ctx = container["securityContext"]
+            assert ctx["allowPrivilegeEscalation"] is False, name
+            assert ctx["readOnlyRootFilesystem"] is True, name
+            assert ctx["capabilities"]["drop"] == ["ALL"], name
+            assert not ctx["capabilities"].get("add"), name
+            assert ctx.get("privileged", False) is False, name
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][kind]), f"{name}: {kind}"
+            # A read-only root needs a writable /tmp (Python's tempfile, asyncpg, ...).
+            mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+            assert mounts.get("/tmp") in writable, f"{name}: no writable /tmp"
+
+
+def test_migrate_job_runs_billfold_migrate() -> None:
+    (job,) = of_kind("Job")
+    spec = job["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container.get("command", []) + container.get("args", []) == ["billfold", "migrate"]
+    assert spec["restartPolicy"] == "Never"
+    assert job["spec"].get("backoffLimit") is not None
+    assert job["spec"].get("activeDeadlineSeconds"), (
+        "a stuck migration must not block releases forever"
+    )
+    assert container["image"].split(":")[0] == "billfold/migrate"
+
+
+def test_deployments_never_run_migrations() -> None:
+    for deployment in of_kind("Deployment"):
+        for container in containers(deployment["spec"]["template"]["spec"]):
+            argv = " ".join(container.get("command", []) + container.get("args", []))
+            assert "migrate" not in argv, f"{deployment['metadata']['name']} races the Job"
+
+
+def test_images_are_production_targets_not_test_code() -> None:
+    targets = dockerfile_targets()
+    for name, spec in pod_specs():
+        for container in containers(spec):
+            repo = container["image"].split(":")[0]
+            assert repo.startswith("billfold/"), f"{name}: {container['image']}"
+            assert repo.removeprefix("billfold/") in targets, (
+                f"{name}: no Dockerfile target for {repo}"
+            )
+            argv = " ".join(container.get("command", []) + container.get("args", []))
+            assert "billfold_testing" not in argv, f"{name}: {argv}"
+            assert "pytest" not in argv, f"{name}: {argv}"
+    for deployment in of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["image"].split(":")[0] == f"billfold/{name}"
+        module = name.replace("-", "_")
+        assert container["command"] == ["python", "-m", module]
+        assert (ROOT / "services" / name / "src" / module / "__main__.py").exists()
+
+
+def test_deployment_is_highly_available() -> None:
+    for deployment in of_kind("Deployment"):
+        name = deployment["metadata"]["name"]
+        spec = deployment["spec"]
+        assert spec["replicas"] == 2
+        assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+        pod_labels = spec["template"]["metadata"]["labels"]
+        assert spec["selector"]["matchLabels"].items() <= pod_labels.items()
+
+        (pdb,) = [p for p in of_kind("PodDisruptionBudget") if p["metadata"]["name"] == name]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        assert pdb["spec"]["minAvailable"] >= 1
+
+        (hpa,) = [h for h in of_kind("HorizontalPodAutoscaler") if h["metadata"]["name"] == name]
+        target = hpa["spec"]["scaleTargetRef"]
+        assert (target["kind"], target["name"]) == ("Deployment", name)
+        assert hpa["spec"]["minReplicas"] >= 2
+        assert hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+
+        (service,) = [s for s in of_kind("Service") if s["metadata"]["name"] == name]
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+        port_names = {p["name"] for c in spec["template"]["spec"]["containers"] for p in c["ports"]}
+        for port in service["spec"]["ports"]:
+            assert port["targetPort"] in port_names, f"{name}: Service targets {port['targetPort']}"
+
+
+def test_release_script_runs_the_job_before_the_services() -> None:
+    script = (K8S / "release.sh").read_text()
+    job_wait = script.index("Complete")
+    services = script.index("component!=migrate")
+    assert script.index("component=migrate") < job_wait < services
+    assert "delete job" in script
