@@ -4,18 +4,22 @@ Each run gets its own database, its own RabbitMQ vhost and its own Redis key pre
 named ``billfold_test_<unix time>_<random>``, so concurrent runs (two developers, CI)
 never see each other's rows, queues or keys. Teardown removes them; slices left by a run
 that crashed are removed by the next run once they are older than ``STALE_AFTER``.
+The vhost is made with rabbitmqctl, or through the management API when the broker is not
+local (e.g. the compose stack's container).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import secrets
 import shutil
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 import redis
@@ -42,11 +46,44 @@ def _with_path(url: str, path: str) -> str:
 def _rabbitmqctl(*args: str) -> None:
     exe = shutil.which("rabbitmqctl")
     if exe is None:
-        raise RuntimeError(
-            "rabbitmqctl not found: tests need it to create an isolated RabbitMQ vhost"
-        )
+        raise FileNotFoundError("rabbitmqctl")
     # A fixed executable and arguments we build: no shell, no user input.
     subprocess.run([exe, "-q", *args], check=True, capture_output=True, timeout=60)  # noqa: S603
+
+
+def _management(method: str, amqp_url: str, path: str, body: bytes | None = None) -> None:
+    """The RabbitMQ management HTTP API on the broker's host, port 15672.
+
+    The fallback when the broker is not local (e.g. the compose stack's container),
+    where rabbitmqctl cannot reach it.
+    """
+    parts = urlsplit(amqp_url)
+    url = f"http://{parts.hostname or '127.0.0.1'}:15672/api/{path}"
+    request = urllib.request.Request(url, data=body, method=method)
+    credentials = f"{unquote(parts.username or 'guest')}:{unquote(parts.password or 'guest')}"
+    request.add_header("Authorization", "Basic " + base64.b64encode(credentials.encode()).decode())
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=30):  # noqa: S310 - our own broker
+        pass
+
+
+def _create_vhost(amqp_url: str, name: str) -> None:
+    try:
+        _rabbitmqctl("add_vhost", name)
+        _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    except (FileNotFoundError, subprocess.CalledProcessError):
+        user = unquote(urlsplit(amqp_url).username or "guest")
+        _management("PUT", amqp_url, f"vhosts/{name}")
+        perms = b'{"configure": ".*", "write": ".*", "read": ".*"}'
+        _management("PUT", amqp_url, f"permissions/{name}/{user}", perms)
+
+
+def _delete_vhost(amqp_url: str, name: str) -> None:
+    try:
+        _rabbitmqctl("delete_vhost", name)
+    except (FileNotFoundError, subprocess.CalledProcessError):
+        with contextlib.suppress(OSError):  # already gone, or nothing to reach
+            _management("DELETE", amqp_url, f"vhosts/{name}")
 
 
 async def _admin(base: Settings) -> asyncpg.Connection:
@@ -82,8 +119,7 @@ def create_slice(base: Settings | None = None) -> Slice:
     asyncio.run(_create_database(base, name))
     database_url = _with_path(base.database_url, "/" + name)
     apply_migrations(database_url)
-    _rabbitmqctl("add_vhost", name)
-    _rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    _create_vhost(base.amqp_url, name)
     amqp_url = _with_path(base.amqp_url, "/" + name)
     settings = base.model_copy(
         update={
@@ -105,8 +141,7 @@ def create_slice(base: Settings | None = None) -> Slice:
 
 def destroy_slice(piece: Slice) -> None:
     asyncio.run(_drop_database(piece.settings, piece.name))
-    with contextlib.suppress(subprocess.CalledProcessError):  # already gone
-        _rabbitmqctl("delete_vhost", piece.name)
+    _delete_vhost(piece.settings.amqp_url, piece.name)
     client = redis.Redis.from_url(piece.settings.redis_url)
     try:
         keys = list(client.scan_iter(match=piece.settings.redis_prefix + "*", count=1000))
