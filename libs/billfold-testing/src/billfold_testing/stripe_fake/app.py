@@ -1,4 +1,4 @@
-"""The aiohttp application: auth, parameter decoding, idempotency, errors, routing.
+"""The aiohttp application: auth, parameter decoding and checking, idempotency, errors, routing.
 
 ``create_app()`` builds one independent fake (its own state and webhook dispatcher).
 """
@@ -34,7 +34,7 @@ from . import (
 from .errors import StripeError, authentication, redact_key, unknown_route
 from .expand import expand
 from .forms import decode, get_list
-from .routing import STATE_KEY, Ctx, Handler
+from .routing import STATE_KEY, Ctx, Route
 from .state import FakeState, IdempotentResult, RequestInfo, random_token
 from .webhooks import Dispatcher, RetryPolicy
 
@@ -98,7 +98,9 @@ def _fingerprint(request: web.Request, body: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    handler = route.handler
+
     async def endpoint(request: web.Request) -> web.StreamResponse:
         state = request.app[STATE_KEY]
         request_id = "req_" + random_token(14)
@@ -129,6 +131,9 @@ def _wrap(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRespo
                 )
             params = decode(request.query_string)
             params.update(decode(body))
+            # Like Stripe: an unknown parameter fails before the endpoint runs, and such a
+            # failure is not stored under the idempotency key.
+            route.params.check(params)
             if not state.base_url:
                 state.base_url = f"{request.scheme}://{request.host}"
             state.request = None
@@ -194,8 +199,8 @@ def create_app(*, retry: RetryPolicy | None = None, base_url: str | None = None)
     app[STATE_KEY] = state
     app[control.DISPATCHER_KEY] = dispatcher
     for module in _MODULES:
-        for method, path, handler in module.routes.entries:
-            app.router.add_route(method, path, _wrap(handler))
+        for route in module.routes.entries:
+            app.router.add_route(route.method, route.path, _wrap(route))
     app.router.add_get("/checkout/{id}", checkout.page)
     app.router.add_post("/checkout/{id}", checkout.submit)
     app.router.add_get("/i/{token}", hosted.invoice_page)

@@ -10,11 +10,24 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+from stripe.params import (
+    PriceCreateParams,
+    PriceListParams,
+    PriceRetrieveParams,
+    PriceUpdateParams,
+    ProductCreateParams,
+    ProductDeleteParams,
+    ProductListParams,
+    ProductRetrieveParams,
+    ProductUpdateParams,
+)
+
 from . import shapes
 from .errors import invalid, missing_param
 from .events import emit, emit_update
 from .forms import enum, get_bool, get_dict, get_int, get_list, get_str, merge_metadata, req_str
 from .lists import created_filter, paginate
+from .params import Allow
 from .routing import Ctx, Routes
 from .state import FakeState
 
@@ -142,7 +155,7 @@ def amount_for(price: Json, quantity: int) -> int:
 # --- products --------------------------------------------------------------------------------
 
 
-@routes.post("/v1/products")
+@routes.post("/v1/products", params=Allow(ProductCreateParams))
 def create_product(ctx: Ctx) -> Json:
     state, p = ctx.state, ctx.params
     product = shapes.blank("product")
@@ -174,12 +187,12 @@ def create_product(ctx: Ctx) -> Json:
     return state.render(product)
 
 
-@routes.get("/v1/products/{id}")
+@routes.get("/v1/products/{id}", params=Allow(ProductRetrieveParams))
 def retrieve_product(ctx: Ctx) -> Json:
     return ctx.state.render(ctx.state.get("product", ctx.arg("id")))
 
 
-@routes.post("/v1/products/{id}")
+@routes.post("/v1/products/{id}", params=Allow(ProductUpdateParams))
 def update_product(ctx: Ctx) -> Json:
     state, p = ctx.state, ctx.params
     product = state.get("product", ctx.arg("id"))
@@ -201,7 +214,7 @@ def update_product(ctx: Ctx) -> Json:
     return after
 
 
-@routes.get("/v1/products")
+@routes.get("/v1/products", params=Allow(ProductListParams))
 def list_products(ctx: Ctx) -> Json:
     p = ctx.params
     active = get_bool(p, "active")
@@ -215,7 +228,7 @@ def list_products(ctx: Ctx) -> Json:
     return paginate(rows, p, "/v1/products", ctx.state.render, "product")
 
 
-@routes.delete("/v1/products/{id}")
+@routes.delete("/v1/products/{id}", params=Allow(ProductDeleteParams))
 def delete_product(ctx: Ctx) -> Json:
     state = ctx.state
     product = state.get("product", ctx.arg("id"))
@@ -389,17 +402,17 @@ def plan_of(price: Json) -> Json:
     return plan
 
 
-@routes.post("/v1/prices")
+@routes.post("/v1/prices", params=Allow(PriceCreateParams))
 def create_price(ctx: Ctx) -> Json:
     return ctx.state.render(_make_price(ctx.state, ctx.params))
 
 
-@routes.get("/v1/prices/{id}")
+@routes.get("/v1/prices/{id}", params=Allow(PriceRetrieveParams))
 def retrieve_price(ctx: Ctx) -> Json:
     return ctx.state.render(ctx.state.get("price", ctx.arg("id")))
 
 
-@routes.post("/v1/prices/{id}")
+@routes.post("/v1/prices/{id}", params=Allow(PriceUpdateParams))
 def update_price(ctx: Ctx) -> Json:
     state, p = ctx.state, ctx.params
     price = state.get("price", ctx.arg("id"))
@@ -415,7 +428,7 @@ def update_price(ctx: Ctx) -> Json:
     return after
 
 
-@routes.get("/v1/prices")
+@routes.get("/v1/prices", params=Allow(PriceListParams))
 def list_prices(ctx: Ctx) -> Json:
     p = ctx.params
     active = get_bool(p, "active")

@@ -13,6 +13,12 @@ import html
 from typing import Any
 
 from aiohttp import web
+from stripe.params.checkout import (
+    SessionCreateParams,
+    SessionExpireParams,
+    SessionListParams,
+    SessionRetrieveParams,
+)
 
 from . import customers, setup_intents, shapes
 from . import payment_methods as pms
@@ -22,6 +28,7 @@ from .errors import StripeError, invalid
 from .events import emit
 from .forms import decode, enum, get_dict, get_list, get_str, merge_metadata, req_str
 from .lists import paginate
+from .params import Allow
 from .routing import STATE_KEY, Ctx, Routes
 from .state import FakeState, random_token
 
@@ -30,7 +37,7 @@ routes = Routes()
 SESSION_LIFETIME = 24 * 3600
 
 
-@routes.post("/v1/checkout/sessions")
+@routes.post("/v1/checkout/sessions", params=Allow(SessionCreateParams))
 def create_session(ctx: Ctx) -> Json:
     state, p = ctx.state, ctx.params
     mode = enum(p, "mode", ("payment", "setup", "subscription"))
@@ -50,6 +57,9 @@ def create_session(ctx: Ctx) -> Json:
     si_params = {**(get_dict(p, "setup_intent_data") or {}), "customer": customer}
     si = setup_intents.create(state, si_params)
     session = shapes.blank("checkout.session")
+    # The pinned API version takes ``allowed_payment_method_types`` (the object field is still
+    # ``payment_method_types``); the old parameter name is a ``parameter_unknown`` now.
+    types = [str(t) for t in get_list(p, "allowed_payment_method_types")]
     session.update(
         id=session_id,
         created=now,
@@ -65,7 +75,7 @@ def create_session(ctx: Ctx) -> Json:
         cancel_url=get_str(p, "cancel_url"),
         client_reference_id=get_str(p, "client_reference_id"),
         metadata=merge_metadata({}, p.get("metadata")),
-        payment_method_types=[str(t) for t in get_list(p, "payment_method_types")] or ["card"],
+        payment_method_types=types or ["card"],
         setup_intent=si["id"],
         customer_details=None,
         url=state.url(f"/checkout/{session_id}"),
@@ -76,27 +86,24 @@ def create_session(ctx: Ctx) -> Json:
     return state.render(session)
 
 
-@routes.get("/v1/checkout/sessions/{id}")
+@routes.get("/v1/checkout/sessions/{id}", params=Allow(SessionRetrieveParams))
 def retrieve_session(ctx: Ctx) -> Json:
     return ctx.state.render(ctx.state.get("checkout.session", ctx.arg("id"), "session"))
 
 
-@routes.get("/v1/checkout/sessions")
+@routes.get("/v1/checkout/sessions", params=Allow(SessionListParams))
 def list_sessions(ctx: Ctx) -> Json:
     customer = get_str(ctx.params, "customer")
     status = get_str(ctx.params, "status")
-    si = get_str(ctx.params, "setup_intent")
     rows = [
         s
         for s in ctx.state.newest_first("checkout.session")
-        if (not customer or s["customer"] == customer)
-        and (not status or s["status"] == status)
-        and (not si or s["setup_intent"] == si)
+        if (not customer or s["customer"] == customer) and (not status or s["status"] == status)
     ]
     return paginate(rows, ctx.params, "/v1/checkout/sessions", ctx.state.render, "session")
 
 
-@routes.post("/v1/checkout/sessions/{id}/expire")
+@routes.post("/v1/checkout/sessions/{id}/expire", params=Allow(SessionExpireParams))
 def expire_session(ctx: Ctx) -> Json:
     state = ctx.state
     session = state.get("checkout.session", ctx.arg("id"), "session")

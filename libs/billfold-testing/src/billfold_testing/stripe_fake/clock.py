@@ -15,11 +15,20 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from stripe.params.test_helpers import (
+    TestClockAdvanceParams,
+    TestClockCreateParams,
+    TestClockDeleteParams,
+    TestClockListParams,
+    TestClockRetrieveParams,
+)
+
 from . import invoices, shapes
 from .errors import invalid
 from .events import emit, emit_update
 from .forms import get_int, get_str
 from .lists import paginate
+from .params import Allow
 from .periods import DAY, period
 from .routing import Ctx, Routes
 from .state import FakeState
@@ -156,7 +165,7 @@ def advance(state: FakeState, seconds: int) -> int:
 # --- Stripe's /v1/test_helpers/test_clocks (a facade over the single fake clock) -------------
 
 
-@routes.post("/v1/test_helpers/test_clocks")
+@routes.post("/v1/test_helpers/test_clocks", params=Allow(TestClockCreateParams))
 def create_test_clock(ctx: Ctx) -> Json:
     frozen = get_int(ctx.params, "frozen_time")
     if frozen is None:
@@ -176,18 +185,18 @@ def create_test_clock(ctx: Ctx) -> Json:
     return ctx.state.render(ctx.state.add("test_helpers.test_clock", clock))
 
 
-@routes.get("/v1/test_helpers/test_clocks/{id}")
+@routes.get("/v1/test_helpers/test_clocks/{id}", params=Allow(TestClockRetrieveParams))
 def retrieve_test_clock(ctx: Ctx) -> Json:
     return ctx.state.render(ctx.state.get("test_helpers.test_clock", ctx.arg("id")))
 
 
-@routes.get("/v1/test_helpers/test_clocks")
+@routes.get("/v1/test_helpers/test_clocks", params=Allow(TestClockListParams))
 def list_test_clocks(ctx: Ctx) -> Json:
     rows = ctx.state.newest_first("test_helpers.test_clock")
     return paginate(rows, ctx.params, "/v1/test_helpers/test_clocks", ctx.state.render)
 
 
-@routes.delete("/v1/test_helpers/test_clocks/{id}")
+@routes.delete("/v1/test_helpers/test_clocks/{id}", params=Allow(TestClockDeleteParams))
 def delete_test_clock(ctx: Ctx) -> Json:
     clock = ctx.state.get("test_helpers.test_clock", ctx.arg("id"))
     clock["_deleted"] = True
@@ -196,7 +205,7 @@ def delete_test_clock(ctx: Ctx) -> Json:
     return gone
 
 
-@routes.post("/v1/test_helpers/test_clocks/{id}/advance")
+@routes.post("/v1/test_helpers/test_clocks/{id}/advance", params=Allow(TestClockAdvanceParams))
 def advance_test_clock(ctx: Ctx) -> Json:
     clock = ctx.state.get("test_helpers.test_clock", ctx.arg("id"))
     target = get_int(ctx.params, "frozen_time")

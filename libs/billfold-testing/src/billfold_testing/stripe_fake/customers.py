@@ -6,12 +6,25 @@ import re
 import secrets
 from typing import Any
 
+from stripe.params import (
+    CustomerCreateParams,
+    CustomerDeleteParams,
+    CustomerListParams,
+    CustomerRetrieveParams,
+    CustomerTaxIdCreateParams,
+    CustomerTaxIdDeleteParams,
+    CustomerTaxIdListParams,
+    CustomerTaxIdRetrieveParams,
+    CustomerUpdateParams,
+)
+
 from . import payment_methods as pms
 from . import shapes
 from .errors import invalid, not_found
 from .events import emit, emit_update
 from .forms import get_dict, get_list, get_str, merge_metadata, req_str
 from .lists import created_filter, paginate
+from .params import Allow
 from .routing import Ctx, Routes
 from .state import FakeState
 
@@ -106,7 +119,7 @@ def live_customer(state: FakeState, customer_id: str, param: str = "customer") -
     return state.get("customer", customer_id, param)
 
 
-@routes.post("/v1/customers")
+@routes.post("/v1/customers", params=Allow(CustomerCreateParams))
 def create_customer(ctx: Ctx) -> Json:
     state, p = ctx.state, ctx.params
     customer = shapes.blank("customer")
@@ -151,7 +164,7 @@ def create_customer(ctx: Ctx) -> Json:
     return state.render(customer)
 
 
-@routes.get("/v1/customers/{id}")
+@routes.get("/v1/customers/{id}", params=Allow(CustomerRetrieveParams))
 def retrieve_customer(ctx: Ctx) -> Json:
     customer = ctx.state.find("customer", ctx.arg("id"))
     if customer is None:
@@ -163,7 +176,7 @@ def retrieve_customer(ctx: Ctx) -> Json:
     return ctx.state.render(customer)
 
 
-@routes.post("/v1/customers/{id}")
+@routes.post("/v1/customers/{id}", params=Allow(CustomerUpdateParams))
 def update_customer(ctx: Ctx) -> Json:
     state = ctx.state
     customer = live_customer(state, ctx.arg("id"), "id")
@@ -174,7 +187,7 @@ def update_customer(ctx: Ctx) -> Json:
     return after
 
 
-@routes.delete("/v1/customers/{id}")
+@routes.delete("/v1/customers/{id}", params=Allow(CustomerDeleteParams))
 def delete_customer(ctx: Ctx) -> Json:
     from .subscriptions import cancel_now  # late: subscriptions imports this module
 
@@ -193,7 +206,7 @@ def delete_customer(ctx: Ctx) -> Json:
     return gone
 
 
-@routes.get("/v1/customers")
+@routes.get("/v1/customers", params=Allow(CustomerListParams))
 def list_customers(ctx: Ctx) -> Json:
     email = get_str(ctx.params, "email")
     clock = get_str(ctx.params, "test_clock")
@@ -212,7 +225,7 @@ def list_customers(ctx: Ctx) -> Json:
 # --- tax ids ---------------------------------------------------------------------------------
 
 
-@routes.post("/v1/customers/{customer}/tax_ids")
+@routes.post("/v1/customers/{customer}/tax_ids", params=Allow(CustomerTaxIdCreateParams))
 def create_tax_id(ctx: Ctx) -> Json:
     customer = live_customer(ctx.state, ctx.arg("customer"))
     return ctx.state.render(_create_tax_id(ctx.state, customer["id"], ctx.params))
@@ -226,12 +239,12 @@ def _tax_id_of(ctx: Ctx) -> Json:
     return tax_id
 
 
-@routes.get("/v1/customers/{customer}/tax_ids/{id}")
+@routes.get("/v1/customers/{customer}/tax_ids/{id}", params=Allow(CustomerTaxIdRetrieveParams))
 def retrieve_tax_id(ctx: Ctx) -> Json:
     return ctx.state.render(_tax_id_of(ctx))
 
 
-@routes.delete("/v1/customers/{customer}/tax_ids/{id}")
+@routes.delete("/v1/customers/{customer}/tax_ids/{id}", params=Allow(CustomerTaxIdDeleteParams))
 def delete_tax_id(ctx: Ctx) -> Json:
     tax_id = _tax_id_of(ctx)
     tax_id["_deleted"] = True
@@ -241,7 +254,7 @@ def delete_tax_id(ctx: Ctx) -> Json:
     return gone
 
 
-@routes.get("/v1/customers/{customer}/tax_ids")
+@routes.get("/v1/customers/{customer}/tax_ids", params=Allow(CustomerTaxIdListParams))
 def list_tax_ids(ctx: Ctx) -> Json:
     customer = live_customer(ctx.state, ctx.arg("customer"))["id"]
     rows = [t for t in ctx.state.newest_first("tax_id") if t["customer"] == customer]

@@ -9,9 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from stripe.params import (
+    EventListParams,
+    EventRetrieveParams,
+)
+
 from . import shapes
 from .forms import get_list, get_str
 from .lists import created_filter, paginate
+from .params import Allow
 from .routing import Ctx, Routes
 from .state import FakeState
 
@@ -77,7 +83,7 @@ def emit_update(state: FakeState, type_: str, before: Json, after: Json) -> Json
     return emit(state, type_, after, previous)
 
 
-@routes.get("/v1/events")
+@routes.get("/v1/events", params=Allow(EventListParams))
 def list_events(ctx: Ctx) -> Json:
     wanted = set(get_list(ctx.params, "types"))
     single = get_str(ctx.params, "type")
@@ -95,6 +101,6 @@ def list_events(ctx: Ctx) -> Json:
     return paginate(rows, ctx.params, "/v1/events", ctx.state.render, "event")
 
 
-@routes.get("/v1/events/{id}")
+@routes.get("/v1/events/{id}", params=Allow(EventRetrieveParams))
 def retrieve_event(ctx: Ctx) -> Json:
     return ctx.state.render(ctx.state.get("event", ctx.arg("id")))

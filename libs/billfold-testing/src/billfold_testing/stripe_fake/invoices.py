@@ -9,6 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from stripe.params import (
+    InvoiceFinalizeInvoiceParams,
+    InvoiceLineItemListParams,
+    InvoiceListParams,
+    InvoiceMarkUncollectibleParams,
+    InvoicePayParams,
+    InvoiceRetrieveParams,
+    InvoiceUpdateParams,
+    InvoiceVoidInvoiceParams,
+)
+
 from . import payment_methods as pms
 from . import shapes
 from .catalog import amount_for, format_amount
@@ -16,6 +27,7 @@ from .errors import StripeError, invalid
 from .events import emit, emit_update
 from .forms import get_bool, get_str, merge_metadata
 from .lists import created_filter, list_object, paginate
+from .params import Allow
 from .periods import DAY
 from .routing import Ctx, Routes
 from .state import RENDERERS, FakeState, random_token
@@ -270,7 +282,7 @@ def attempt_payment(state: FakeState, inv: Json, pm: Json | None = None) -> Stri
 # --- API -------------------------------------------------------------------------------------
 
 
-@routes.get("/v1/invoices")
+@routes.get("/v1/invoices", params=Allow(InvoiceListParams))
 def list_invoices(ctx: Ctx) -> Json:
     p = ctx.params
     customer = get_str(p, "customer")
@@ -290,19 +302,19 @@ def list_invoices(ctx: Ctx) -> Json:
     return paginate(rows, p, "/v1/invoices", ctx.state.render, "invoice")
 
 
-@routes.get("/v1/invoices/{id}")
+@routes.get("/v1/invoices/{id}", params=Allow(InvoiceRetrieveParams))
 def retrieve_invoice(ctx: Ctx) -> Json:
     return ctx.state.render(ctx.state.get("invoice", ctx.arg("id")))
 
 
-@routes.get("/v1/invoices/{id}/lines")
+@routes.get("/v1/invoices/{id}/lines", params=Allow(InvoiceLineItemListParams))
 def list_lines(ctx: Ctx) -> Json:
     inv = ctx.state.get("invoice", ctx.arg("id"))
     lines = list(inv["lines"]["data"])
     return paginate(lines, ctx.params, inv["lines"]["url"], lambda x: dict(x), "line_item")
 
 
-@routes.post("/v1/invoices/{id}")
+@routes.post("/v1/invoices/{id}", params=Allow(InvoiceUpdateParams))
 def update_invoice(ctx: Ctx) -> Json:
     state = ctx.state
     inv = state.get("invoice", ctx.arg("id"))
@@ -317,7 +329,7 @@ def update_invoice(ctx: Ctx) -> Json:
     return after
 
 
-@routes.post("/v1/invoices/{id}/finalize")
+@routes.post("/v1/invoices/{id}/finalize", params=Allow(InvoiceFinalizeInvoiceParams))
 def finalize_invoice(ctx: Ctx) -> Json:
     inv = ctx.state.get("invoice", ctx.arg("id"))
     finalize(ctx.state, inv)
@@ -330,7 +342,7 @@ def finalize_invoice(ctx: Ctx) -> Json:
     return ctx.state.render(inv)
 
 
-@routes.post("/v1/invoices/{id}/pay")
+@routes.post("/v1/invoices/{id}/pay", params=Allow(InvoicePayParams))
 def pay_invoice(ctx: Ctx) -> Json:
     state, p = ctx.state, ctx.params
     inv = state.get("invoice", ctx.arg("id"))
@@ -365,7 +377,7 @@ def _require_open(inv: Json, action: str) -> None:
         )
 
 
-@routes.post("/v1/invoices/{id}/void")
+@routes.post("/v1/invoices/{id}/void", params=Allow(InvoiceVoidInvoiceParams))
 def void_invoice(ctx: Ctx) -> Json:
     state = ctx.state
     inv = state.get("invoice", ctx.arg("id"))
@@ -376,7 +388,7 @@ def void_invoice(ctx: Ctx) -> Json:
     return state.render(inv)
 
 
-@routes.post("/v1/invoices/{id}/mark_uncollectible")
+@routes.post("/v1/invoices/{id}/mark_uncollectible", params=Allow(InvoiceMarkUncollectibleParams))
 def mark_uncollectible(ctx: Ctx) -> Json:
     state = ctx.state
     inv = state.get("invoice", ctx.arg("id"))

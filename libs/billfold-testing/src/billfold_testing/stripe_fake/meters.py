@@ -9,10 +9,22 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from stripe.params.billing import (
+    MeterCreateParams,
+    MeterDeactivateParams,
+    MeterEventCreateParams,
+    MeterEventSummaryListParams,
+    MeterListParams,
+    MeterReactivateParams,
+    MeterRetrieveParams,
+    MeterUpdateParams,
+)
+
 from . import shapes
 from .errors import invalid, missing_param
 from .forms import enum, get_dict, get_int, get_str, req_str
 from .lists import paginate
+from .params import Allow
 from .periods import DAY
 from .routing import Ctx, Routes
 from .state import FakeState, random_token
@@ -52,7 +64,7 @@ def usage(state: FakeState, meter_id: str, customer: str, start: int, end: int) 
     return float(_aggregate(meter, _events_for(state, meter, customer, start, end)))
 
 
-@routes.post("/v1/billing/meters")
+@routes.post("/v1/billing/meters", params=Allow(MeterCreateParams))
 def create_meter(ctx: Ctx) -> Json:
     state, p = ctx.state, ctx.params
     aggregation = get_dict(p, "default_aggregation")
@@ -93,12 +105,12 @@ def create_meter(ctx: Ctx) -> Json:
     return state.render(state.add("billing.meter", meter))
 
 
-@routes.get("/v1/billing/meters/{id}")
+@routes.get("/v1/billing/meters/{id}", params=Allow(MeterRetrieveParams))
 def retrieve_meter(ctx: Ctx) -> Json:
     return ctx.state.render(ctx.state.get("billing.meter", ctx.arg("id")))
 
 
-@routes.post("/v1/billing/meters/{id}")
+@routes.post("/v1/billing/meters/{id}", params=Allow(MeterUpdateParams))
 def update_meter(ctx: Ctx) -> Json:
     meter = ctx.state.get("billing.meter", ctx.arg("id"))
     if name := get_str(ctx.params, "display_name"):
@@ -115,17 +127,17 @@ def _set_status(ctx: Ctx, status: str) -> Json:
     return ctx.state.render(meter)
 
 
-@routes.post("/v1/billing/meters/{id}/deactivate")
+@routes.post("/v1/billing/meters/{id}/deactivate", params=Allow(MeterDeactivateParams))
 def deactivate_meter(ctx: Ctx) -> Json:
     return _set_status(ctx, "inactive")
 
 
-@routes.post("/v1/billing/meters/{id}/reactivate")
+@routes.post("/v1/billing/meters/{id}/reactivate", params=Allow(MeterReactivateParams))
 def reactivate_meter(ctx: Ctx) -> Json:
     return _set_status(ctx, "active")
 
 
-@routes.get("/v1/billing/meters")
+@routes.get("/v1/billing/meters", params=Allow(MeterListParams))
 def list_meters(ctx: Ctx) -> Json:
     status = get_str(ctx.params, "status")
     rows = [
@@ -134,7 +146,7 @@ def list_meters(ctx: Ctx) -> Json:
     return paginate(rows, ctx.params, "/v1/billing/meters", ctx.state.render, "billing.meter")
 
 
-@routes.post("/v1/billing/meter_events")
+@routes.post("/v1/billing/meter_events", params=Allow(MeterEventCreateParams))
 def create_meter_event(ctx: Ctx) -> Json:
     state, p = ctx.state, ctx.params
     event_name = req_str(p, "event_name")
@@ -178,7 +190,7 @@ def create_meter_event(ctx: Ctx) -> Json:
     return dict(event)
 
 
-@routes.get("/v1/billing/meters/{id}/event_summaries")
+@routes.get("/v1/billing/meters/{id}/event_summaries", params=Allow(MeterEventSummaryListParams))
 def event_summaries(ctx: Ctx) -> Json:
     state, p = ctx.state, ctx.params
     meter = state.get("billing.meter", ctx.arg("id"))

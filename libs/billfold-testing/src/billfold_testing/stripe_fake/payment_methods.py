@@ -12,11 +12,23 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from stripe.params import (
+    CustomerPaymentMethodListParams,
+    CustomerPaymentMethodRetrieveParams,
+    PaymentMethodAttachParams,
+    PaymentMethodCreateParams,
+    PaymentMethodDetachParams,
+    PaymentMethodListParams,
+    PaymentMethodRetrieveParams,
+    PaymentMethodUpdateParams,
+)
+
 from . import shapes
 from .errors import StripeError, card_declined, invalid, not_found
 from .events import emit, emit_update
 from .forms import get_dict, get_int, get_str, merge_metadata, req_str
 from .lists import paginate
+from .params import Allow
 from .routing import Ctx, Routes
 from .state import FakeState
 
@@ -255,7 +267,7 @@ def _billing_details(pm: Json, details: Json) -> None:
         target["address"] = {k: address.get(k) or None for k in target["address"]}
 
 
-@routes.post("/v1/payment_methods")
+@routes.post("/v1/payment_methods", params=Allow(PaymentMethodCreateParams))
 def create_payment_method(ctx: Ctx) -> Json:
     pm = create_from_params(ctx.state, ctx.params)
     if customer := get_str(ctx.params, "customer"):
@@ -263,12 +275,12 @@ def create_payment_method(ctx: Ctx) -> Json:
     return ctx.state.render(pm)
 
 
-@routes.get("/v1/payment_methods/{id}")
+@routes.get("/v1/payment_methods/{id}", params=Allow(PaymentMethodRetrieveParams))
 def retrieve_payment_method(ctx: Ctx) -> Json:
     return ctx.state.render(resolve(ctx.state, ctx.arg("id"), "payment_method"))
 
 
-@routes.post("/v1/payment_methods/{id}")
+@routes.post("/v1/payment_methods/{id}", params=Allow(PaymentMethodUpdateParams))
 def update_payment_method(ctx: Ctx) -> Json:
     state, p = ctx.state, ctx.params
     pm = resolve(state, ctx.arg("id"), "payment_method")
@@ -285,14 +297,14 @@ def update_payment_method(ctx: Ctx) -> Json:
     return after
 
 
-@routes.post("/v1/payment_methods/{id}/attach")
+@routes.post("/v1/payment_methods/{id}/attach", params=Allow(PaymentMethodAttachParams))
 def attach_payment_method(ctx: Ctx) -> Json:
     customer = req_str(ctx.params, "customer")
     pm = resolve(ctx.state, ctx.arg("id"), "payment_method")
     return ctx.state.render(attach(ctx.state, pm, customer))
 
 
-@routes.post("/v1/payment_methods/{id}/detach")
+@routes.post("/v1/payment_methods/{id}/detach", params=Allow(PaymentMethodDetachParams))
 def detach_payment_method(ctx: Ctx) -> Json:
     pm = ctx.state.get("payment_method", ctx.arg("id"), "payment_method")
     return ctx.state.render(detach(ctx.state, pm))
@@ -309,19 +321,24 @@ def _list_for(ctx: Ctx, customer: str, url: str) -> Json:
     return paginate(rows, ctx.params, url, ctx.state.render, "payment_method")
 
 
-@routes.get("/v1/payment_methods")
+@routes.get("/v1/payment_methods", params=Allow(PaymentMethodListParams))
 def list_payment_methods(ctx: Ctx) -> Json:
     customer = req_str(ctx.params, "customer")
     return _list_for(ctx, customer, "/v1/payment_methods")
 
 
-@routes.get("/v1/customers/{customer}/payment_methods")
+@routes.get(
+    "/v1/customers/{customer}/payment_methods", params=Allow(CustomerPaymentMethodListParams)
+)
 def list_customer_payment_methods(ctx: Ctx) -> Json:
     customer = ctx.arg("customer")
     return _list_for(ctx, customer, f"/v1/customers/{customer}/payment_methods")
 
 
-@routes.get("/v1/customers/{customer}/payment_methods/{id}")
+@routes.get(
+    "/v1/customers/{customer}/payment_methods/{id}",
+    params=Allow(CustomerPaymentMethodRetrieveParams),
+)
 def retrieve_customer_payment_method(ctx: Ctx) -> Json:
     pm = ctx.state.get("payment_method", ctx.arg("id"), "payment_method")
     if pm["customer"] != ctx.arg("customer"):

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from stripe.params import InvoiceCreatePreviewParams
+
 from . import invoices
 from .customers import live_customer
 from .errors import StripeError, invalid
 from .forms import get_bool, get_dict, get_int, get_list, get_str
+from .params import Allow
 from .periods import period
 from .routing import Ctx, Routes
 from .state import FakeState, random_token
@@ -62,7 +65,7 @@ def _apply_overrides(
     return list(by_id.values()) + added
 
 
-@routes.post("/v1/invoices/create_preview")
+@routes.post("/v1/invoices/create_preview", params=Allow(InvoiceCreatePreviewParams))
 def create_preview(ctx: Ctx) -> Json:
     state, p = ctx.state, ctx.params
     details = get_dict(p, "subscription_details") or {}

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from stripe.params import (
+    SetupIntentCancelParams,
+    SetupIntentConfirmParams,
+    SetupIntentCreateParams,
+    SetupIntentListParams,
+    SetupIntentRetrieveParams,
+    SetupIntentUpdateParams,
+)
+
 from . import payment_methods as pms
 from . import shapes
 from .errors import StripeError, invalid
 from .events import emit, emit_update
 from .forms import enum, get_bool, get_list, get_str, merge_metadata
 from .lists import paginate
+from .params import Allow
 from .routing import Ctx, Routes
 from .state import FakeState, random_token
 
@@ -23,6 +33,9 @@ def create(state: FakeState, p: Json) -> Json:
     customer = get_str(p, "customer")
     if customer:
         state.get("customer", customer, "customer")
+    # The pinned API version takes ``allowed_payment_method_types`` (the object field is still
+    # ``payment_method_types``); the old parameter name is a ``parameter_unknown`` now.
+    types = [str(t) for t in get_list(p, "allowed_payment_method_types")]
     si.update(
         id=si_id,
         created=state.clock.now(),
@@ -30,7 +43,7 @@ def create(state: FakeState, p: Json) -> Json:
         customer=customer,
         description=get_str(p, "description"),
         usage=enum(p, "usage", ("off_session", "on_session")) or "off_session",
-        payment_method_types=[str(t) for t in get_list(p, "payment_method_types")] or ["card"],
+        payment_method_types=types or ["card"],
         metadata=merge_metadata({}, p.get("metadata")),
         automatic_payment_methods=None,
     )
@@ -81,7 +94,7 @@ def confirm(state: FakeState, si: Json, pm_id: str | None) -> StripeError | None
     return None
 
 
-@routes.post("/v1/setup_intents")
+@routes.post("/v1/setup_intents", params=Allow(SetupIntentCreateParams))
 def create_setup_intent(ctx: Ctx) -> Json:
     si = create(ctx.state, ctx.params)
     if pm_id := get_str(ctx.params, "payment_method"):
@@ -92,12 +105,12 @@ def create_setup_intent(ctx: Ctx) -> Json:
     return ctx.state.render(si)
 
 
-@routes.get("/v1/setup_intents/{id}")
+@routes.get("/v1/setup_intents/{id}", params=Allow(SetupIntentRetrieveParams))
 def retrieve_setup_intent(ctx: Ctx) -> Json:
     return ctx.state.render(ctx.state.get("setup_intent", ctx.arg("id"), "intent"))
 
 
-@routes.post("/v1/setup_intents/{id}")
+@routes.post("/v1/setup_intents/{id}", params=Allow(SetupIntentUpdateParams))
 def update_setup_intent(ctx: Ctx) -> Json:
     state, p = ctx.state, ctx.params
     si = state.get("setup_intent", ctx.arg("id"), "intent")
@@ -115,7 +128,7 @@ def update_setup_intent(ctx: Ctx) -> Json:
     return after
 
 
-@routes.post("/v1/setup_intents/{id}/confirm")
+@routes.post("/v1/setup_intents/{id}/confirm", params=Allow(SetupIntentConfirmParams))
 def confirm_setup_intent(ctx: Ctx) -> Json:
     si = ctx.state.get("setup_intent", ctx.arg("id"), "intent")
     if error := confirm(ctx.state, si, get_str(ctx.params, "payment_method")):
@@ -123,7 +136,7 @@ def confirm_setup_intent(ctx: Ctx) -> Json:
     return ctx.state.render(si)
 
 
-@routes.post("/v1/setup_intents/{id}/cancel")
+@routes.post("/v1/setup_intents/{id}/cancel", params=Allow(SetupIntentCancelParams))
 def cancel_setup_intent(ctx: Ctx) -> Json:
     state = ctx.state
     si = state.get("setup_intent", ctx.arg("id"), "intent")
@@ -142,7 +155,7 @@ def cancel_setup_intent(ctx: Ctx) -> Json:
     return state.render(si)
 
 
-@routes.get("/v1/setup_intents")
+@routes.get("/v1/setup_intents", params=Allow(SetupIntentListParams))
 def list_setup_intents(ctx: Ctx) -> Json:
     customer = get_str(ctx.params, "customer")
     pm = get_str(ctx.params, "payment_method")

@@ -8,6 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from stripe.params import (
+    SubscriptionCancelParams,
+    SubscriptionCreateParams,
+    SubscriptionItemListParams,
+    SubscriptionItemRetrieveParams,
+    SubscriptionListParams,
+    SubscriptionResumeParams,
+    SubscriptionRetrieveParams,
+    SubscriptionUpdateParams,
+)
+
 from . import invoices, shapes
 from . import payment_methods as pms
 from .catalog import amount_for, plan_of
@@ -17,6 +28,7 @@ from .events import emit, emit_update
 from .forms import enum, get_bool, get_dict, get_int, get_list, get_str, merge_metadata
 from .lists import created_filter, list_object, paginate
 from .meters import usage
+from .params import Allow
 from .periods import DAY, period
 from .routing import Ctx, Routes
 from .state import RENDERERS, FakeState
@@ -287,7 +299,7 @@ def _trial_end(p: Json, now: int, specs: list[tuple[Json, int | None, Json]]) ->
     return None
 
 
-@routes.post("/v1/subscriptions")
+@routes.post("/v1/subscriptions", params=Allow(SubscriptionCreateParams))
 def create_subscription(ctx: Ctx) -> Json:
     state, p = ctx.state, ctx.params
     customer_id = get_str(p, "customer")
@@ -389,12 +401,12 @@ def create_subscription(ctx: Ctx) -> Json:
 # --- read ------------------------------------------------------------------------------------
 
 
-@routes.get("/v1/subscriptions/{id}")
+@routes.get("/v1/subscriptions/{id}", params=Allow(SubscriptionRetrieveParams))
 def retrieve_subscription(ctx: Ctx) -> Json:
     return ctx.state.render(ctx.state.get("subscription", ctx.arg("id")))
 
 
-@routes.get("/v1/subscriptions")
+@routes.get("/v1/subscriptions", params=Allow(SubscriptionListParams))
 def list_subscriptions(ctx: Ctx) -> Json:
     p = ctx.params
     customer = get_str(p, "customer")
@@ -422,7 +434,7 @@ def list_subscriptions(ctx: Ctx) -> Json:
     return paginate(rows, p, "/v1/subscriptions", ctx.state.render, "subscription")
 
 
-@routes.get("/v1/subscription_items")
+@routes.get("/v1/subscription_items", params=Allow(SubscriptionItemListParams))
 def list_items(ctx: Ctx) -> Json:
     sub_id = get_str(ctx.params, "subscription")
     if not sub_id:
@@ -434,7 +446,7 @@ def list_items(ctx: Ctx) -> Json:
     )
 
 
-@routes.get("/v1/subscription_items/{id}")
+@routes.get("/v1/subscription_items/{id}", params=Allow(SubscriptionItemRetrieveParams))
 def retrieve_item(ctx: Ctx) -> Json:
     return ctx.state.render(ctx.state.get("subscription_item", ctx.arg("id")))
 
@@ -473,7 +485,7 @@ def _update_items(state: FakeState, sub: Json, raw_items: list[Any]) -> None:
         raise invalid("A subscription must have at least one active plan.", param="items")
 
 
-@routes.post("/v1/subscriptions/{id}")
+@routes.post("/v1/subscriptions/{id}", params=Allow(SubscriptionUpdateParams))
 def update_subscription(ctx: Ctx) -> Json:
     from .clock import end_trial  # late: clock imports this module
 
@@ -539,7 +551,7 @@ def update_subscription(ctx: Ctx) -> Json:
     return state.render(sub)
 
 
-@routes.delete("/v1/subscriptions/{id}")
+@routes.delete("/v1/subscriptions/{id}", params=Allow(SubscriptionCancelParams))
 def cancel_subscription(ctx: Ctx) -> Json:
     state = ctx.state
     sub = state.get("subscription", ctx.arg("id"))
@@ -556,7 +568,7 @@ def cancel_subscription(ctx: Ctx) -> Json:
     return state.render(sub)
 
 
-@routes.post("/v1/subscriptions/{id}/resume")
+@routes.post("/v1/subscriptions/{id}/resume", params=Allow(SubscriptionResumeParams))
 def resume_subscription(ctx: Ctx) -> Json:
     state = ctx.state
     sub = state.get("subscription", ctx.arg("id"))

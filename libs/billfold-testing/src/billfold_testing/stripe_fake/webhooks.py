@@ -22,11 +22,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import aiohttp
+from stripe.params import (
+    WebhookEndpointCreateParams,
+    WebhookEndpointDeleteParams,
+    WebhookEndpointListParams,
+    WebhookEndpointRetrieveParams,
+    WebhookEndpointUpdateParams,
+)
 
 from . import shapes
 from .errors import invalid
 from .forms import get_bool, get_list, get_str, merge_metadata, req_str
 from .lists import paginate
+from .params import Allow
 from .routing import Ctx, Routes
 from .state import FakeState
 
@@ -274,7 +282,7 @@ def _check_url(url: str) -> str:
     return url
 
 
-@routes.post("/v1/webhook_endpoints")
+@routes.post("/v1/webhook_endpoints", params=Allow(WebhookEndpointCreateParams))
 def create_endpoint(ctx: Ctx) -> Json:
     url = _check_url(req_str(ctx.params, "url"))
     events = _events_param(ctx)
@@ -296,12 +304,12 @@ def create_endpoint(ctx: Ctx) -> Json:
     return {**ctx.state.render(ep), "secret": ep["_secret"]}
 
 
-@routes.get("/v1/webhook_endpoints/{id}")
+@routes.get("/v1/webhook_endpoints/{id}", params=Allow(WebhookEndpointRetrieveParams))
 def retrieve_endpoint(ctx: Ctx) -> Json:
     return ctx.state.render(ctx.state.get("webhook_endpoint", ctx.arg("id")))
 
 
-@routes.post("/v1/webhook_endpoints/{id}")
+@routes.post("/v1/webhook_endpoints/{id}", params=Allow(WebhookEndpointUpdateParams))
 def update_endpoint(ctx: Ctx) -> Json:
     ep = ctx.state.get("webhook_endpoint", ctx.arg("id"))
     if (url := get_str(ctx.params, "url")) is not None:
@@ -316,13 +324,13 @@ def update_endpoint(ctx: Ctx) -> Json:
     return ctx.state.render(ep)
 
 
-@routes.get("/v1/webhook_endpoints")
+@routes.get("/v1/webhook_endpoints", params=Allow(WebhookEndpointListParams))
 def list_endpoints(ctx: Ctx) -> Json:
     rows = ctx.state.newest_first("webhook_endpoint")
     return paginate(rows, ctx.params, "/v1/webhook_endpoints", ctx.state.render, "webhook_endpoint")
 
 
-@routes.delete("/v1/webhook_endpoints/{id}")
+@routes.delete("/v1/webhook_endpoints/{id}", params=Allow(WebhookEndpointDeleteParams))
 def delete_endpoint(ctx: Ctx) -> Json:
     ep = ctx.state.get("webhook_endpoint", ctx.arg("id"))
     ep["_deleted"] = True
