@@ -13,6 +13,7 @@ import urllib.request
 
 import pytest
 import stripe
+from stripe.params import CustomerListParams, SubscriptionListParams
 
 from billfold_testing.stripe_fake.fixtures import StripeFake, post_control
 
@@ -133,6 +134,99 @@ def test_pagination_over_hundreds(stripe_client: stripe.StripeClient) -> None:
     with pytest.raises(stripe.InvalidRequestError) as err:
         stripe_client.v1.customers.list(params={"limit": 101})
     assert err.value.param == "limit"
+
+
+def _active_subscriptions(client: stripe.StripeClient, count: int) -> list[str]:
+    customer = client.v1.customers.create(params={"email": "subs@example.com"})
+    pm = client.v1.payment_methods.attach("pm_card_visa", params={"customer": customer.id})
+    client.v1.customers.update(
+        customer.id, params={"invoice_settings": {"default_payment_method": pm.id}}
+    )
+    price = client.v1.prices.create(
+        params={
+            "currency": "usd",
+            "unit_amount": 500,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Plan"},
+        }
+    )
+    return [
+        client.v1.subscriptions.create(
+            params={"customer": customer.id, "items": [{"price": price.id}]}
+        ).id
+        for _ in range(count)
+    ]
+
+
+def test_cursor_excluded_by_the_filters_still_marks_a_place(
+    stripe_client: stripe.StripeClient,
+) -> None:
+    """As on Stripe, a cursor the filters exclude is placed by its spot in the full ordering."""
+    client = stripe_client
+    subs = _active_subscriptions(client, 5)  # listed newest first: 4 3 2 1 0
+    client.v1.subscriptions.cancel(subs[2])
+
+    def listed(params: SubscriptionListParams) -> tuple[list[str], bool]:
+        page = client.v1.subscriptions.list(params=params)
+        return [s.id for s in page.data], page.has_more
+
+    assert listed({"status": "active", "starting_after": subs[2]}) == ([subs[1], subs[0]], False)
+    assert listed({"status": "active", "ending_before": subs[2]}) == ([subs[4], subs[3]], False)
+    assert listed({"status": "active", "starting_after": subs[2], "limit": 1}) == ([subs[1]], True)
+    assert listed({"status": "active", "ending_before": subs[2], "limit": 1}) == ([subs[3]], True)
+    # without ``status`` canceled subscriptions are hidden, but one still works as a cursor
+    assert listed({"starting_after": subs[2]}) == ([subs[1], subs[0]], False)
+    assert listed({"status": "canceled", "starting_after": subs[3]}) == ([subs[2]], False)
+
+    ids = [
+        client.v1.customers.create(params={"email": f"u{i % 3}@example.com"}).id for i in range(9)
+    ]  # u1@example.com: ids 1, 4, 7
+
+    def u1(params: CustomerListParams) -> list[str]:
+        params["email"] = "u1@example.com"
+        return [c.id for c in client.v1.customers.list(params=params).data]
+
+    assert u1({"starting_after": ids[5]}) == [ids[4], ids[1]]
+    assert u1({"ending_before": ids[5]}) == [ids[7]]
+    assert u1({"starting_after": ids[0]}) == []
+    assert u1({"ending_before": ids[8]}) == []
+
+    for missing in ("cus_doesnotexist", subs[0]):  # no such id; an id of another resource
+        cursors: list[tuple[str, CustomerListParams]] = [
+            ("starting_after", {"starting_after": missing}),
+            ("ending_before", {"ending_before": missing}),
+        ]
+        for param, params in cursors:
+            with pytest.raises(stripe.InvalidRequestError) as err:
+                u1(params)
+            assert (err.value.http_status, err.value.code, err.value.param) == (
+                404,
+                "resource_missing",
+                param,
+            )
+            assert err.value.user_message == f"No such customer: '{missing}'"
+
+
+def test_auto_paging_a_filtered_list_yields_each_match_once(
+    stripe_client: stripe.StripeClient,
+) -> None:
+    client = stripe_client
+    ids = [
+        client.v1.customers.create(params={"email": f"bulk{i % 3}@example.com"}).id
+        for i in range(300)
+    ]
+    wanted = [cid for i, cid in enumerate(ids) if i % 3 == 1]  # 100 of them, oldest first
+
+    def walk(params: CustomerListParams) -> list[str]:
+        params["email"] = "bulk1@example.com"
+        params["limit"] = 7
+        return [c.id for c in client.v1.customers.list(params=params).auto_paging_iter()]
+
+    assert walk({}) == wanted[::-1]
+    # From a cursor the filter excludes (ids[150] is a bulk0 customer), forwards and backwards
+    # (the library walks ``ending_before`` pages towards the newest, yielding oldest first).
+    assert walk({"starting_after": ids[150]}) == wanted[:50][::-1]
+    assert walk({"ending_before": ids[150]}) == wanted[50:]
 
 
 async def test_async_client_paginates(

@@ -19,6 +19,7 @@ from stripe.params import CustomerCreateParams, PriceCreateParams, SubscriptionC
 from billfold_testing.stripe_fake import app as fake_app
 from billfold_testing.stripe_fake.errors import StripeError
 from billfold_testing.stripe_fake.fixtures import StripeFake, post_control
+from billfold_testing.stripe_fake.forms import decode
 from billfold_testing.stripe_fake.params import Allow
 
 
@@ -172,6 +173,66 @@ def test_metadata_keys_are_free_form(stripe_client: stripe.StripeClient) -> None
         }
     )
     assert sub.metadata.to_dict() == {"tenant": "t1"}
+
+
+def test_metadata_keys_survive_the_form_encoding(stripe_client: stripe.StripeClient) -> None:
+    client = stripe_client
+    odd = {"order no.": "1", "a=b&c": "2", "ünï cödé": "3", "metadata": "4", "0": "5", "x y": ""}
+    customer = client.v1.customers.create(params={"metadata": odd})
+    assert customer.metadata is not None
+    assert customer.metadata.to_dict() == {k: v for k, v in odd.items() if v}
+
+
+@pytest.mark.parametrize("key", ["a[b]", "tier [gold]", "x]", "[y", "a]b", "[]"])
+def test_metadata_keys_with_square_brackets_are_refused_as_on_stripe(
+    stripe_client: stripe.StripeClient, key: str
+) -> None:
+    """Stripe: keys "can contain any characters with one exception: you can't use square
+    brackets". Its parser reads ``metadata[a[b]]`` as a nested hash and refuses the request;
+    the fake must not store a garbled key (it used to keep ``a[b`` for ``a[b]``)."""
+    client = stripe_client
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.customers.create(params={"metadata": {"fine": "1", key: "v"}})
+    assert (err.value.http_status, err.value.param) == (400, "metadata")
+    assert f"'{key}'" in str(err.value.user_message)
+    assert client.v1.customers.list().data == []
+
+    customer = client.v1.customers.create(params={"metadata": {"fine": "1"}})
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.customers.update(customer.id, params={"metadata": {key: ""}})
+    assert err.value.param == "metadata"
+    price = _price(client)
+    with pytest.raises(stripe.InvalidRequestError) as err:
+        client.v1.subscriptions.create(
+            params={
+                "customer": _customer_with_card(client).id,
+                "items": [{"price": price.id, "metadata": {key: "v"}}],
+            }
+        )
+    assert err.value.param == "items[0][metadata]"
+    assert client.v1.customers.retrieve(customer.id).metadata.to_dict() == {"fine": "1"}
+
+
+def test_nested_metadata_values_are_refused(stripe_client: stripe.StripeClient) -> None:
+    # ``{"a": {"b": "v"}}`` goes out as ``metadata[a][b]=v``, ``["x"]`` as ``metadata[a][0]=x``
+    for value in ({"b": "v"}, ["x"]):
+        with pytest.raises(stripe.InvalidRequestError) as err:
+            stripe_client.v1.customers.create(params={"metadata": _any({"a": value})})
+        assert (err.value.http_status, err.value.param) == (400, "metadata")
+
+
+def test_decode_keeps_free_form_keys_whole() -> None:
+    raw = (
+        "metadata[a[b]]=1&metadata[x]]=2&metadata[[y]=3&items[0][price]=p"
+        "&items[0][metadata][c]d]=4&payload[e[f]]=5&expand[0]=customer&created[gte]=0"
+    )
+    assert decode(raw) == {
+        "metadata": {"a[b]": "1", "x]": "2", "[y": "3"},
+        "items": [{"price": "p", "metadata": {"c]d": "4"}}],
+        "payload": {"e[f]": "5"},
+        "expand": ["customer"],
+        "created": {"gte": "0"},
+    }
 
 
 def test_list_query_params_are_checked_too(stripe_client: stripe.StripeClient) -> None:

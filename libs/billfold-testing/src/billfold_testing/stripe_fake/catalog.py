@@ -220,12 +220,13 @@ def list_products(ctx: Ctx) -> Json:
     active = get_bool(p, "active")
     ids = set(map(str, get_list(p, "ids")))
     in_range = created_filter(p)
+    every = ctx.state.newest_first("product")
     rows = [
         o
-        for o in ctx.state.newest_first("product")
+        for o in every
         if (active is None or o["active"] == active) and (not ids or o["id"] in ids) and in_range(o)
     ]
-    return paginate(rows, p, "/v1/products", ctx.state.render, "product")
+    return paginate(rows, p, "/v1/products", ctx.state.render, "product", unfiltered=every)
 
 
 @routes.delete("/v1/products/{id}", params=Allow(ProductDeleteParams))
@@ -320,7 +321,7 @@ def _make_price(state: FakeState, p: Json, prefix: str = "") -> Json:
             name=req_str(data, "name", param="product_data[name]"),
             created=state.clock.now(),
             updated=state.clock.now(),
-            metadata=merge_metadata({}, data.get("metadata")),
+            metadata=merge_metadata({}, data.get("metadata"), param="product_data[metadata]"),
             type="service",
         )
         state.add("product", product)
@@ -437,9 +438,10 @@ def list_prices(ctx: Ctx) -> Json:
     currency = get_str(p, "currency")
     lookup_keys = set(map(str, get_list(p, "lookup_keys")))
     in_range = created_filter(p)
+    every = ctx.state.newest_first("price")
     rows = [
         o
-        for o in ctx.state.newest_first("price")
+        for o in every
         if (active is None or o["active"] == active)
         and (not product or o["product"] == product)
         and (not kind or o["type"] == kind)
@@ -447,4 +449,4 @@ def list_prices(ctx: Ctx) -> Json:
         and (not lookup_keys or o["lookup_key"] in lookup_keys)
         and in_range(o)
     ]
-    return paginate(rows, p, "/v1/prices", ctx.state.render, "price")
+    return paginate(rows, p, "/v1/prices", ctx.state.render, "price", unfiltered=every)

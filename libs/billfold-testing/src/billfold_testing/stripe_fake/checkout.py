@@ -95,12 +95,15 @@ def retrieve_session(ctx: Ctx) -> Json:
 def list_sessions(ctx: Ctx) -> Json:
     customer = get_str(ctx.params, "customer")
     status = get_str(ctx.params, "status")
+    every = ctx.state.newest_first("checkout.session")
     rows = [
         s
-        for s in ctx.state.newest_first("checkout.session")
+        for s in every
         if (not customer or s["customer"] == customer) and (not status or s["status"] == status)
     ]
-    return paginate(rows, ctx.params, "/v1/checkout/sessions", ctx.state.render, "session")
+    return paginate(
+        rows, ctx.params, "/v1/checkout/sessions", ctx.state.render, "session", unfiltered=every
+    )
 
 
 @routes.post("/v1/checkout/sessions/{id}/expire", params=Allow(SessionExpireParams))

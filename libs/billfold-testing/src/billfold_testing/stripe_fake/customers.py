@@ -211,15 +211,18 @@ def list_customers(ctx: Ctx) -> Json:
     email = get_str(ctx.params, "email")
     clock = get_str(ctx.params, "test_clock")
     in_range = created_filter(ctx.params)
+    every = ctx.state.newest_first("customer")
     rows = [
         c
-        for c in ctx.state.newest_first("customer")
+        for c in every
         # Stripe's email filter is exact and case-sensitive.
         if (email is None or c["email"] == email)
         and (clock is None or c["test_clock"] == clock)
         and in_range(c)
     ]
-    return paginate(rows, ctx.params, "/v1/customers", ctx.state.render, "customer")
+    return paginate(
+        rows, ctx.params, "/v1/customers", ctx.state.render, "customer", unfiltered=every
+    )
 
 
 # --- tax ids ---------------------------------------------------------------------------------

@@ -97,8 +97,9 @@ def list_events(ctx: Ctx) -> Json:
             return False
         return (not wanted or kind in wanted) and in_range(event)
 
-    rows = [e for e in ctx.state.newest_first("event") if match(e)]
-    return paginate(rows, ctx.params, "/v1/events", ctx.state.render, "event")
+    every = ctx.state.newest_first("event")
+    rows = [e for e in every if match(e)]
+    return paginate(rows, ctx.params, "/v1/events", ctx.state.render, "event", unfiltered=every)
 
 
 @routes.get("/v1/events/{id}", params=Allow(EventRetrieveParams))

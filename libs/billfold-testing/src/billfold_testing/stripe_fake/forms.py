@@ -16,16 +16,34 @@ from .errors import StripeError, invalid, missing_param
 Json = dict[str, Any]
 _TOKEN = re.compile(r"\[([^\]]*)\]")
 
-
-def _split(key: str) -> list[str]:
-    head, _, rest = key.partition("[")
-    if not rest:
-        return [head]
-    return [head, *_TOKEN.findall("[" + rest)]
-
-
 #: hashes with free-form keys: ``metadata[1]=x`` is a key "1", not an array element
 _FREE_FORM = frozenset({"metadata", "payload"})
+
+
+def _split(key: str) -> list[str]:
+    """``items[0][price]`` -> ``["items", "0", "price"]``.
+
+    Inside a free-form hash the rest of the name is one key, brackets and all: the library
+    sends key ``a[b]`` as ``metadata[a[b]]`` (``"%s[%s]" % (name, key)``, brackets unescaped),
+    so ``metadata[a[b]]`` is ``["metadata", "a[b]"]``. The handler decides what to do with such
+    a key (:func:`merge_metadata` rejects it, as Stripe does).
+    """
+    head, bracket, _rest = key.partition("[")
+    parts = [head]
+    if not bracket:
+        return parts
+    pos = len(head)
+    while True:
+        rest = key[pos:]
+        if parts[-1] in _FREE_FORM and len(rest) > 2 and rest[0] == "[" and rest[-1] == "]":
+            parts.append(rest[1:-1])
+            break
+        match = _TOKEN.search(key, pos)
+        if match is None:
+            break
+        parts.append(match.group(1))
+        pos = match.end()
+    return parts
 
 
 def _listify(node: Any, key: str = "") -> Any:
@@ -162,20 +180,36 @@ def enum(
     return value
 
 
-def merge_metadata(current: Json, update: Any) -> Json:
-    """Stripe's metadata update rules: merge keys, ``""`` deletes one, ``metadata=""`` clears."""
+def merge_metadata(current: Json, update: Any, *, param: str = "metadata") -> Json:
+    """Stripe's metadata update rules: merge keys, ``""`` deletes one, ``metadata=""`` clears.
+
+    ``param`` names the hash in errors (``items[0][metadata]`` for an item's metadata).
+
+    Keys with square brackets are rejected, as on Stripe: its docs say keys "can contain any
+    characters with one exception: you can't use square brackets", because its form parser
+    reads ``metadata[a[b]]=v`` as a nested hash (``{"a": {"b": "v"}}``) and then refuses the
+    non-string value (400, ``param: "metadata"``). A nested hash or array *value* arrives the
+    same way (``metadata[a][b]=v`` decodes to key ``a][b``), so it is refused too.
+    """
     if update is None:
         return current
     if update == "":
         return {}
     if not isinstance(update, dict):
-        raise invalid("Invalid hash", param="metadata")
+        raise invalid("Invalid hash", param=param)
     merged = dict(current)
     for key, value in update.items():
+        if "[" in key or "]" in key:
+            raise invalid(
+                f"Invalid metadata key: '{key}'. Metadata keys can't contain square brackets "
+                "([ and ]), which Stripe parses as a nested hash; metadata values must be "
+                "strings.",
+                param=param,
+            )
         if len(key) > 40:
             raise invalid(
                 "Metadata keys can have a maximum length of 40 characters.",
-                param=f"metadata[{key}]",
+                param=f"{param}[{key}]",
             )
         if value == "":
             merged.pop(key, None)
@@ -183,9 +217,9 @@ def merge_metadata(current: Json, update: Any) -> Json:
         if not isinstance(value, str) or len(value) > 500:
             raise invalid(
                 "Metadata values can have a maximum length of 500 characters.",
-                param=f"metadata[{key}]",
+                param=f"{param}[{key}]",
             )
         merged[key] = value
     if len(merged) > 50:
-        raise invalid("You can have a maximum of 50 metadata keys.", param="metadata")
+        raise invalid("You can have a maximum of 50 metadata keys.", param=param)
     return merged

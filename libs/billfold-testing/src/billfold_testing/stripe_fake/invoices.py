@@ -290,16 +290,17 @@ def list_invoices(ctx: Ctx) -> Json:
     status = get_str(p, "status")
     method = get_str(p, "collection_method")
     in_range = created_filter(p)
+    every = ctx.state.newest_first("invoice")
     rows = [
         inv
-        for inv in ctx.state.newest_first("invoice")
+        for inv in every
         if (not customer or inv["customer"] == customer)
         and (not sub or inv["subscription"] == sub)
         and (not status or inv["status"] == status)
         and (not method or inv["collection_method"] == method)
         and in_range(inv)
     ]
-    return paginate(rows, p, "/v1/invoices", ctx.state.render, "invoice")
+    return paginate(rows, p, "/v1/invoices", ctx.state.render, "invoice", unfiltered=every)
 
 
 @routes.get("/v1/invoices/{id}", params=Allow(InvoiceRetrieveParams))

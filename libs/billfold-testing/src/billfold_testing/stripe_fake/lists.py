@@ -43,8 +43,19 @@ def paginate(
     url: str,
     render: Callable[[Json], Json],
     resource_name: str = "object",
+    *,
+    unfiltered: Iterable[Json] | None = None,
 ) -> Json:
-    """Cut one page out of ``items`` (already newest first and filtered)."""
+    """Cut one page out of ``items`` (already newest first and filtered).
+
+    ``unfiltered`` is every object a cursor may name, in list order, before the list's filters
+    (``items`` must be a subsequence of it): as on Stripe, ``starting_after``/``ending_before``
+    may name an object the filters exclude (a canceled subscription when listing
+    ``status=active``, a customer with another email), and the page is cut at that object's
+    place in the full ordering. A cursor that names no such object is a 404
+    ``resource_missing`` on the cursor's param. Without ``unfiltered`` a cursor must be in
+    ``items``.
+    """
     rows = list(items)
     limit = get_int(params, "limit")
     if limit is None:
@@ -56,20 +67,17 @@ def paginate(
         )
     after = get_str(params, "starting_after")
     before = get_str(params, "ending_before")
-    ids = [row["id"] for row in rows]
+    cursor, param = (after, "starting_after") if after else (before, "ending_before")
+    if not cursor:
+        return list_object([render(row) for row in rows[:limit]], url, len(rows) > limit)
+    order = {obj["id"]: i for i, obj in enumerate(rows if unfiltered is None else unfiltered)}
+    at = order.get(cursor)
+    if at is None:
+        raise not_found(resource_name, cursor, param)
     if after:
-        if after not in ids:
-            raise not_found(resource_name, after, "starting_after")
-        start = ids.index(after) + 1
-        page = rows[start : start + limit]
-        has_more = start + limit < len(rows)
-    elif before:
-        if before not in ids:
-            raise not_found(resource_name, before, "ending_before")
-        end = ids.index(before)
-        page = rows[max(0, end - limit) : end]
-        has_more = end - limit > 0
+        rest = [row for row in rows if order[row["id"]] > at]
+        page = rest[:limit]
     else:
-        page = rows[:limit]
-        has_more = len(rows) > limit
-    return list_object([render(row) for row in page], url, has_more)
+        rest = [row for row in rows if order[row["id"]] < at]
+        page = rest[-limit:]
+    return list_object([render(row) for row in page], url, len(rest) > limit)

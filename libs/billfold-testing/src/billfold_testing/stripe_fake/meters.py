@@ -140,10 +140,11 @@ def reactivate_meter(ctx: Ctx) -> Json:
 @routes.get("/v1/billing/meters", params=Allow(MeterListParams))
 def list_meters(ctx: Ctx) -> Json:
     status = get_str(ctx.params, "status")
-    rows = [
-        m for m in ctx.state.newest_first("billing.meter") if not status or m["status"] == status
-    ]
-    return paginate(rows, ctx.params, "/v1/billing/meters", ctx.state.render, "billing.meter")
+    every = ctx.state.newest_first("billing.meter")
+    rows = [m for m in every if not status or m["status"] == status]
+    return paginate(
+        rows, ctx.params, "/v1/billing/meters", ctx.state.render, "billing.meter", unfiltered=every
+    )
 
 
 @routes.post("/v1/billing/meter_events", params=Allow(MeterEventCreateParams))

@@ -313,12 +313,10 @@ def detach_payment_method(ctx: Ctx) -> Json:
 def _list_for(ctx: Ctx, customer: str, url: str) -> Json:
     ctx.state.get("customer", customer, "customer")
     kind = get_str(ctx.params, "type")
-    rows = [
-        pm
-        for pm in ctx.state.newest_first("payment_method")
-        if pm["customer"] == customer and (not kind or pm["type"] == kind)
-    ]
-    return paginate(rows, ctx.params, url, ctx.state.render, "payment_method")
+    # The customer scopes the list (a cursor must be one of theirs); ``type`` only filters it.
+    theirs = [pm for pm in ctx.state.newest_first("payment_method") if pm["customer"] == customer]
+    rows = [pm for pm in theirs if not kind or pm["type"] == kind]
+    return paginate(rows, ctx.params, url, ctx.state.render, "payment_method", unfiltered=theirs)
 
 
 @routes.get("/v1/payment_methods", params=Allow(PaymentMethodListParams))

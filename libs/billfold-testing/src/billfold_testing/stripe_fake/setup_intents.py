@@ -159,9 +159,12 @@ def cancel_setup_intent(ctx: Ctx) -> Json:
 def list_setup_intents(ctx: Ctx) -> Json:
     customer = get_str(ctx.params, "customer")
     pm = get_str(ctx.params, "payment_method")
+    every = ctx.state.newest_first("setup_intent")
     rows = [
         si
-        for si in ctx.state.newest_first("setup_intent")
+        for si in every
         if (not customer or si["customer"] == customer) and (not pm or si["payment_method"] == pm)
     ]
-    return paginate(rows, ctx.params, "/v1/setup_intents", ctx.state.render, "setup_intent")
+    return paginate(
+        rows, ctx.params, "/v1/setup_intents", ctx.state.render, "setup_intent", unfiltered=every
+    )

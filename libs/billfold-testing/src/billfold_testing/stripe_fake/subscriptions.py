@@ -246,7 +246,8 @@ def _item_specs(state: FakeState, raw_items: list[Any]) -> list[tuple[Json, int 
                     "This value must be greater than or equal to 0.",
                     param=f"items[{i}][quantity]",
                 )
-        specs.append((price, quantity, merge_metadata({}, raw.get("metadata"))))
+        meta = merge_metadata({}, raw.get("metadata"), param=f"items[{i}][metadata]")
+        specs.append((price, quantity, meta))
     first = specs[0][0]
     for price, _q, _m in specs[1:]:
         if price["currency"] != first["currency"]:
@@ -423,15 +424,18 @@ def list_subscriptions(ctx: Ctx) -> Json:
             return bool(sub["status"] == status)
         return sub["status"] not in _ENDED  # Stripe hides canceled ones by default
 
+    every = ctx.state.newest_first("subscription")
     rows = [
         s
-        for s in ctx.state.newest_first("subscription")
+        for s in every
         if (not customer or s["customer"] == customer)
         and status_ok(s)
         and (not price or any(i["price"] == price for i in items_of(ctx.state, s)))
         and in_range(s)
     ]
-    return paginate(rows, p, "/v1/subscriptions", ctx.state.render, "subscription")
+    return paginate(
+        rows, p, "/v1/subscriptions", ctx.state.render, "subscription", unfiltered=every
+    )
 
 
 @routes.get("/v1/subscription_items", params=Allow(SubscriptionItemListParams))
@@ -474,7 +478,9 @@ def _update_items(state: FakeState, sub: Json, raw_items: list[Any]) -> None:
                 item["price"] = state.get("price", price_id, f"items[{i}][price]")["id"]
             if (qty := get_int(raw, "quantity", param=f"items[{i}][quantity]")) is not None:
                 item["quantity"] = qty
-            item["metadata"] = merge_metadata(item["metadata"], raw.get("metadata"))
+            item["metadata"] = merge_metadata(
+                item["metadata"], raw.get("metadata"), param=f"items[{i}][metadata]"
+            )
         else:
             [(price, qty_new, meta)] = _item_specs(state, [raw])
             start, end = current_period(state, sub)
