@@ -1,0 +1,91 @@
+"""The session-api aiohttp application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from billfold import bus, cache, db, outbox
+from billfold.http.health import add_health_routes
+from billfold.http.middlewares import standard_middlewares
+from billfold.logs import get_logger
+from billfold.settings import Settings
+from session_api import idempotency, openapi
+from session_api.auth import OWNER_CACHE, OwnerCache
+from session_api.customers.routes import routes as customer_routes
+from session_api.portal_sessions.link_index import Writer
+from session_api.portal_sessions.routes import routes as session_routes
+from session_api.state import LINK_INDEX, SETTINGS
+
+SERVICE = "session-api"
+SWEEP_EVERY = 600.0
+
+log = get_logger("session_api.app")
+
+
+async def _check_postgres(app: web.Application) -> None:
+    await db.check(app[db.DB_POOL])
+
+
+async def _check_redis(app: web.Application) -> None:
+    await cache.check(app[cache.REDIS])
+
+
+async def _check_rabbitmq(app: web.Application) -> None:
+    await app[bus.BUS].check()
+
+
+async def _link_index_writer(app: web.Application) -> AsyncIterator[None]:
+    app[LINK_INDEX] = Writer(app[cache.REDIS])
+    yield
+
+
+async def _idempotency_sweeper(app: web.Application) -> AsyncIterator[None]:
+    """Delete idempotency records past their 24 h window, every few minutes."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                deleted = await idempotency.sweep(app[db.DB_POOL])
+                if deleted:
+                    log.info("idempotency_swept", deleted=deleted)
+            except Exception as exc:  # the next round retries; requests are unaffected
+                log.warning("idempotency_sweep_failed", error=type(exc).__name__)
+            await asyncio.sleep(SWEEP_EVERY)
+
+    task = asyncio.create_task(loop(), name="idempotency-sweeper")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=standard_middlewares(SERVICE, settings.max_body_bytes),
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app[OWNER_CACHE] = OwnerCache()
+    app.cleanup_ctx.extend(
+        [
+            db.pool_context(settings),
+            cache.redis_context(settings),
+            _link_index_writer,
+            bus.bus_context(settings, name=SERVICE),
+            # After the bus: the relay publishes through app[BUS].
+            outbox.relay_context(settings, "portal"),
+            _idempotency_sweeper,
+        ]
+    )
+    add_health_routes(
+        app,
+        {"postgres": _check_postgres, "redis": _check_redis, "rabbitmq": _check_rabbitmq},
+    )
+    app.router.add_routes(session_routes)
+    app.router.add_routes(customer_routes)
+    app.router.add_get("/openapi.json", openapi.handler)
+    return app

@@ -1,0 +1,1 @@
+"""Customers, read from the Stripe mirror (written by billing-sync)."""

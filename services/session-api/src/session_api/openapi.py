@@ -1,0 +1,398 @@
+"""The OpenAPI 3.1 document of the session API, served at ``/openapi.json``.
+
+Written by hand (it is the contract tenants code against) and kept true by tests: its
+paths must equal the app's routes, it must pass openapi-spec-validator, and real
+responses must validate against its schemas.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from aiohttp import web
+
+from session_api.portal_sessions.schemas import SECTION_DEFAULTS, TTL_MAX, TTL_MIN
+
+Schema = dict[str, Any]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: Schema) -> Schema:
+    if "type" in schema:
+        kind = schema["type"]
+        return {**schema, "type": [kind, "null"] if isinstance(kind, str) else [*kind, "null"]}
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+_TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC."}
+_ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _object(properties: dict[str, Schema], required: list[str] | None = None) -> Schema:
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+        "required": required if required is not None else list(properties),
+    }
+
+
+def _sections_schema(*, output: bool) -> Schema:
+    props = {}
+    for name, flags in SECTION_DEFAULTS.items():
+        flag_props = {flag: {"type": "boolean"} for flag in flags}
+        props[name] = _object(flag_props, required=list(flags) if output else [])
+    return _object(props, required=list(props) if output else [])
+
+
+_FLOW = {
+    "oneOf": [
+        _object({"type": {"const": "payment_method_update"}}),
+        _object(
+            {
+                "type": {"const": "subscription_cancel"},
+                "subscription": {"type": "string", "pattern": "^sub_[A-Za-z0-9_]+$"},
+            }
+        ),
+    ],
+    "description": "Open the portal straight into one action.",
+}
+
+_SESSION_PROPS: dict[str, Schema] = {
+    "id": {"type": "string", "pattern": "^ps_"},
+    "object": {"const": "portal_session"},
+    "customer": {"type": "string", "description": "Billfold customer id (cu_…)."},
+    "status": {"enum": ["active", "used", "expired", "revoked"]},
+    "single_use": {"type": "boolean"},
+    "sections": _ref("Sections"),
+    "flow": _nullable(_ref("Flow")),
+    "return_url": {"type": ["string", "null"], "format": "uri"},
+    "locale": {"type": ["string", "null"]},
+    "send_email": {"type": "boolean"},
+    "expires_at": _TIME,
+    "created_at": _TIME,
+    "used_at": _nullable(_TIME),
+    "revoked_at": _nullable(_TIME),
+}
+
+_CREATE_PROPS: dict[str, Schema] = {
+    "customer": {
+        "type": "string",
+        "description": "Billfold (cu_…) or Stripe (cus_…) customer id. "
+        "Exactly one of customer and customer_external_id.",
+    },
+    "customer_external_id": {"type": "string", "description": "Your own id of the customer."},
+    "return_url": {"type": "string", "format": "uri", "description": "http or https only."},
+    "ttl_seconds": {
+        "type": "integer",
+        "minimum": TTL_MIN,
+        "maximum": TTL_MAX,
+        "description": "Link lifetime; default the site's default, else 3600.",
+    },
+    "single_use": {"type": "boolean", "default": True},
+    "sections": _ref("SectionsInput"),
+    "flow": _ref("Flow"),
+    "locale": {"type": "string", "examples": ["en", "fr-CA", "auto"]},
+    "send_email": {
+        "type": "boolean",
+        "default": False,
+        "description": "Also email the link to the customer (notifier).",
+    },
+}
+
+_ERROR_CODES = (
+    "parameter_missing, parameter_invalid, parameter_unknown, resource_missing, "
+    "body_invalid_json, body_invalid_form, unsupported_media_type, body_too_large, "
+    "route_not_found, method_not_allowed, api_key_invalid, insufficient_scope, "
+    "idempotency_key_in_use, internal_error"
+)
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": _object(
+        {
+            "error": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["type", "code", "message", "param"],
+                "properties": {
+                    "type": {
+                        "enum": [
+                            "invalid_request_error",
+                            "authentication_error",
+                            "permission_error",
+                            "idempotency_error",
+                            "rate_limit_error",
+                            "api_error",
+                        ]
+                    },
+                    "code": {"type": "string", "description": f"One of: {_ERROR_CODES}."},
+                    "message": {"type": "string"},
+                    "param": {"type": ["string", "null"]},
+                    "request_id": {"type": "string"},
+                },
+            }
+        }
+    ),
+    "Sections": _sections_schema(output=True),
+    "SectionsInput": _sections_schema(output=False),
+    "Flow": _FLOW,
+    "PortalSession": _object(_SESSION_PROPS),
+    "CreatedPortalSession": _object(
+        {
+            **_SESSION_PROPS,
+            "token": {"type": "string", "pattern": "^bfl_", "description": "Returned once."},
+            "url": {"type": "string", "format": "uri", "description": "Returned once."},
+        }
+    ),
+    "CreatePortalSessionRequest": _object(_CREATE_PROPS, required=[]),
+    "PortalSessionList": _object(
+        {
+            "object": {"const": "list"},
+            "url": {"type": "string"},
+            "data": {"type": "array", "items": _ref("PortalSession")},
+            "has_more": {"type": "boolean"},
+        }
+    ),
+    "Customer": _object(
+        {
+            "id": {"type": "string", "pattern": "^cu_"},
+            "object": {"const": "customer"},
+            "stripe_id": {"type": ["string", "null"]},
+            "external_id": {"type": ["string", "null"]},
+            "email": {"type": ["string", "null"]},
+            "name": {"type": ["string", "null"]},
+            "created_at": _TIME,
+        }
+    ),
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {
+            "status": {"enum": ["ok", "unavailable"]},
+            "checks": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+}
+
+
+def _error(description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _json(description: str, schema: str, headers: dict[str, Any] | None = None) -> Schema:
+    out: Schema = {
+        "description": description,
+        "content": {"application/json": {"schema": _ref(schema)}},
+    }
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+_AUTH_ERRORS = {
+    "401": _error("No key, an unknown or revoked key, or a publishable key."),
+    "403": _error("The key lacks the scope this endpoint needs."),
+}
+
+_LIST_DESCRIPTION = (
+    "Newest first (created_at, then id, descending), cursor-paginated with starting_after. "
+    "By default only sessions whose expiry has not passed are listed, whatever their "
+    "status (active, used or revoked: a used single-use link's browser session lives "
+    "until expiry, so the tenant may still want to revoke it); include_expired=true adds "
+    "the expired ones. A customer filter naming no customer of the site gives an empty "
+    "list. Never returns tokens or URLs."
+)
+
+_IDEMPOTENCY_DESCRIPTION = (
+    "Same Idempotency-Key and same parameters within 24 h: the first response is "
+    "replayed (header Idempotent-Replayed: true), link token included. Same key with "
+    "other parameters: 409 idempotency_error. Only successful responses are stored: a "
+    "request that failed (for example an unknown customer not mirrored yet) may be "
+    "retried with the same key. Concurrent requests with one key never both create."
+)
+
+
+def document() -> Schema:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Billfold session API",
+            "version": "1.0.0",
+            "description": "Create short-lived, branded customer-portal links for your "
+            "customers. Authenticate with a secret key (bf_sk_…) as a Bearer token, as the "
+            "HTTP Basic user name, or in X-API-Key. Errors are "
+            '{"error": {"type", "code", "message", "param"}}.',
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearerAuth": []}, {"basicAuth": []}, {"apiKeyHeader": []}],
+        "paths": {
+            "/v1/portal_sessions": {
+                "post": {
+                    "operationId": "createPortalSession",
+                    "summary": "Create a portal session (a link for one customer).",
+                    "description": _IDEMPOTENCY_DESCRIPTION,
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "maxLength": 255},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "description": "JSON, or a form with nested fields written "
+                        "sections[invoices][enabled]=false, flow[type]=…, booleans true/false.",
+                        "content": {
+                            "application/json": {"schema": _ref("CreatePortalSessionRequest")},
+                            "application/x-www-form-urlencoded": {
+                                "schema": _ref("CreatePortalSessionRequest")
+                            },
+                        },
+                    },
+                    "responses": {
+                        "201": _json(
+                            "Created. token and url are returned only here.",
+                            "CreatedPortalSession",
+                            {
+                                "Idempotent-Replayed": {
+                                    "description": "true when this is a replayed response.",
+                                    "schema": {"type": "string"},
+                                }
+                            },
+                        ),
+                        "400": _error("Invalid parameters or body."),
+                        **_AUTH_ERRORS,
+                        "409": _error("Idempotency-Key reused with other parameters."),
+                        "413": _error("Body over 64 KiB."),
+                        "415": _error("Content type other than JSON or form."),
+                    },
+                },
+                "get": {
+                    "operationId": "listPortalSessions",
+                    "summary": "List portal sessions.",
+                    "description": _LIST_DESCRIPTION,
+                    "parameters": [
+                        {
+                            "name": "customer",
+                            "in": "query",
+                            "schema": {"type": "string"},
+                            "description": "Billfold, Stripe or external customer id.",
+                        },
+                        {
+                            "name": "include_expired",
+                            "in": "query",
+                            "schema": {"type": "boolean", "default": False},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": 100,
+                                "default": 10,
+                            },
+                        },
+                        {
+                            "name": "starting_after",
+                            "in": "query",
+                            "schema": {"type": "string"},
+                            "description": "A session id (ps_…) of this site: the page after it.",
+                        },
+                    ],
+                    "responses": {
+                        "200": _json("A page of sessions.", "PortalSessionList"),
+                        "400": _error("Invalid parameters or unknown cursor."),
+                        **_AUTH_ERRORS,
+                    },
+                },
+            },
+            "/v1/portal_sessions/{id}": {
+                "parameters": [_ID_PARAM],
+                "get": {
+                    "operationId": "getPortalSession",
+                    "summary": "Retrieve a portal session (no token or URL).",
+                    "responses": {
+                        "200": _json("The session.", "PortalSession"),
+                        **_AUTH_ERRORS,
+                        "404": _error("No such session on this site."),
+                    },
+                },
+                "delete": {
+                    "operationId": "revokePortalSession",
+                    "summary": "Revoke a session: its link and every browser session made "
+                    "from it stop working. Revoking twice is fine.",
+                    "responses": {
+                        "204": {"description": "Revoked."},
+                        **_AUTH_ERRORS,
+                        "404": _error("No such session on this site."),
+                    },
+                },
+            },
+            "/v1/customers/{id}": {
+                "parameters": [
+                    {**_ID_PARAM, "description": "Billfold (cu_…), Stripe (cus_…) or external id."}
+                ],
+                "get": {
+                    "operationId": "getCustomer",
+                    "summary": "Check that a customer is mirrored.",
+                    "responses": {
+                        "200": _json("The customer.", "Customer"),
+                        **_AUTH_ERRORS,
+                        "404": _error("No such customer on this site."),
+                    },
+                },
+            },
+            "/healthz": _public("Liveness.", _json("Alive.", "Health")),
+            "/readyz": _public(
+                "Readiness: Postgres, Redis and RabbitMQ answer.",
+                _json("Ready.", "Health"),
+                {"503": _json("A dependency is down.", "Health")},
+            ),
+            "/metrics": _public(
+                "Prometheus metrics.",
+                {"description": "Prometheus text format.", "content": {"text/plain": {}}},
+            ),
+            "/openapi.json": _public(
+                "This document.",
+                {"description": "OpenAPI 3.1.", "content": {"application/json": {}}},
+            ),
+        },
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer"},
+                "basicAuth": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "The secret key as user name, empty password.",
+                },
+                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }
+
+
+def _public(summary: str, ok: Schema, extra: dict[str, Schema] | None = None) -> Schema:
+    return {
+        "get": {
+            "summary": summary,
+            "security": [],
+            "responses": {"200": ok, **(extra or {})},
+        }
+    }
+
+
+@lru_cache(maxsize=1)
+def _rendered() -> bytes:
+    return json.dumps(document(), separators=(",", ":")).encode()
+
+
+async def handler(_: web.Request) -> web.Response:
+    return web.Response(body=_rendered(), content_type="application/json")

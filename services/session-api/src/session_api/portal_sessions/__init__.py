@@ -1,0 +1,1 @@
+"""Portal sessions: short-lived links into the customer portal."""

@@ -1,0 +1,1 @@
+"""Sites (tenants): their branding and defaults."""

@@ -1,0 +1,111 @@
+"""SQL for ``portal.sites``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from session_api.dbtypes import Conn
+from session_api.ids import new_id
+
+_COLUMNS = (
+    "id, slug, name, logo_url, primary_color, accent_color, support_email, default_locale, "
+    "default_sections, frame_ancestors, default_session_ttl, created_at"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    id: str
+    slug: str
+    name: str
+    logo_url: str | None
+    primary_color: str | None
+    accent_color: str | None
+    support_email: str | None
+    default_locale: str
+    default_sections: dict[str, Any]
+    frame_ancestors: list[str]
+    default_session_ttl: int | None
+    created_at: datetime
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Site:
+        return cls(
+            **{k: row[k] for k in cls.__dataclass_fields__ if k != "frame_ancestors"},
+            frame_ancestors=list(row["frame_ancestors"]),
+        )
+
+
+class SlugTaken(Exception):
+    pass
+
+
+async def create(
+    conn: Conn,
+    *,
+    slug: str,
+    name: str,
+    logo_url: str | None = None,
+    primary_color: str | None = None,
+    accent_color: str | None = None,
+    support_email: str | None = None,
+    default_locale: str = "en",
+    frame_ancestors: list[str] | None = None,
+    default_session_ttl: int | None = None,
+) -> Site:
+    try:
+        row = await conn.fetchrow(
+            f"""
+            INSERT INTO portal.sites (id, slug, name, logo_url, primary_color, accent_color,
+                support_email, default_locale, frame_ancestors, default_session_ttl)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            RETURNING {_COLUMNS}
+            """,  # noqa: S608 - constant column list
+            new_id("site"),
+            slug,
+            name,
+            logo_url,
+            primary_color,
+            accent_color,
+            support_email,
+            default_locale,
+            frame_ancestors or [],
+            default_session_ttl,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise SlugTaken(slug) from exc
+    assert row is not None
+    return Site.from_row(row)
+
+
+async def ensure(conn: Conn, *, slug: str, name: str) -> Site:
+    """The site with this slug, created if missing (safe under concurrent callers)."""
+    await conn.execute(
+        "INSERT INTO portal.sites (id, slug, name) VALUES ($1, $2, $3) "
+        "ON CONFLICT (slug) DO NOTHING",
+        new_id("site"),
+        slug,
+        name,
+    )
+    site = await get_by_slug(conn, slug)
+    assert site is not None
+    return site
+
+
+async def get_by_slug(conn: Conn, slug: str) -> Site | None:
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM portal.sites WHERE slug = $1",  # noqa: S608
+        slug,
+    )
+    return Site.from_row(row) if row else None
+
+
+async def list_all(conn: Conn) -> list[Site]:
+    rows = await conn.fetch(
+        f"SELECT {_COLUMNS} FROM portal.sites ORDER BY created_at, id"  # noqa: S608
+    )
+    return [Site.from_row(r) for r in rows]

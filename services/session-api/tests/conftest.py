@@ -1,0 +1,162 @@
+"""Fixtures for session-api tests: the app over the run's isolated slice, tenants, logs.
+
+Every test makes its own site (random slug) with its own key and customers, so tests
+never see each other's data and a rerun never trips over an earlier one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from billfold.logs import configure_logging
+from billfold.settings import Settings
+from session_api.app import create_app
+from session_api.customers import repository as customers
+from session_api.keys import repository as keys
+from session_api.sites import repository as sites
+
+
+@dataclass
+class Tenant:
+    site_id: str
+    slug: str
+    key: str
+    key_id: str
+    customers: list[customers.Customer] = field(default_factory=list)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+TenantFactory = Callable[..., Any]
+
+
+class LogCapture:
+    """The JSON log lines the process wrote since ``mark()``."""
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+        self._start = 0
+
+    def mark(self) -> None:
+        self._start = len(self.stream.getvalue())
+
+    def text(self) -> str:
+        return self.stream.getvalue()[self._start :]
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def log_capture(bf_settings: Settings) -> LogCapture:
+    capture = LogCapture()
+    configure_logging("session-api", bf_settings, stream=capture.stream)
+    return capture
+
+
+@pytest.fixture
+def logs(log_capture: LogCapture) -> LogCapture:
+    log_capture.mark()
+    return log_capture
+
+
+@pytest.fixture
+def app(bf_settings: Settings, log_capture: LogCapture) -> web.Application:
+    return create_app(bf_settings)
+
+
+@pytest_asyncio.fixture
+async def client(
+    aiohttp_client: Callable[..., Any], app: web.Application
+) -> AsyncIterator[TestClient[Any, Any]]:
+    yield await aiohttp_client(app)
+
+
+async def make_tenant(
+    pool: asyncpg.Pool,
+    *,
+    n_customers: int = 2,
+    default_sections: dict[str, Any] | None = None,
+    default_ttl: int | None = None,
+    scopes: list[str] | None = None,
+) -> Tenant:
+    slug = f"t-{secrets.token_hex(5)}"
+    async with pool.acquire() as conn:
+        site = await sites.create(
+            conn, slug=slug, name=f"Test {slug}", default_session_ttl=default_ttl
+        )
+        if default_sections is not None:
+            await conn.execute(
+                "UPDATE portal.sites SET default_sections = $2 WHERE id = $1",
+                site.id,
+                default_sections,
+            )
+        record, secret = await keys.create(conn, site.id, "secret", scopes)
+        people = []
+        for i in range(n_customers):
+            people.append(
+                await customers.upsert(
+                    conn,
+                    site.id,
+                    external_id=f"ext-{i}",
+                    email=f"c{i}@example.com",
+                    name=f"Customer {i}",
+                    stripe_id=f"cus_{secrets.token_hex(6)}",
+                )
+            )
+    return Tenant(site_id=site.id, slug=slug, key=secret, key_id=record.id, customers=people)
+
+
+@pytest_asyncio.fixture
+async def tenant(db_pool: asyncpg.Pool) -> Tenant:
+    return await make_tenant(db_pool)
+
+
+@pytest_asyncio.fixture
+async def other_tenant(db_pool: asyncpg.Pool) -> Tenant:
+    return await make_tenant(db_pool)
+
+
+async def get_session(
+    client: TestClient[Any, Any], tenant: Tenant, session_id: str
+) -> dict[str, Any]:
+    resp = await client.get(f"/v1/portal_sessions/{session_id}", headers=tenant.auth)
+    assert resp.status == 200
+    return await resp.json()  # type: ignore[no-any-return]
+
+
+async def create_session(
+    client: TestClient[Any, Any], tenant: Tenant, **params: Any
+) -> dict[str, Any]:
+    params.setdefault("customer", tenant.customers[0].id)
+    resp = await client.post("/v1/portal_sessions", json=params, headers=tenant.auth)
+    body = await resp.json()
+    assert resp.status == 201, body
+    return body  # type: ignore[no-any-return]
+
+
+def assert_error(
+    status: int, body: dict[str, Any], expected_status: int, code: str, param: str | None = None
+) -> None:
+    assert status == expected_status, body
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert {"type", "code", "message", "param"} <= set(error)
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    if param is not None:
+        assert error["param"] == param, error

@@ -1,0 +1,202 @@
+"""The ``billfold`` commands session-api registers, run as a real subprocess with the
+run's ``BILLFOLD_*`` environment (exported by the billfold-testing plugin)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
+
+from billfold import tokens
+from billfold.settings import Settings
+from session_api.portal_sessions import link_index
+
+BILLFOLD = str(Path(sys.executable).parent / "billfold")
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [BILLFOLD, *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(_cli, *args, env=env)
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    assert result.stdout == ""
+    return lines[0]
+
+
+def _slug() -> str:
+    return f"cli-{secrets.token_hex(4)}"
+
+
+async def test_site_create_and_list(bf_settings: Settings, db_pool: asyncpg.Pool) -> None:
+    slug = _slug()
+    result = await cli(
+        "site", "create", "--slug", slug, "--name", "Acme Inc",
+        "--primary-color", "#1a73e8", "--logo-url", "https://cdn.example.com/logo.png",
+        "--support-email", "help@acme.example", "--frame-ancestor", "https://app.acme.example",
+        "--frame-ancestor", "https://admin.acme.example:8443/", "--session-ttl", "900",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("created site site_")
+    assert f"({slug})" in result.stdout
+    row = await db_pool.fetchrow("SELECT * FROM portal.sites WHERE slug = $1", slug)
+    assert row is not None
+    assert row["name"] == "Acme Inc"
+    assert row["primary_color"] == "#1a73e8"
+    assert row["logo_url"] == "https://cdn.example.com/logo.png"
+    assert row["support_email"] == "help@acme.example"
+    assert list(row["frame_ancestors"]) == [
+        "https://app.acme.example",
+        "https://admin.acme.example:8443",
+    ]
+    assert row["default_session_ttl"] == 900
+    listed = await cli("site", "list")
+    assert listed.returncode == 0
+    assert any(line.split("\t")[:3] == [row["id"], slug, "Acme Inc"]
+               for line in listed.stdout.splitlines())  # fmt: skip
+    # The same slug again is bad input.
+    again = await cli("site", "create", "--slug", slug, "--name", "Other")
+    assert "already exists" in _one_error_line(again)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["site", "create", "--slug", "Not A Slug", "--name", "x"],
+        ["site", "create", "--slug", "ok", "--name", "x", "--primary-color", "blue"],
+        ["site", "create", "--slug", "ok", "--name", "x", "--logo-url", "javascript:x"],
+        ["site", "create", "--slug", "ok", "--name", "x", "--support-email", "nope"],
+        ["site", "create", "--slug", "ok", "--name", "x", "--frame-ancestor", "https://a/b"],
+        ["site", "create", "--slug", "ok", "--name", "x", "--session-ttl", "5"],
+        ["site", "create", "--slug", "ok"],
+        ["site", "nonsense"],
+        ["key", "create", "--site", "no-such-site", "--kind", "secret"],
+        ["key", "create", "--site", "demo", "--kind", "root"],
+        ["key", "list", "--site", "no-such-site"],
+        ["key", "revoke", "not-a-key"],
+        ["key", "revoke", "key_0000000000"],
+    ],
+)
+async def test_bad_input_is_one_line_exit_2(bf_settings: Settings, args: list[str]) -> None:
+    _one_error_line(await cli(*args))
+
+
+async def test_unreachable_database_is_one_line(bf_settings: Settings) -> None:
+    result = await cli(
+        "site", "list", env={"BILLFOLD_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"}
+    )
+    assert "database" in _one_error_line(result, code=1)
+
+
+async def test_key_lifecycle(client: TestClient[Any, Any], bf_settings: Settings) -> None:
+    slug = _slug()
+    assert (await cli("site", "create", "--slug", slug, "--name", "Keys")).returncode == 0
+    made = await cli("key", "create", "--site", slug, "--kind", "secret")
+    assert made.returncode == 0, made.stderr
+    stdout_lines = made.stdout.splitlines()
+    key = stdout_lines[-1]
+    assert stdout_lines == [key]  # alone, and only once
+    assert key.startswith("bf_sk_")
+    assert key not in made.stderr
+    pk = (await cli("key", "create", "--site", slug, "--kind", "publishable")).stdout.strip()
+    assert pk.startswith("bf_pk_")
+
+    listed = await cli("key", "list", "--site", slug)
+    assert listed.returncode == 0
+    assert key not in listed.stdout
+    assert pk not in listed.stdout
+    rows = [line.split("\t") for line in listed.stdout.splitlines()]
+    assert [r[1] for r in rows] == ["secret", "publishable"]
+    assert rows[0][2] == tokens.hint(key)
+    assert all(r[4] == "active" for r in rows)
+
+    headers = {"Authorization": f"Bearer {key}"}
+    assert (await client.get("/v1/portal_sessions", headers=headers)).status == 200
+    # A create (no customers on this site: 400) still warms the create path's key cache.
+    resp = await client.post("/v1/portal_sessions", json={"customer": "cu_x"}, headers=headers)
+    assert resp.status == 400
+    revoked = await cli("key", "revoke", rows[0][0])
+    assert revoked.returncode == 0
+    assert revoked.stdout.strip() == f"revoked {rows[0][0]}"
+    assert (await client.get("/v1/portal_sessions", headers=headers)).status == 401
+    resp = await client.post("/v1/portal_sessions", json={"customer": "cu_x"}, headers=headers)
+    assert resp.status == 401  # revocation from another process wins over the cache
+    assert "revoked" in (await cli("key", "list", "--site", slug)).stdout.splitlines()[0]
+
+
+async def test_demo_is_idempotent_and_its_links_work(
+    client: TestClient[Any, Any],
+    bf_settings: Settings,
+    db_pool: asyncpg.Pool,
+    redis_client: aioredis.Redis,
+) -> None:
+    outputs = []
+    for _ in range(2):
+        result = await cli("demo")
+        assert result.returncode == 0, result.stderr
+        outputs.append(json.loads(result.stdout))
+    first, second = outputs
+    assert set(first) == {"site", "api_key", "customers", "portal_url"}
+    assert first["site"] == second["site"] == "demo"
+    assert first["customers"] == second["customers"]  # same customers, not duplicates
+    assert len(first["customers"]) >= 2
+    assert set(first["customers"][0]) == {"id", "external_id", "email", "name"}
+    assert first["api_key"] != second["api_key"]
+    assert first["portal_url"] != second["portal_url"]
+    for out in outputs:
+        assert out["api_key"] not in (await cli("key", "list", "--site", "demo")).stdout
+        # The key works against the API, and finds the demo customers.
+        headers = {"Authorization": f"Bearer {out['api_key']}"}
+        resp = await client.post(
+            "/v1/portal_sessions",
+            json={"customer_external_id": out["customers"][1]["external_id"]},
+            headers=headers,
+        )
+        assert resp.status == 201
+        # The printed link is a live session of the first customer, indexed in Redis.
+        prefix = f"{bf_settings.portal_base_url}/r/"
+        assert out["portal_url"].startswith(prefix)
+        token = out["portal_url"][len(prefix) :]
+        row = await db_pool.fetchrow(
+            "SELECT id, customer_id, expires_at > now() AS live, revoked_at, used_at "
+            "FROM portal.portal_sessions WHERE token_hash = $1",
+            tokens.hash_token(token),
+        )
+        assert row is not None
+        assert row["live"]
+        assert row["revoked_at"] is None
+        assert row["used_at"] is None
+        assert row["customer_id"] == out["customers"][0]["id"]
+        cached = await redis_client.get(link_index.key(bf_settings, tokens.hash_token(token)))
+        assert cached is not None
+        assert json.loads(cached)["session_id"] == row["id"]
+    count = await db_pool.fetchval(
+        "SELECT count(*) FROM mirror.customers c JOIN portal.sites s ON s.id = c.site_id "
+        "WHERE s.slug = 'demo'"
+    )
+    assert count == len(first["customers"])
