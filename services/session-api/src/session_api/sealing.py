@@ -1,58 +1,41 @@
-"""Authenticated encryption of a stored idempotent response, with only hashlib/hmac.
+"""Authenticated encryption of a stored idempotent response.
 
 A replayed POST must return the same link token, but tokens are never stored in a
-readable form (DESIGN, principle 2). The response is sealed under a key derived from
-the caller's API key and Idempotency-Key, neither of which the database holds in
-clear, so only the client that made the request can have it replayed.
-
-Construction: HMAC-SHA256 as a PRF in counter mode for the keystream (fresh random
-nonce per seal), then encrypt-then-MAC with a separate HMAC key.
+readable form (DESIGN, principle 2). The response is sealed with AES-256-GCM under a
+key derived (HKDF-SHA256) from the caller's API key and Idempotency-Key, neither of
+which the database holds in clear, so only the client that made the request can have
+it replayed. ``cryptography`` provides the primitives: no home-made crypto here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 
-NONCE_BYTES = 16
-TAG_BYTES = 32
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+NONCE_BYTES = 12  # GCM's standard nonce; random per seal
+KEY_BYTES = 32
 
 
 def derive_key(secret: str, context: str) -> bytes:
-    return hmac.new(secret.encode(), context.encode(), hashlib.sha256).digest()
-
-
-def _subkeys(key: bytes) -> tuple[bytes, bytes]:
-    enc = hmac.new(key, b"billfold-seal-enc", hashlib.sha256).digest()
-    mac = hmac.new(key, b"billfold-seal-mac", hashlib.sha256).digest()
-    return enc, mac
-
-
-def _xor_stream(enc_key: bytes, nonce: bytes, data: bytes) -> bytes:
-    blocks = (len(data) + 31) // 32
-    stream = b"".join(
-        hmac.new(enc_key, nonce + i.to_bytes(8, "big"), hashlib.sha256).digest()
-        for i in range(blocks)
-    )[: len(data)]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(stream, "big")).to_bytes(len(data), "big")
+    """A 256-bit key bound to both the secret (an API key) and the context."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=context.encode())
+    return hkdf.derive(secret.encode())
 
 
 def seal(key: bytes, plaintext: bytes) -> bytes:
-    enc_key, mac_key = _subkeys(key)
     nonce = os.urandom(NONCE_BYTES)
-    body = _xor_stream(enc_key, nonce, plaintext)
-    tag = hmac.new(mac_key, nonce + body, hashlib.sha256).digest()
-    return nonce + body + tag
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, None)
 
 
 def unseal(key: bytes, sealed: bytes) -> bytes | None:
     """The plaintext, or None if the key is wrong or the data was altered."""
-    if len(sealed) < NONCE_BYTES + TAG_BYTES:
+    if len(sealed) < NONCE_BYTES + 16:
         return None
-    enc_key, mac_key = _subkeys(key)
-    nonce, body, tag = sealed[:NONCE_BYTES], sealed[NONCE_BYTES:-TAG_BYTES], sealed[-TAG_BYTES:]
-    expected = hmac.new(mac_key, nonce + body, hashlib.sha256).digest()
-    if not hmac.compare_digest(tag, expected):
+    try:
+        return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], None)
+    except InvalidTag:
         return None
-    return _xor_stream(enc_key, nonce, body)
