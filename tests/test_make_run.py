@@ -1,0 +1,98 @@
+"""`make run`'s script end to end: it migrates, starts the services, prints a working API
+key and customer, and Ctrl-C stops everything it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from billfold_testing.infra import Slice
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> list[str]:
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise AssertionError("run.sh ended early:\n" + "".join(lines))
+        lines.append(line)
+        if marker in line:
+            return lines
+    raise AssertionError(f"no {marker!r} within {timeout}s:\n" + "".join(lines))
+
+
+def test_run_prints_a_working_key_and_ctrl_c_stops_everything(bf_slice: Slice) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        **bf_slice.env,
+        "BILLFOLD_SESSION_API_PORT": str(port),
+        "UV": shutil.which("uv") or "uv",
+    }
+    proc = subprocess.Popen(
+        ["bash", "scripts/run.sh"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # so the test can send Ctrl-C to it alone
+    )
+    try:
+        lines = _read_until(proc, "Try it", timeout=90)
+        text = "".join(lines)
+        demo = json.loads(text[text.index("{") : text.rindex("}") + 1])
+        assert demo["api_key"].startswith("bf_sk_")
+        assert demo["portal_url"].startswith(bf_slice.settings.portal_base_url + "/r/bfl_")
+        customer = demo["customers"][0]["id"]
+        curl_lines = _read_until(proc, "curl -s -X POST", timeout=10)
+        assert f"http://127.0.0.1:{port}/v1/portal_sessions" in curl_lines[-1]
+
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/portal_sessions",
+            data=json.dumps({"customer": customer}).encode(),
+            headers={
+                "Authorization": f"Bearer {demo['api_key']}",
+                "Content-Type": "application/json",
+            },
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 201
+            created = json.loads(resp.read())
+        assert created["customer"] == customer
+        assert created["status"] == "active"
+
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 130  # the conventional status of a Ctrl-C exit
+        deadline = time.monotonic() + 15
+        while _port_open(port) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _port_open(port), "session-api still listening after Ctrl-C"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
