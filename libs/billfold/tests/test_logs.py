@@ -89,3 +89,39 @@ def test_exception_tracebacks_are_redacted() -> None:
 
 def test_redact_text_leaves_ordinary_text_alone() -> None:
     assert redact_text("customer cu_123 opened the portal") == "customer cu_123 opened the portal"
+
+
+def test_reconfiguring_applies_to_loggers_already_in_use() -> None:
+    """Module-level loggers are cached on first use; a later configure_logging (a test
+    fixture, a CLI command) must still move them to the new stream and level."""
+    log = get_logger("cached")
+    first = io.StringIO()
+    configure_logging("test-svc", Settings(log_format="json", log_level="warning"), stream=first)
+    log.info("dropped_below_level")
+    log.warning("kept")
+    second = io.StringIO()
+    configure_logging("test-svc", Settings(log_format="json", log_level="debug"), stream=second)
+    log.debug("now_visible")
+    assert [line["event"] for line in _lines(first)] == ["kept"]
+    assert [line["event"] for line in _lines(second)] == ["now_visible"]
+
+
+def test_redaction_shortcut_does_not_skip_secrets() -> None:
+    """Strings that cannot hold a secret skip the regexes; every kind that can still
+    goes through them, whatever its case or script."""
+    assert redact_text("BEARER abcdefghijklmnop") == "BEARER [redacted]"
+    assert redact_text("Basic dXNlcjpwYXNzd29yZA==") == "Basic [redacted]"
+    assert redact_text("café bf_sk_ABCDEFGHIJ") == "café bf_sk_[redacted]"
+    assert redact_text("x Bearer\u00a0abcdefghijklmnop") == "x Bearer [redacted]"
+    assert redact_text("postgres://u:hunter2@db/x") == "postgres://u:[redacted]@db/x"
+    assert redact_text("rk_live_abcdefgh") == "rk_live_[redacted]"
+    assert redact_text("POST /v1/portal_sessions 201") == "POST /v1/portal_sessions 201"
+
+
+def test_values_orjson_cannot_encode_are_still_logged() -> None:
+    out = _configure()
+    get_logger("x").info("odd_values", big=2**70, keyed={1: "one"}, obj=object())
+    (line,) = _lines(out)
+    assert line["big"] == 2**70
+    assert line["keyed"] == {"1": "one"}
+    assert str(line["obj"]).startswith("<object object")

@@ -5,16 +5,27 @@ message handler, ``request_id`` (bound through contextvars). Standard-library lo
 (aiohttp, aio-pika, asyncpg) are routed through the same processors, so an SRE reads one
 format. The redaction processor runs last before rendering, so nothing a caller logs —
 a token in a URL, a key in a header dict, a code in an exception message — gets out.
+
+Speed matters here: the access log writes one line per request. structlog's own events
+are therefore rendered natively (no detour through the standard library's ``Logger``,
+``LogRecord`` and ``ProcessorFormatter``) and serialised with orjson; only foreign
+(standard-library) records take the ``ProcessorFormatter`` path, with the same
+processors and renderer. Both write to one :class:`_Sink`, which ``configure_logging``
+re-points, so loggers cached before a reconfiguration (module-level ``get_logger``)
+follow it, and so does the level, which is checked by the first processor.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
+import threading
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
+import orjson
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
@@ -36,9 +47,45 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{8,}"), r"\1 " + REDACTED),
     (re.compile(r"(://[^:/@\s]+:)[^@\s]+@"), r"\1" + REDACTED + "@"),
 )
+# KEEP IN STEP WITH _SECRET_PATTERNS: a pattern added or loosened there needs its
+# literal part here too, or strings holding it would skip the regexes.
+# Substrings one of the patterns above needs (case-sensitive ones as they are, the
+# case-insensitive ones lower-cased). An ASCII string containing none of them cannot
+# match any pattern, so it skips the regexes; non-ASCII text always runs them (Unicode
+# case folding makes a substring test unsafe there).
+_NEEDLES = ("bf_", "bfl_", "bfs_", "_test_", "_live_", "whsec_", "://")
+_NEEDLES_LOWER = ("bearer", "basic")
+
+# Keys whose values are ours, never a caller's: not redacted (as before).
+_UNREDACTED_KEYS = frozenset({"level", "ts", "service", "logger", "request_id"})
+
+_secret_key_memo: dict[str, bool] = {}
+
+
+def _is_secret_key(key: str) -> bool:
+    """``_SECRET_FIELDS.search(key)``, memoised: log field names come from a small set."""
+    hit = _secret_key_memo.get(key)
+    if hit is None:
+        hit = _SECRET_FIELDS.search(key) is not None
+        if len(_secret_key_memo) >= 4096:
+            _secret_key_memo.clear()
+        _secret_key_memo[key] = hit
+    return hit
+
+
+def _may_hold_secret(text: str) -> bool:
+    if not text.isascii():
+        return True
+    for needle in _NEEDLES:
+        if needle in text:
+            return True
+    lowered = text.lower()
+    return any(needle in lowered for needle in _NEEDLES_LOWER)
 
 
 def redact_text(text: str) -> str:
+    if not _may_hold_secret(text):
+        return text
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text
@@ -53,7 +100,7 @@ def redact_value(value: Any, depth: int = 0) -> Any:
         return {
             k: (
                 REDACTED
-                if isinstance(k, str) and _SECRET_FIELDS.search(k) and v
+                if isinstance(k, str) and _is_secret_key(k) and v
                 else redact_value(v, depth + 1)
             )
             for k, v in value.items()
@@ -63,13 +110,18 @@ def redact_value(value: Any, depth: int = 0) -> Any:
     return value
 
 
+_PLAIN = (int, float, bool, type(None))
+
+
 def redact_processor(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
     for key, value in list(event_dict.items()):
-        if key in ("level", "ts", "service", "logger", "request_id"):
+        if key in _UNREDACTED_KEYS:
             continue
-        if _SECRET_FIELDS.search(key) and value:
+        if _is_secret_key(key) and value:
             event_dict[key] = REDACTED
-        else:
+        elif type(value) is str:
+            event_dict[key] = redact_text(value)
+        elif type(value) not in _PLAIN:
             event_dict[key] = redact_value(value)
     return event_dict
 
@@ -88,6 +140,82 @@ def _format_exc_then_redact(renderer: Processor) -> list[Processor]:
     return [structlog.processors.format_exc_info, redact_processor, renderer]
 
 
+def _json_fallback(value: Any) -> Any:
+    return repr(value)
+
+
+def _json_dumps(event_dict: Any, **_: Any) -> str:
+    try:
+        return orjson.dumps(event_dict, default=_json_fallback).decode("utf-8")
+    except TypeError:  # what orjson refuses (non-str keys, huge ints…): the slow path
+        return json.dumps(event_dict, default=repr)
+
+
+class _Sink:
+    """Where every line goes; ``configure_logging`` swaps the stream and the level."""
+
+    def __init__(self) -> None:
+        self.stream: TextIO = sys.stderr
+        self.level = logging.INFO
+        self.lock = threading.Lock()
+
+    def write(self, line: str) -> None:
+        with self.lock:
+            stream = self.stream
+            stream.write(line + "\n")
+            stream.flush()
+
+
+_SINK = _Sink()
+
+
+class _SinkLogger:
+    """The wrapped logger of structlog's native path: writes a rendered line."""
+
+    __slots__ = ()
+
+    def msg(self, message: str) -> None:
+        _SINK.write(message)
+
+    log = debug = info = warning = warn = error = critical = exception = fatal = msg
+
+
+def _sink_logger_factory(*_: Any) -> _SinkLogger:
+    return _SinkLogger()
+
+
+class _SinkHandler(logging.Handler):
+    """Standard-library records, formatted by ``ProcessorFormatter``, to the same sink."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        _SINK.write(line)
+
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+
+
+def _filter_by_level(_: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    # Checked per event (not baked into a cached logger class) so a reconfigured level
+    # applies to loggers already in use.
+    if _LEVELS.get(method_name, logging.INFO) < _SINK.level:
+        raise structlog.DropEvent
+    return event_dict
+
+
 def configure_logging(service: str, settings: Settings, stream: Any = None) -> None:
     """Configure structlog and the standard library for this process. Idempotent."""
     out = stream or sys.stderr
@@ -96,9 +224,13 @@ def configure_logging(service: str, settings: Settings, stream: Any = None) -> N
         fmt = "console" if getattr(out, "isatty", lambda: False)() else "json"
     renderer: Processor
     if fmt == "json":
-        renderer = structlog.processors.JSONRenderer(sort_keys=False)
+        renderer = structlog.processors.JSONRenderer(serializer=_json_dumps)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
+    level = logging.getLevelName(settings.log_level.upper())
+    with _SINK.lock:
+        _SINK.stream = out
+        _SINK.level = level if isinstance(level, int) else logging.INFO
 
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -108,12 +240,14 @@ def configure_logging(service: str, settings: Settings, stream: Any = None) -> N
     ]
     structlog.configure(
         processors=[
+            _filter_by_level,
             *shared,
             structlog.processors.StackInfoRenderer(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            *_format_exc_then_redact(renderer),
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=_sink_logger_factory,
+        # Level filtering is _filter_by_level's job (it follows reconfiguration).
+        wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
@@ -123,7 +257,7 @@ def configure_logging(service: str, settings: Settings, stream: Any = None) -> N
             *_format_exc_then_redact(renderer),
         ],
     )
-    handler = logging.StreamHandler(out)
+    handler = _SinkHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -133,7 +267,7 @@ def configure_logging(service: str, settings: Settings, stream: Any = None) -> N
 
 
 def get_logger(name: str | None = None) -> Any:
-    return structlog.stdlib.get_logger(name)
+    return structlog.get_logger(name)
 
 
 def bind_request_id(request_id: str) -> None:

@@ -16,9 +16,10 @@ from billfold.settings import Settings
 from session_api import idempotency, openapi
 from session_api.auth import OWNER_CACHE, OwnerCache
 from session_api.customers.routes import routes as customer_routes
+from session_api.portal_sessions.batcher import CreateBatcher
 from session_api.portal_sessions.link_index import Writer
 from session_api.portal_sessions.routes import routes as session_routes
-from session_api.state import LINK_INDEX, SETTINGS
+from session_api.state import CREATE_BATCHER, LINK_INDEX, SETTINGS
 
 SERVICE = "session-api"
 SWEEP_EVERY = 600.0
@@ -41,6 +42,13 @@ async def _check_rabbitmq(app: web.Application) -> None:
 async def _link_index_writer(app: web.Application) -> AsyncIterator[None]:
     app[LINK_INDEX] = Writer(app[cache.REDIS])
     yield
+
+
+async def _create_batcher(app: web.Application) -> AsyncIterator[None]:
+    batcher = CreateBatcher(app[db.DB_POOL])
+    app[CREATE_BATCHER] = batcher
+    yield
+    await batcher.close()
 
 
 async def _idempotency_sweeper(app: web.Application) -> AsyncIterator[None]:
@@ -75,6 +83,7 @@ def create_app(settings: Settings) -> web.Application:
             db.pool_context(settings),
             cache.redis_context(settings),
             _link_index_writer,
+            _create_batcher,
             bus.bus_context(settings, name=SERVICE),
             # After the bus: the relay publishes through app[BUS].
             outbox.relay_context(settings, "portal"),

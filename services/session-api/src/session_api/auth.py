@@ -52,6 +52,19 @@ def extract_key(request: web.Request) -> str | None:
 
 
 def _raw_key(request: web.Request) -> str | None:
+    # One credential, sent once: with two Authorization (or X-API-Key) headers, or both
+    # headers, which one counts would depend on who reads them (this service takes the
+    # first, a proxy may take the last), so refuse rather than pick.
+    authorization = request.headers.getall("Authorization", [])
+    api_keys = [v for v in request.headers.getall("X-API-Key", []) if v.strip()]
+    if (
+        len(authorization) > 1
+        or len(api_keys) > 1
+        or (any(v.strip() for v in authorization) and api_keys)
+    ):
+        raise unauthorized(
+            "Send exactly one API key: one Authorization header or one X-API-Key header."
+        )
     header = request.headers.get("Authorization")
     if header:
         scheme, _, value = header.strip().partition(" ")

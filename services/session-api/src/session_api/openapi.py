@@ -15,6 +15,11 @@ from aiohttp import web
 
 from session_api.portal_sessions.schemas import SECTION_DEFAULTS, TTL_MAX, TTL_MIN
 
+# The same bounds as the pydantic input models (schemas.py), so a client (or a fuzzer)
+# generating documented-valid values is never refused.
+_IDENT = {"type": "string", "minLength": 1, "maxLength": 255}
+_LOCALE_PATTERN = "^(auto|[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*)$"
+
 Schema = dict[str, Any]
 
 
@@ -56,7 +61,7 @@ _FLOW = {
         _object(
             {
                 "type": {"const": "subscription_cancel"},
-                "subscription": {"type": "string", "pattern": "^sub_[A-Za-z0-9_]+$"},
+                "subscription": {"type": "string", "pattern": "^sub_[A-Za-z0-9_]{1,250}$"},
             }
         ),
     ],
@@ -82,12 +87,17 @@ _SESSION_PROPS: dict[str, Schema] = {
 
 _CREATE_PROPS: dict[str, Schema] = {
     "customer": {
-        "type": "string",
+        **_IDENT,
         "description": "Billfold (cu_…) or Stripe (cus_…) customer id. "
         "Exactly one of customer and customer_external_id.",
     },
-    "customer_external_id": {"type": "string", "description": "Your own id of the customer."},
-    "return_url": {"type": "string", "format": "uri", "description": "http or https only."},
+    "customer_external_id": {**_IDENT, "description": "Your own id of the customer."},
+    "return_url": {
+        "type": "string",
+        "format": "uri",
+        "maxLength": 2048,
+        "description": "http or https only.",
+    },
     "ttl_seconds": {
         "type": "integer",
         "minimum": TTL_MIN,
@@ -97,7 +107,12 @@ _CREATE_PROPS: dict[str, Schema] = {
     "single_use": {"type": "boolean", "default": True},
     "sections": _ref("SectionsInput"),
     "flow": _ref("Flow"),
-    "locale": {"type": "string", "examples": ["en", "fr-CA", "auto"]},
+    "locale": {
+        "type": "string",
+        "maxLength": 35,
+        "pattern": _LOCALE_PATTERN,
+        "examples": ["en", "fr-CA", "auto"],
+    },
     "send_email": {
         "type": "boolean",
         "default": False,
@@ -107,7 +122,8 @@ _CREATE_PROPS: dict[str, Schema] = {
 
 _ERROR_CODES = (
     "parameter_missing, parameter_invalid, parameter_unknown, resource_missing, "
-    "body_invalid_json, body_invalid_form, unsupported_media_type, body_too_large, "
+    "body_invalid_json, body_invalid_form, body_invalid_encoding, unsupported_media_type, "
+    "body_too_large, "
     "route_not_found, method_not_allowed, api_key_invalid, insufficient_scope, "
     "idempotency_key_in_use, internal_error"
 )
@@ -241,7 +257,7 @@ def document() -> Schema:
                             "name": "Idempotency-Key",
                             "in": "header",
                             "required": False,
-                            "schema": {"type": "string", "maxLength": 255},
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
                         }
                     ],
                     "requestBody": {
@@ -281,7 +297,7 @@ def document() -> Schema:
                         {
                             "name": "customer",
                             "in": "query",
-                            "schema": {"type": "string"},
+                            "schema": dict(_IDENT),
                             "description": "Billfold, Stripe or external customer id.",
                         },
                         {
@@ -302,7 +318,7 @@ def document() -> Schema:
                         {
                             "name": "starting_after",
                             "in": "query",
-                            "schema": {"type": "string"},
+                            "schema": dict(_IDENT),
                             "description": "A session id (ps_…) of this site: the page after it.",
                         },
                     ],

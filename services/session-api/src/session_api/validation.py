@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -28,7 +29,17 @@ async def read_body(request: web.Request) -> dict[str, Any]:
     if not request.body_exists:
         return {}
     # read() raises 413 (via client_max_size) for a body that lied about its length.
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except RequestPayloadError:
+        # A body aiohttp could not decode: Content-Encoding gzip/deflate over bytes that
+        # are not, a broken chunked encoding. The client's fault, so a 400, not a 500.
+        raise ApiError(
+            400,
+            "invalid_request_error",
+            "body_invalid_encoding",
+            "The body could not be decoded: check its Content-Encoding and framing.",
+        ) from None
     if not raw.strip():
         return {}
     ctype = request.content_type
@@ -47,7 +58,9 @@ async def read_body(request: web.Request) -> dict[str, Any]:
     if ctype == FORM:
         try:
             text = raw.decode("utf-8")
-            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+            # errors="strict": a percent-escape that is not UTF-8 (%FF) is a 400, not a
+            # U+FFFD silently stored or looked up in its place.
+            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True, errors="strict")
         except ValueError:
             raise ApiError(
                 400, "invalid_request_error", "body_invalid_form", "The form body is malformed."
@@ -140,7 +153,16 @@ def _reject_unstorable(value: Any, path: tuple[int | str, ...]) -> None:
             )
     elif isinstance(value, dict):
         for k, v in value.items():
-            _reject_unstorable(k, path)
+            if isinstance(k, str) and ("\x00" in k or not _encodable(k)):
+                parent = param_path(path)
+                raise ApiError(
+                    400,
+                    "invalid_request_error",
+                    "parameter_unknown",
+                    "Received a parameter name with characters that are not allowed"
+                    + (f" in {parent}." if parent else "."),
+                    parent or None,
+                )
             _reject_unstorable(v, (*path, k))
     elif isinstance(value, list):
         for i, v in enumerate(value):

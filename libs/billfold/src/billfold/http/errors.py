@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from billfold.http.responses import json_response
+
 ErrorType = Literal[
     "invalid_request_error",
     "authentication_error",
@@ -53,7 +55,7 @@ class ApiError(Exception):
         body = self.body()
         if request_id:
             body["error"]["request_id"] = request_id
-        return web.json_response(body, status=self.status, headers=self.headers)
+        return json_response(body, status=self.status, headers=self.headers)
 
 
 def invalid(message: str, param: str | None = None, code: str = "parameter_invalid") -> ApiError:

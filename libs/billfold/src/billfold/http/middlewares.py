@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -43,10 +43,15 @@ def _route_name(request: web.Request) -> str:
     return info.canonical if info is not None else "unmatched"
 
 
+def _new_request_id() -> str:
+    # 128 random bits as 32 hex digits, the shape uuid4().hex had, without the UUID object.
+    return "req_" + os.urandom(16).hex()
+
+
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = incoming if _REQUEST_ID_OK.match(incoming) else f"req_{uuid.uuid4().hex}"
+    request_id = incoming if incoming and _REQUEST_ID_OK.match(incoming) else _new_request_id()
     request[REQUEST_ID] = request_id
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -60,6 +65,25 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 
 
 def access_log_middleware(service: str) -> Middleware:
+    # The labelled metric children, made once per (method, route, status) / route:
+    # ``.labels()`` on every request costs more than the observation itself.
+    counters: dict[tuple[str, str, int], Counter] = {}
+    histograms: dict[str, Histogram] = {}
+
+    def count(method: str, route: str, status: int, elapsed: float) -> None:
+        counter = counters.get((method, route, status))
+        if counter is None:
+            if len(counters) >= 10_000:  # methods are client-chosen: stay bounded
+                counters.clear()
+            counter = counters[(method, route, status)] = HTTP_REQUESTS.labels(
+                service, method, route, str(status)
+            )
+        counter.inc()
+        histogram = histograms.get(route)
+        if histogram is None:
+            histogram = histograms[route] = HTTP_LATENCY.labels(service, route)
+        histogram.observe(elapsed)
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         start = time.perf_counter()
@@ -74,8 +98,7 @@ def access_log_middleware(service: str) -> Middleware:
         finally:
             elapsed = time.perf_counter() - start
             route = _route_name(request)
-            HTTP_REQUESTS.labels(service, request.method, route, str(status)).inc()
-            HTTP_LATENCY.labels(service, route).observe(elapsed)
+            count(request.method, route, status, elapsed)
             if route not in ("/healthz", "/readyz", "/metrics"):
                 log.info(
                     "http_request",

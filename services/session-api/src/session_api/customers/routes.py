@@ -6,6 +6,7 @@ from aiohttp import web
 
 from billfold.db import DB_POOL
 from billfold.http.errors import not_found
+from billfold.http.responses import json_response
 from session_api.auth import authenticate
 from session_api.customers import repository
 from session_api.ids import iso
@@ -23,7 +24,7 @@ async def get_customer(request: web.Request) -> web.Response:
         customer = await repository.find(conn, auth.site_id, checked) if checked else None
     if customer is None:
         raise not_found("customer", ident, "id")
-    return web.json_response(
+    return json_response(
         {
             "id": customer.id,
             "object": "customer",

@@ -30,8 +30,20 @@ def key(settings: Settings, token_hash: str) -> str:
     return cache.key(settings, "link", token_hash)
 
 
+# SET key value EX ttl for every key of the batch, in one command: redis-py's cost is
+# per command (packing, parsing the reply), about four times less per key this way than
+# with a pipeline of SETs. redis-py's Script sends EVALSHA and loads the script again if
+# the server lost it (restart, SCRIPT FLUSH).
+_SET_ALL = """
+for i, key in ipairs(KEYS) do
+    redis.call('SET', key, ARGV[2 * i - 1], 'EX', ARGV[2 * i])
+end
+return #KEYS
+"""
+
+
 class Writer:
-    """Group commit for index writes: concurrent requests share one pipelined round trip.
+    """Group commit for index writes: concurrent requests share one round trip.
 
     Each caller still waits until its own entry is written (or failed), so a 201 never
     precedes the index entry; under load the per-write cost of redis-py, which dominates
@@ -40,6 +52,7 @@ class Writer:
 
     def __init__(self, client: aioredis.Redis) -> None:
         self._client = client
+        self._set_all = client.register_script(_SET_ALL)
         self._pending: list[tuple[str, str, int, asyncio.Future[BaseException | None]]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -57,11 +70,14 @@ class Writer:
             while self._pending:
                 batch, self._pending = self._pending, []
                 error: BaseException | None = None
+                keys: list[str] = []
+                args: list[str | int] = []
+                for key_, value, ttl, _ in batch:
+                    keys.append(key_)
+                    args.append(value)
+                    args.append(ttl)
                 try:
-                    async with self._client.pipeline(transaction=False) as pipe:
-                        for key_, value, ttl, _ in batch:
-                            pipe.set(key_, value, ex=ttl)
-                        await pipe.execute()
+                    await self._set_all(keys=keys, args=args)
                 except Exception as exc:  # a cache: any failure is the caller's warning
                     error = exc
                 _settle(batch, error)

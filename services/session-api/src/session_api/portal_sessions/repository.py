@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from billfold.bus import REQUEST_ID_HEADER
 from billfold.events import PortalSessionCreated
@@ -61,51 +63,155 @@ _CREATE_BY_EXTERNAL_ID = _CREATE_TEMPLATE.format(
 )
 
 
-async def create_with_event(
-    conn: Executor,
-    *,
-    key_id: str,
-    session_id: str,
-    site_id: str,
-    customer: str,
-    by_external_id: bool,
-    token_hash: str,
-    single_use: bool,
-    sections: dict[str, Any],
-    flow: dict[str, Any] | None,
-    return_url: str | None,
-    locale: str | None,
-    send_email: bool,
-    created_at: datetime,
-    expires_at: datetime,
-    event: PortalSessionCreated,
-) -> tuple[bool, str | None]:
-    """Create the session for ``customer`` (Billfold/Stripe id, or external id) and its
-    event. Returns (key still live, Billfold customer id); nothing is written unless
-    both hold. The event's ``data.customer_id`` is set here."""
-    headers = {REQUEST_ID_HEADER: event.request_id} if event.request_id else {}
+@dataclass(frozen=True, slots=True)
+class NewSession:
+    """Everything the create statement writes for one session (and its event)."""
+
+    key_id: str
+    session_id: str
+    site_id: str
+    customer: str  # Billfold/Stripe id, or external id
+    by_external_id: bool
+    token_hash: str
+    single_use: bool
+    sections: dict[str, Any]
+    flow: dict[str, Any] | None
+    return_url: str | None
+    locale: str | None
+    send_email: bool
+    created_at: datetime
+    expires_at: datetime
+    event: PortalSessionCreated
+
+    def headers_json(self) -> str:
+        request_id = self.event.request_id
+        return _dumps({REQUEST_ID_HEADER: request_id} if request_id else {})
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode("utf-8")
+
+
+async def create_with_event(conn: Executor, new: NewSession) -> tuple[bool, str | None]:
+    """Create the session for ``new.customer`` and its event. Returns (key still live,
+    Billfold customer id); nothing is written unless both hold. The event's
+    ``data.customer_id`` is set here."""
     row = await conn.fetchrow(
-        _CREATE_BY_EXTERNAL_ID if by_external_id else _CREATE_BY_ID,
-        session_id,
-        site_id,
-        customer,
-        token_hash,
-        single_use,
-        json.dumps(sections),
-        json.dumps(flow) if flow is not None else None,
-        return_url,
-        locale,
-        send_email,
-        created_at,
-        expires_at,
-        event.id,
-        event.routing_key,
-        event.model_dump_json(),
-        json.dumps(headers),
-        key_id,
+        _CREATE_BY_EXTERNAL_ID if new.by_external_id else _CREATE_BY_ID,
+        new.session_id,
+        new.site_id,
+        new.customer,
+        new.token_hash,
+        new.single_use,
+        _dumps(new.sections),
+        _dumps(new.flow) if new.flow is not None else None,
+        new.return_url,
+        new.locale,
+        new.send_email,
+        new.created_at,
+        new.expires_at,
+        new.event.id,
+        new.event.routing_key,
+        new.event.model_dump_json(),
+        new.headers_json(),
+        new.key_id,
     )
     assert row is not None
     return bool(row["key_live"]), row["customer_id"]
+
+
+# Group commit (see ``batcher.CreateBatcher``): the statement above for many sessions at
+# once, one row of arrays per column. Each input row is checked on its own (its key
+# live, its customer found in its own site), so one request's revoked key or unknown
+# customer writes nothing for it and does not affect the others; the whole batch is
+# one statement, hence one transaction: every written session commits with its event.
+# One NOTIFY per batch. The customer lookup is split by kind (two index-friendly
+# branches, each switched on or off per row) rather than a CASE no index can serve.
+_CREATE_MANY = f"""
+WITH i AS (
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::bool[],
+        $7::text[], $8::text[], $9::text[], $10::text[], $11::bool[],
+        $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[], $16::text[],
+        $17::text[], $18::text[]
+    ) WITH ORDINALITY AS t(session_id, site_id, customer, by_external_id, token_hash,
+        single_use, sections, flow, return_url, locale, send_email, created_at,
+        expires_at, event_id, routing_key, payload, headers, key_id, ord)
+), k AS (
+    SELECT i.ord, a.revoked_at IS NULL AND a.id IS NOT NULL AS live
+    FROM i LEFT JOIN portal.api_keys a ON a.id = i.key_id AND a.site_id = i.site_id
+), c AS (
+    SELECT i.ord, m.id AS customer_id
+    FROM i JOIN k ON k.ord = i.ord AND k.live
+    CROSS JOIN LATERAL (
+        SELECT f.id FROM (
+            SELECT cu.id FROM mirror.customers cu
+            WHERE NOT i.by_external_id AND cu.site_id = i.site_id
+              AND cu.deleted_at IS NULL AND (cu.id = i.customer OR cu.stripe_id = i.customer)
+            UNION ALL
+            SELECT cu.id FROM mirror.customers cu
+            WHERE i.by_external_id AND cu.site_id = i.site_id
+              AND cu.deleted_at IS NULL AND cu.external_id = i.customer
+        ) f
+        ORDER BY (f.id = i.customer) DESC
+        LIMIT 1
+    ) m
+), s AS (
+    INSERT INTO portal.portal_sessions (id, site_id, customer_id, token_hash, single_use,
+        sections, flow, return_url, locale, send_email, created_at, expires_at)
+    SELECT i.session_id, i.site_id, c.customer_id, i.token_hash, i.single_use,
+        i.sections::jsonb, i.flow::jsonb, i.return_url, i.locale, i.send_email,
+        i.created_at, i.expires_at
+    FROM i JOIN c ON c.ord = i.ord
+    ORDER BY i.ord
+    RETURNING id, customer_id
+), o AS (
+    INSERT INTO portal.outbox (event_id, routing_key, ordering_key, payload, headers)
+    SELECT i.event_id, i.routing_key, s.id,
+        jsonb_set(i.payload::jsonb, '{{data,customer_id}}', to_jsonb(s.customer_id)),
+        i.headers::jsonb
+    FROM s JOIN i ON i.session_id = s.id
+    ORDER BY i.ord
+    RETURNING 1
+), n AS (
+    SELECT pg_notify('{channel_name(SCHEMA)}', '') WHERE EXISTS (SELECT 1 FROM o)
+)
+SELECT k.ord, k.live AS key_live, c.customer_id, (SELECT count(*) FROM n) AS notified
+FROM k LEFT JOIN c ON c.ord = k.ord
+ORDER BY k.ord
+"""  # noqa: S608 - a fixed channel name; every value is a parameter
+
+
+async def create_many_with_events(
+    conn: Executor, batch: Sequence[NewSession]
+) -> list[tuple[bool, str | None]]:
+    """``create_with_event`` for every item of ``batch`` in ONE statement (so one
+    transaction and one round trip); one (key still live, customer id) per item, in
+    order."""
+    rows = await conn.fetch(
+        _CREATE_MANY,
+        [n.session_id for n in batch],
+        [n.site_id for n in batch],
+        [n.customer for n in batch],
+        [n.by_external_id for n in batch],
+        [n.token_hash for n in batch],
+        [n.single_use for n in batch],
+        [_dumps(n.sections) for n in batch],
+        [_dumps(n.flow) if n.flow is not None else None for n in batch],
+        [n.return_url for n in batch],
+        [n.locale for n in batch],
+        [n.send_email for n in batch],
+        [n.created_at for n in batch],
+        [n.expires_at for n in batch],
+        [n.event.id for n in batch],
+        [n.event.routing_key for n in batch],
+        [n.event.model_dump_json() for n in batch],
+        [n.headers_json() for n in batch],
+        [n.key_id for n in batch],
+    )
+    if len(rows) != len(batch):
+        raise RuntimeError(f"create batch of {len(batch)} answered {len(rows)} rows")
+    return [(bool(r["key_live"]), r["customer_id"]) for r in rows]
 
 
 async def get(conn: Executor, site_id: str, session_id: str) -> asyncpg.Record | None:

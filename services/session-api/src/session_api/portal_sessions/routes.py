@@ -10,6 +10,7 @@ from billfold.cache import REDIS
 from billfold.db import DB_POOL
 from billfold.http.errors import ApiError, not_found
 from billfold.http.middlewares import REQUEST_ID
+from billfold.http.responses import json_response
 from session_api import idempotency
 from session_api.auth import (
     OWNER_CACHE,
@@ -27,7 +28,7 @@ from session_api.portal_sessions.schemas import (
     ListPortalSessions,
     session_json,
 )
-from session_api.state import LINK_INDEX, SETTINGS
+from session_api.state import CREATE_BATCHER, LINK_INDEX, SETTINGS
 from session_api.validation import path_param, read_body, validate
 
 routes = web.RouteTableDef()
@@ -38,6 +39,33 @@ READ = "portal_sessions:read"
 
 @routes.post("/v1/portal_sessions")
 async def create_portal_session(request: web.Request) -> web.Response:
+    if request.headers.get(idempotency.HEADER) is not None:
+        return await _create_idempotent(request)
+    app = request.app
+    settings = app[SETTINGS]
+    cache = app[OWNER_CACHE]
+    pool = app[DB_POOL]
+    # No connection is held across the request: the create goes through the group
+    # commit (CREATE_BATCHER), whose statement re-checks that the key is live, so a
+    # cached owner is safe.
+    auth = await authenticate(request, pool, WRITE, cache=cache)
+    try:
+        params = validate(CreatePortalSession, await read_body(request))
+        created = await service.create_batched(
+            app[CREATE_BATCHER], settings, auth.owner, params, request.get(REQUEST_ID)
+        )
+    except service.KeyRevoked:
+        cache.drop(auth.key_hash)
+        raise revoked_meanwhile() from None
+    except ApiError:
+        await ensure_live(pool, auth, cache)
+        raise
+    # Committed just now: index it before answering.
+    await service.index(app[LINK_INDEX], settings, auth.site_id, created)
+    return json_response(created.body, status=201)
+
+
+async def _create_idempotent(request: web.Request) -> web.Response:
     app = request.app
     settings = app[SETTINGS]
     cache = app[OWNER_CACHE]
@@ -58,7 +86,7 @@ async def create_portal_session(request: web.Request) -> web.Response:
     if created is not None:  # committed just now (not a replay): index it
         await service.index(app[LINK_INDEX], settings, auth.site_id, created)
     headers = {idempotency.REPLAYED_HEADER: "true"} if outcome.replayed else {}
-    return web.json_response(outcome.body, status=outcome.status, headers=headers)
+    return json_response(outcome.body, status=outcome.status, headers=headers)
 
 
 async def _create(
@@ -66,11 +94,7 @@ async def _create(
 ) -> tuple[idempotency.Outcome, service.Created | None]:
     settings = request.app[SETTINGS]
     request_id = request.get(REQUEST_ID)
-    key = request.headers.get(idempotency.HEADER)
-    if key is None:
-        created = await service.create(conn, settings, auth.owner, params, request_id)
-        return idempotency.Outcome(201, created.body, replayed=False), created
-
+    key = request.headers[idempotency.HEADER]
     made: list[service.Created] = []
 
     async def work(tx: Conn) -> tuple[int, dict[str, Any]]:
@@ -129,7 +153,7 @@ async def list_portal_sessions(request: web.Request) -> web.Response:
 
 
 def _page(data: list[dict[str, Any]], *, has_more: bool) -> web.Response:
-    return web.json_response(
+    return json_response(
         {"object": "list", "url": "/v1/portal_sessions", "data": data, "has_more": has_more}
     )
 
@@ -143,7 +167,7 @@ async def get_portal_session(request: web.Request) -> web.Response:
         row = await repository.get(conn, auth.site_id, checked) if checked else None
     if row is None:
         raise not_found("portal session", session_id, "id")
-    return web.json_response(session_json(row, utcnow()))
+    return json_response(session_json(row, utcnow()))
 
 
 @routes.delete("/v1/portal_sessions/{id}")
