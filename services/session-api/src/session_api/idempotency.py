@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aiohttp import web
+
 from billfold.http.errors import ApiError, invalid
 from session_api import sealing
 from session_api.dbtypes import Conn, Executor
@@ -36,6 +38,17 @@ class Outcome:
     status: int
     body: dict[str, Any]
     replayed: bool
+
+
+def key_header(request: web.Request) -> str | None:
+    """The request's ``Idempotency-Key``, checked; None when there is none. Sent twice is
+    a 400: which one counts would otherwise depend on who reads the headers."""
+    keys = request.headers.getall(HEADER, [])
+    if not keys:
+        return None
+    if len(keys) > 1:
+        raise invalid("Send the Idempotency-Key header once.", param=HEADER)
+    return check_key(keys[0])
 
 
 def check_key(key: str) -> str:

@@ -96,7 +96,8 @@ _CREATE_PROPS: dict[str, Schema] = {
         "type": "string",
         "format": "uri",
         "maxLength": 2048,
-        "description": "http or https only.",
+        "description": "An absolute http or https URL with a host and a valid port; no "
+        "whitespace, control characters or backslashes.",
     },
     "ttl_seconds": {
         "type": "integer",
@@ -258,6 +259,7 @@ def document() -> Schema:
                             "in": "header",
                             "required": False,
                             "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                            "description": "Printable characters; send the header once.",
                         }
                     ],
                     "requestBody": {
@@ -324,7 +326,10 @@ def document() -> Schema:
                     ],
                     "responses": {
                         "200": _json("A page of sessions.", "PortalSessionList"),
-                        "400": _error("Invalid parameters or unknown cursor."),
+                        "400": _error(
+                            "Invalid parameters, a parameter given more than once, or an "
+                            "unknown cursor."
+                        ),
                         **_AUTH_ERRORS,
                     },
                 },

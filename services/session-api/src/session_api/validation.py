@@ -74,6 +74,26 @@ async def read_body(request: web.Request) -> dict[str, Any]:
     )
 
 
+def read_query(request: web.Request) -> dict[str, str]:
+    """The query string's parameters as a dict; a name given twice is a 400.
+
+    ``dict(request.query)`` would keep the first value silently, where the same repeat
+    in a form body is refused: which one counts must not depend on who reads it.
+    """
+    params: dict[str, str] = {}
+    for name, value in request.query.items():
+        if name in params:
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                "parameter_invalid",
+                f"Query parameter {name} given more than once.",
+                name,
+            )
+        params[name] = value
+    return params
+
+
 def param_path(loc: tuple[int | str, ...]) -> str:
     parts = [str(p) for p in loc]
     kept: list[str] = []

@@ -29,7 +29,7 @@ from session_api.portal_sessions.schemas import (
     session_json,
 )
 from session_api.state import CREATE_BATCHER, LINK_INDEX, SETTINGS
-from session_api.validation import path_param, read_body, validate
+from session_api.validation import path_param, read_body, read_query, validate
 
 routes = web.RouteTableDef()
 
@@ -39,7 +39,7 @@ READ = "portal_sessions:read"
 
 @routes.post("/v1/portal_sessions")
 async def create_portal_session(request: web.Request) -> web.Response:
-    if request.headers.get(idempotency.HEADER) is not None:
+    if idempotency.HEADER in request.headers:
         return await _create_idempotent(request)
     app = request.app
     settings = app[SETTINGS]
@@ -94,7 +94,8 @@ async def _create(
 ) -> tuple[idempotency.Outcome, service.Created | None]:
     settings = request.app[SETTINGS]
     request_id = request.get(REQUEST_ID)
-    key = request.headers[idempotency.HEADER]
+    key = idempotency.key_header(request)
+    assert key is not None  # dispatched here on the header's presence
     made: list[service.Created] = []
 
     async def work(tx: Conn) -> tuple[int, dict[str, Any]]:
@@ -105,7 +106,7 @@ async def _create(
     outcome = await idempotency.run(
         conn,
         site_id=auth.site_id,
-        key=idempotency.check_key(key),
+        key=key,
         req_hash=idempotency.request_hash(
             request.method, request.path, params.model_dump(mode="json", exclude_unset=True)
         ),
@@ -120,7 +121,7 @@ async def list_portal_sessions(request: web.Request) -> web.Response:
     pool = request.app[DB_POOL]
     async with pool.acquire() as conn:
         auth = await authenticate(request, conn, READ)
-        params = validate(ListPortalSessions, dict(request.query))
+        params = validate(ListPortalSessions, read_query(request))
         customer_id = None
         if params.customer is not None:
             found = await customers.find(conn, auth.site_id, params.customer)

@@ -95,7 +95,16 @@ class CreatePortalSession(_Input):
     def _http_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        parts = urlsplit(value)
+        # urlsplit silently drops tabs and newlines and strips leading and trailing
+        # controls and spaces, and browsers read a backslash as a slash: what is stored
+        # (and later sent in a Location header) would not be what was checked.
+        if any(c.isspace() or not c.isprintable() or c == "\\" for c in value):
+            raise ValueError("must not contain whitespace, control characters or backslashes")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+        except ValueError:
+            raise ValueError("must be an absolute http or https URL") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an absolute http or https URL")
         return value
@@ -103,7 +112,7 @@ class CreatePortalSession(_Input):
     @field_validator("locale")
     @classmethod
     def _locale(cls, value: str | None) -> str | None:
-        if value is not None and not _LOCALE.match(value):
+        if value is not None and not _LOCALE.fullmatch(value):
             raise ValueError("must be a language tag such as en or fr-CA, or auto")
         return value
 
