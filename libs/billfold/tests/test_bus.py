@@ -20,10 +20,13 @@ import asyncpg
 import pytest
 import pytest_asyncio
 import structlog
+from aiohttp import web
 
-from billfold.bus import DLX, Bus
+from billfold import bus as bus_module
+from billfold.bus import BUS, DLX, Bus, bus_context
 from billfold.db import create_pool
 from billfold.events import Event
+from billfold.outbox import enqueue, relay_context
 from billfold.settings import Settings
 from billfold_testing.tcp_proxy import TcpProxy
 
@@ -362,3 +365,209 @@ async def test_database_outage_is_waited_out_not_dead_lettered(
         await bus.close()
         await pool.close()
         await proxy.stop()
+
+
+# --- connecting in the background (Bus.start, bus_context) ---------------------------
+
+
+@pytest_asyncio.fixture
+async def amqp_proxy(settings: Settings) -> AsyncIterator[TcpProxy]:
+    """A cuttable link to RabbitMQ, open at first."""
+    target = urlsplit(settings.amqp_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5672)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+def _via(proxy: TcpProxy, settings: Settings) -> Settings:
+    """``settings`` with the AMQP URL pointing through ``proxy``."""
+    parts = urlsplit(settings.amqp_url)
+    netloc = f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
+    url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+    return settings.model_copy(update={"amqp_url": url})
+
+
+class _BusLog:
+    """Stands in for ``billfold.bus.log``: records (level, event, fields)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, Any]]] = []
+
+    def __getattr__(self, level: str) -> Callable[..., None]:
+        def record(event: str, **fields: Any) -> None:
+            self.lines.append((level, event, fields))
+
+        return record
+
+    def events(self, *levels: str) -> list[str]:
+        return [event for level, event, _ in self.lines if level in levels]
+
+
+@pytest.fixture
+def bus_log(monkeypatch: pytest.MonkeyPatch) -> _BusLog:
+    recorder = _BusLog()
+    monkeypatch.setattr(bus_module, "log", recorder)
+    return recorder
+
+
+async def test_start_connects_at_once_when_the_broker_answers(
+    settings: Settings, amqp: Any, make_event: Any, bus_log: _BusLog
+) -> None:
+    bus = await Bus.start(settings, name="test-start")
+    try:
+        assert bus.connected
+        await bus.check()
+        await bus.wait_connected(timeout=0.1)
+        queue = await amqp.queue()
+        event = make_event()
+        await bus.publish(event)
+        got = await amqp.drain(queue, want=1, timeout=5)
+        assert [m.message_id for m in got] == [event.id]
+        assert bus_log.lines == []  # a start that connects at once is as quiet as connect()
+    finally:
+        await bus.close()
+
+
+async def test_start_with_the_broker_down_connects_once_it_returns(
+    settings: Settings,
+    amqp: Any,
+    amqp_proxy: TcpProxy,
+    make_event: Any,
+    bus_log: _BusLog,
+    rand_name: Callable[[str], str],
+    eventually: Any,
+) -> None:
+    await amqp_proxy.cut()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    bus = await Bus.start(_via(amqp_proxy, settings), name="test-start-down", max_backoff=0.5)
+    try:
+        assert loop.time() - began < 2  # refused at once: start-up does not wait it out
+        assert not bus.connected
+        # Everything that needs the broker says so at once, with a ConnectionError.
+        with pytest.raises(ConnectionError, match="amqp connection is not connected yet"):
+            await bus.check()
+        began = loop.time()
+        with pytest.raises(ConnectionError, match="not connected yet"):
+            await bus.publish(make_event())
+        with pytest.raises(ConnectionError, match="not connected yet"):
+            await bus.publish_raw("portal_session.used", b"{}", message_id="m1", headers={})
+        assert loop.time() - began < 0.5
+        with pytest.raises(ConnectionError):
+            await bus.declare_queue(rand_name("test.q"), ["portal_session.*"])
+        with pytest.raises(TimeoutError):
+            await bus.wait_connected(timeout=1.5)  # several retries fail meanwhile
+        assert bus_log.events("warning") == ["bus_connect_failed"]  # one per outage
+        assert bus_log.events("info") == []
+
+        await amqp_proxy.restore()
+        await bus.wait_connected(timeout=10)
+        assert bus.connected
+        await bus.check()
+        assert bus_log.events("warning", "info", "error") == ["bus_connect_failed", "bus_connected"]
+        queue = await amqp.queue()
+        event = make_event()
+        await bus.publish(event)
+        got = await amqp.drain(queue, want=1, timeout=5)
+        assert [m.message_id for m in got] == [event.id]
+
+        # From then on it is the robust connection of connect(): it survives an outage.
+        await amqp_proxy.cut()
+
+        async def down() -> bool:
+            return not bus.connected
+
+        await eventually(down, timeout=5)
+        with pytest.raises(ConnectionError, match="amqp connection is down"):
+            await bus.check()
+        await amqp_proxy.restore()
+
+        async def back() -> bool:
+            return bus.connected
+
+        await eventually(back, timeout=15)
+        event = make_event()
+        await bus.publish(event)
+        got = await amqp.drain(queue, want=1, timeout=5)
+        assert [m.message_id for m in got] == [event.id]
+    finally:
+        await bus.close()
+    with pytest.raises(ConnectionError, match="closed"):
+        await bus.check()
+    with pytest.raises(ConnectionError, match="closed"):
+        await bus.publish(make_event())
+
+
+async def test_close_stops_connecting_in_the_background(
+    settings: Settings, amqp_proxy: TcpProxy, bus_log: _BusLog
+) -> None:
+    await amqp_proxy.cut()
+    bus = await Bus.start(_via(amqp_proxy, settings), name="test-start-close", max_backoff=0.2)
+    await asyncio.sleep(0.5)
+    await bus.close()
+    await bus.close()  # idempotent
+    connections = amqp_proxy.connections_total
+    await amqp_proxy.restore()
+    await asyncio.sleep(1.0)
+    # No attempt after close: nothing reached the broker once it was back.
+    assert amqp_proxy.connections_total == connections
+    assert not bus.connected
+    with pytest.raises(ConnectionError, match="closed"):
+        await bus.check()
+    assert "bus_connected" not in bus_log.events("info")
+    assert bus_log.events("error") == []
+
+
+async def test_bus_context_starts_the_app_and_relay_while_the_broker_is_down(
+    settings: Settings,
+    amqp: Any,
+    amqp_proxy: TcpProxy,
+    db_pool: asyncpg.Pool,
+    schema: str,
+    make_event: Any,
+    bus_log: _BusLog,
+    eventually: Any,
+) -> None:
+    queue = await amqp.queue()
+    await amqp_proxy.cut()
+    proxied = _via(amqp_proxy, settings)
+    app = web.Application()
+    app.cleanup_ctx.append(bus_context(proxied, name="test-app-down"))
+    app.cleanup_ctx.append(relay_context(proxied, schema))
+    runner = web.AppRunner(app)
+    await runner.setup()  # would raise here if the bus needed the broker to start
+    try:
+        bus = app[BUS]
+        with pytest.raises(ConnectionError):
+            await bus.check()
+        event = make_event()
+        async with db_pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, schema, event)
+
+        async def attempted() -> bool:
+            attempts = await db_pool.fetchval(
+                f"SELECT attempts FROM {schema}.outbox WHERE event_id = $1", event.id
+            )
+            return bool(attempts)
+
+        # The relay shares the unconnected bus: its publish fails at once, the row stays.
+        await eventually(attempted, timeout=5)
+        error = await db_pool.fetchval(
+            f"SELECT last_error FROM {schema}.outbox WHERE event_id = $1", event.id
+        )
+        assert error.startswith("ConnectionError: "), error
+
+        await amqp_proxy.restore()
+        got = await amqp.drain(queue, want=1, timeout=30)
+        assert [m.message_id for m in got] == [event.id]
+        assert app[BUS] is bus
+        await bus.check()
+        assert await db_pool.fetchval(f"SELECT count(*) FROM {schema}.outbox") == 0
+        assert bus_log.events("warning", "info") == ["bus_connect_failed", "bus_connected"]
+    finally:
+        await runner.cleanup()
+    with pytest.raises(ConnectionError):
+        await app[BUS].check()

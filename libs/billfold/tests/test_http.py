@@ -7,6 +7,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from billfold.http import health
 from billfold.http.errors import invalid
 from billfold.http.health import add_health_routes
 from billfold.http.middlewares import standard_middlewares
@@ -47,14 +48,18 @@ async def _fine(app: web.Application) -> None:
     return None
 
 
-def _app(checks: dict[str, Any] | None = None) -> web.Application:
+def _app(
+    required: dict[str, Any] | None = None, optional: dict[str, Any] | None = None
+) -> web.Application:
     app = web.Application(middlewares=standard_middlewares("test-http", 1024), client_max_size=1024)
     app.router.add_get("/ok", _ok)
     app.router.add_post("/echo", _echo)
     app.router.add_get("/bad", _bad)
     app.router.add_get("/boom", _boom)
     app.router.add_get("/items/{id}", _item)
-    add_health_routes(app, checks if checks is not None else {"db": _fine})
+    add_health_routes(
+        app, required=required if required is not None else {"db": _fine}, optional=optional
+    )
     return app
 
 
@@ -134,14 +139,72 @@ async def test_health_ready_and_metrics(client: TestClient[Any, Any]) -> None:
     assert "secret_value_123" not in text  # the route template, never the raw path
 
 
-async def test_readyz_is_503_when_a_dependency_fails_or_hangs(
+async def test_readyz_is_503_when_a_required_check_fails_or_hangs(
     aiohttp_client: AiohttpClient,
 ) -> None:
-    client = await aiohttp_client(_app({"db": _fine, "redis": _fails, "amqp": _hangs}))
+    client = await aiohttp_client(
+        _app({"db": _fine, "redis": _fails, "amqp": _hangs}, {"extra": _fine})
+    )
     resp = await client.get("/readyz")
     assert resp.status == 503
     body = await resp.json()
     assert body["status"] == "unavailable"
-    assert body["checks"]["db"] == "ok"
-    assert body["checks"]["redis"] == "error: ConnectionRefusedError"
-    assert body["checks"]["amqp"] == "error: TimeoutError"
+    assert body["checks"] == {
+        "db": "ok",
+        "redis": "error: ConnectionRefusedError",
+        "amqp": "error: TimeoutError",
+        "extra": "ok",
+    }
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.warnings: list[tuple[str, dict[str, Any]]] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.warnings.append((event, fields))
+
+
+async def test_readyz_is_200_degraded_when_only_optional_checks_fail(
+    aiohttp_client: AiohttpClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = _Recorder()
+    monkeypatch.setattr(health, "log", recorder)
+    client = await aiohttp_client(
+        _app({"db": _fine}, {"cache": _fails, "broker": _hangs, "other": _fine})
+    )
+    resp = await client.get("/readyz")
+    body = await resp.json()
+    assert resp.status == 200, body
+    assert body == {
+        "status": "degraded",
+        "checks": {
+            "db": "ok",
+            "cache": "error: ConnectionRefusedError",
+            "broker": "error: TimeoutError",
+            "other": "ok",
+        },
+    }
+    # One warning per failing check, naming it and saying it is optional.
+    assert sorted((e, f["check"], f["required"]) for e, f in recorder.warnings) == [
+        ("readiness_check_failed", "broker", False),
+        ("readiness_check_failed", "cache", False),
+    ]
+
+
+async def test_readyz_required_failure_wins_over_optional(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    client = await aiohttp_client(_app({"db": _fails}, {"cache": _fails}))
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    assert (await resp.json())["status"] == "unavailable"
+    client = await aiohttp_client(_app({"db": _fine}, {"cache": _fine}))
+    resp = await client.get("/readyz")
+    assert resp.status == 200
+    assert await resp.json() == {"status": "ok", "checks": {"db": "ok", "cache": "ok"}}
+
+
+def test_a_check_cannot_be_both_required_and_optional() -> None:
+    with pytest.raises(ValueError, match="db"):
+        _app({"db": _fine}, {"db": _fine})

@@ -1,8 +1,11 @@
+import asyncio
 import io
 import json
 import logging
+from typing import Any
 
 import structlog
+from aiohttp import web
 
 from billfold.logs import configure_logging, get_logger, redact_text
 from billfold.settings import Settings
@@ -125,3 +128,103 @@ def test_values_orjson_cannot_encode_are_still_logged() -> None:
     assert line["big"] == 2**70
     assert line["keyed"] == {"1": "one"}
     assert str(line["obj"]).startswith("<object object")
+
+
+def test_prefixed_secrets_right_after_an_escaped_control_byte_are_redacted() -> None:
+    """Logged bytes come escaped (``\\x7f``, ``\\t``): no word boundary lies between the
+    escape and the prefix, so the patterns must not need one."""
+    for escape in ("\\x7f", "\\x00", "\\t", "\\u007f", "0", "_"):
+        for secret, kept in (
+            ("bf_sk_SECRETSECRETSECRET", "bf_sk_"),
+            ("bf_pk_SECRETSECRETSECRET", "bf_pk_"),
+            ("bfl_SECRETSECRETSECRET", "bfl_"),
+            ("bfs_SECRETSECRETSECRET", "bfs_"),
+            ("sk_live_SECRETSECRETSECRET", "sk_live_"),
+            ("whsec_SECRETSECRETSECRET", "whsec_"),
+            ("Bearer SECRETSECRETSECRET", "Bearer "),
+        ):
+            text = f"b'X-API-Key: {escape}{secret}'"
+            assert redact_text(text) == f"b'X-API-Key: {escape}{kept}[redacted]'", text
+    # As aiohttp quotes a refused header line.
+    quoted = repr(b"X-API-Key: \x7fbf_sk_Y7s2Tcmsoc0CC2YDMo4hj69")
+    assert "Tcmsoc" not in redact_text(quoted)
+
+
+def test_unanchored_patterns_leave_ordinary_text_alone() -> None:
+    for text in (
+        "customer cu_123 opened the portal",
+        "site_a1b2 key_live ps_9f8e7d6c",
+        "GET /v1/customers/cu_123/portal_sessions?limit=10",
+        "bf_sk_ (a prefix alone)",
+    ):
+        assert redact_text(text) == text
+
+
+def _parser_error(message: str) -> BaseException:
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    try:
+        raise BadHttpMessage(message)
+    except BadHttpMessage as exc:
+        return exc
+
+
+def test_aiohttp_parser_errors_are_logged_as_one_warning_naming_the_class() -> None:
+    """A key split by a control byte is beyond any pattern: aiohttp's line about a
+    refused request keeps only the exception's class."""
+    out = _configure()
+    split_key = "Invalid header value char:\n\n  b'X-API-Key: bf_sk_Y7s\\x002Tcmsoc0CC2YDMo4hj69'"
+    logging.getLogger("aiohttp.server").exception(
+        "Error handling request from %s", "10.0.0.1", exc_info=_parser_error(split_key)
+    )
+    logging.getLogger("aiohttp.server").debug(
+        "Error handling request from %s", "10.0.0.1", exc_info=_parser_error(split_key)
+    )
+    text = out.getvalue()
+    assert "Tcmsoc" not in text
+    assert "Traceback" not in text
+    assert "10.0.0.1" not in text
+    first, second = _lines(out)
+    assert first["level"] == "warning"  # was error
+    assert first["event"] == "http_request_malformed: BadHttpMessage"
+    assert "exception" not in first
+    assert second["level"] == "debug"  # never raised
+    assert second["event"] == "http_request_malformed: BadHttpMessage"
+
+
+def test_other_aiohttp_server_errors_keep_their_traceback() -> None:
+    out = _configure()
+    try:
+        raise RuntimeError("handler failed with bf_sk_SECRETSECRETSECRET")
+    except RuntimeError:
+        logging.getLogger("aiohttp.server").exception("Unhandled exception")
+    (line,) = _lines(out)
+    assert line["level"] == "error"
+    assert "RuntimeError" in str(line["exception"])
+    assert "SECRETSECRETSECRET" not in out.getvalue()
+
+
+def test_parser_error_filter_is_added_once() -> None:
+    _configure()
+    _configure()
+    server_logger = logging.getLogger("aiohttp.server")
+    assert sum(type(f).__name__ == "_ParserErrorFilter" for f in server_logger.filters) == 1
+
+
+async def test_a_refused_request_with_a_split_key_leaves_no_part_of_it_in_the_logs(
+    aiohttp_client: Any,
+) -> None:
+    """End to end, on a plain aiohttp app (no billfold.http.malformed): only the filter."""
+    out = _configure()
+    key = "bf_sk_Y7s2Tcmsoc0CC2YDMo4hj69riTa8bUoMik"
+    client = await aiohttp_client(web.Application())
+    for header in (f"X-API-Key: {key[:9]}\x01{key[9:]}", f"X-API-Key: \x7f{key}"):
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        writer.write(f"GET / HTTP/1.1\r\nHost: x\r\n{header}\r\n\r\n".encode("latin-1"))
+        await writer.drain()
+        await asyncio.wait_for(reader.read(), timeout=10)
+        writer.close()
+    text = out.getvalue()
+    assert key[10:] not in text
+    assert [line["event"] for line in _lines(out)] == ["http_request_malformed: BadHttpMessage"] * 2
+    assert {line["level"] for line in _lines(out)} == {"warning"}

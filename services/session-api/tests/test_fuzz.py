@@ -983,13 +983,6 @@ def _fill_key(template: str, key: str) -> bytes:
     return template.format(key=key, head=key[:9], tail=key[9:]).encode("latin-1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="aiohttp's parser rejects these before any middleware runs, and its "
-    "RequestHandler.handle_error answers text/plain echoing the raw request line or "
-    "header (API key included); needs a Stripe-shaped handle_error in billfold.service "
-    "(see the QA report)",
-)
 @pytest.mark.parametrize("name", list(MALFORMED))
 async def test_malformed_http_gets_a_json_error_without_echo(
     client: TestClient[Any, Any], tenant: Tenant, name: str
@@ -1001,13 +994,6 @@ async def test_malformed_http_gets_a_json_error_without_echo(
     _check_error_shape(status, body, ctype)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="billfold.logs: aiohttp.server logs the parser error (the raw header line) at "
-    "ERROR; the bf_sk_ pattern starts with a word boundary (\\b), so a key right after an "
-    "escaped control byte ('\\x7fbf_sk_…') is not redacted, and a key split by a "
-    "control byte leaves its tail in clear",
-)
 @pytest.mark.parametrize(
     "header",
     [

@@ -1,15 +1,29 @@
-"""Health, readiness, metrics, Redis outages, and what the logs may never contain."""
+"""Health, readiness, metrics, dependency outages, and what the logs may never contain.
+
+Readiness: Postgres is required (503 without it); Redis and RabbitMQ are optional (200
+``degraded``): the API keeps serving through their outages, so it must stay in the load
+balancer. The outages are real: a closed port, or a ``TcpProxy`` cut in front of the
+real server.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import aio_pika
+import aio_pika.abc
 import asyncpg
 from aiohttp.test_utils import TestClient
 
+from billfold.bus import Bus
 from billfold.settings import Settings
+from billfold_testing.tcp_proxy import TcpProxy
 from session_api.app import create_app
 
 from .conftest import LogCapture, Tenant, create_session
@@ -29,6 +43,39 @@ async def _app_without_redis(
     return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
 
 
+@asynccontextmanager
+async def _proxy_to(url: str, default_port: int) -> AsyncIterator[TcpProxy]:
+    """A cuttable proxy in front of the server of ``url`` (open at first)."""
+    parts = urlsplit(url)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or default_port)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+def _through(proxy: TcpProxy, url: str) -> str:
+    """``url`` (credentials, path and query kept) pointing at ``proxy``."""
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    netloc = f"{userinfo}{at}127.0.0.1:{proxy.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+async def _readyz(client: TestClient[Any, Any]) -> tuple[int, dict[str, Any]]:
+    resp = await client.get("/readyz")
+    return resp.status, await resp.json()
+
+
 async def test_healthz_and_readyz(client: TestClient[Any, Any]) -> None:
     resp = await client.get("/healthz")
     assert resp.status == 200
@@ -42,19 +89,141 @@ async def test_healthz_and_readyz(client: TestClient[Any, Any]) -> None:
     }
 
 
-async def test_readyz_503_when_redis_is_down(
+async def test_readyz_is_degraded_not_503_when_redis_is_down(
     aiohttp_client: Callable[..., Any], bf_settings: Settings, log_capture: LogCapture
 ) -> None:
+    # Redis is a cache (portal-web falls back to Postgres): the replica keeps serving and
+    # stays in the load balancer, and the body still names the failing dependency.
     client = await _app_without_redis(aiohttp_client, bf_settings)
-    resp = await client.get("/readyz")
-    body = await resp.json()
-    assert resp.status == 503
-    assert body["status"] == "unavailable"
+    status, body = await _readyz(client)
+    assert status == 200, body
+    assert body["status"] == "degraded"
     assert body["checks"]["postgres"] == "ok"
     assert body["checks"]["rabbitmq"] == "ok"
     assert body["checks"]["redis"].startswith("error")
     # Liveness does not depend on dependencies.
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_readyz_is_503_when_postgres_is_down(
+    aiohttp_client: Callable[..., Any], bf_settings: Settings, log_capture: LogCapture
+) -> None:
+    # Postgres is the truth: without it the API cannot answer, so the replica must leave
+    # the load balancer. It comes back by itself once the database does.
+    async with _proxy_to(bf_settings.database_url, 5432) as proxy:
+        settings = bf_settings.model_copy(
+            update={"database_url": _through(proxy, bf_settings.database_url)}
+        )
+        client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+        try:
+            status, body = await _readyz(client)
+            assert (status, body["status"]) == (200, "ok"), body
+            await proxy.cut()
+            status, body = await _readyz(client)
+            assert status == 503, body
+            assert body["status"] == "unavailable"
+            assert body["checks"]["postgres"].startswith("error")
+            assert body["checks"]["redis"] == "ok"
+            assert body["checks"]["rabbitmq"] == "ok"
+            assert (await client.get("/healthz")).status == 200
+
+            await proxy.restore()
+
+            async def ready() -> bool:
+                return (await _readyz(client))[0] == 200
+
+            await _until(ready)
+        finally:
+            await client.close()
+
+
+@asynccontextmanager
+async def _watch_events(settings: Settings) -> AsyncIterator[aio_pika.abc.AbstractQueue]:
+    """A fresh queue bound to ``portal_session.*`` on the real broker, removed afterwards."""
+    bus = await Bus.connect(settings, name="session-api-ops-tests")
+    connection = await aio_pika.connect(settings.amqp_url)
+    channel = await connection.channel()
+    name = f"test.ops.{uuid.uuid4().hex}"
+    queue = await bus.declare_queue(name, ["portal_session.*"], channel=channel)
+    try:
+        yield queue
+    finally:
+        await queue.delete(if_unused=False, if_empty=False)
+        await channel.queue_delete(f"{name}.dlq")
+        await connection.close()
+        await bus.close()
+
+
+async def test_starts_and_serves_while_rabbitmq_is_down(
+    aiohttp_client: Callable[..., Any],
+    bf_settings: Settings,
+    tenant: Tenant,
+    db_pool: asyncpg.Pool,
+    logs: LogCapture,
+) -> None:
+    # A deploy or restart during a broker outage: the app starts, answers, keeps every
+    # event in the outbox, and delivers them once the broker is back.
+    async with (
+        _watch_events(bf_settings) as queue,
+        _proxy_to(bf_settings.amqp_url, 5672) as proxy,
+    ):
+        await proxy.cut()
+        settings = bf_settings.model_copy(
+            update={"amqp_url": _through(proxy, bf_settings.amqp_url)}
+        )
+        client: TestClient[Any, Any] = await aiohttp_client(create_app(settings))
+        try:
+            status, body = await _readyz(client)
+            assert status == 200, body
+            assert body == {
+                "status": "degraded",
+                "checks": {
+                    "postgres": "ok",
+                    "redis": "ok",
+                    "rabbitmq": "error: ConnectionError",
+                },
+            }
+            created = await create_session(client, tenant)
+            row = await db_pool.fetchrow(
+                "SELECT event_id, routing_key FROM portal.outbox "
+                "WHERE payload->'data'->>'session_id' = $1",
+                created["id"],
+            )
+            assert row is not None
+            assert row["routing_key"] == "portal_session.created"
+            # Still there a moment later: the relay tried, failed, and keeps it.
+            await asyncio.sleep(0.5)
+            assert await db_pool.fetchval(
+                "SELECT attempts FROM portal.outbox WHERE event_id = $1", row["event_id"]
+            )
+
+            await proxy.restore()
+
+            async def ready() -> bool:
+                status, body = await _readyz(client)
+                return status == 200 and body["status"] == "ok"
+
+            await _until(ready)
+            seen: list[str] = []
+
+            async def delivered() -> bool:
+                while (message := await queue.get(no_ack=True, fail=False)) is not None:
+                    seen.append(str(message.message_id))
+                return row["event_id"] in seen
+
+            await _until(delivered, timeout=30)
+            assert not await db_pool.fetchval(
+                "SELECT count(*) FROM portal.outbox WHERE event_id = $1", row["event_id"]
+            )
+        finally:
+            await client.close()
+    # One warning for the whole outage and one line when it ended, not one per retry.
+    bus_lines = [line for line in logs.lines() if line["event"].startswith("bus_")]
+    assert [(line["level"], line["event"]) for line in bus_lines] == [
+        ("warning", "bus_connect_failed"),
+        ("info", "bus_connected"),
+    ]
+    assert bus_lines[0]["bus"] == "session-api"
 
 
 async def test_redis_down_still_creates_with_one_warning(

@@ -12,14 +12,25 @@ RabbitMQ is transport only (DESIGN, Principles 1 and 3), so:
   the event id in the consumer's ``processed_events`` table, has committed. A crash
   between commit and ack redelivers the message and the dedupe row absorbs it:
   effectively exactly-once effects over at-least-once delivery.
+
+Connecting: :meth:`Bus.connect` fails fast if the broker is unreachable (tools, tests).
+:meth:`Bus.start`, which ``bus_context`` uses, never fails for that: it tries once and,
+if the broker does not answer, keeps trying in the background with capped backoff
+while the service starts and serves (a producer's events wait in its outbox). Until the
+first connect succeeds, everything that needs the broker (``publish*``, ``check``,
+``declare_queue``, ``consume``) raises ``ConnectionError`` at once. After it, both kinds
+behave the same: aio-pika's robust connection reconnects by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import aio_pika
@@ -31,7 +42,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from billfold.events import Event, dump_event, parse_event
-from billfold.logs import get_logger
+from billfold.logs import get_logger, redact_text
 from billfold.settings import Settings
 
 DLX = "billfold.dlx"
@@ -92,28 +103,73 @@ def _delivery_count(message: aio_pika.abc.AbstractIncomingMessage) -> int:
     return value if isinstance(value, int) else 0
 
 
+@dataclass(frozen=True)
+class _Link:
+    """What a connected bus holds: the robust connection, its confirm channel, the exchange."""
+
+    connection: aio_pika.abc.AbstractRobustConnection
+    channel: aio_pika.abc.AbstractRobustChannel
+    exchange: aio_pika.abc.AbstractExchange
+
+
+async def _open(
+    settings: Settings, name: str, reconnect_interval: float, connect_timeout: float
+) -> _Link:
+    """Connect, open the confirm channel and declare the two exchanges; raise if unreachable."""
+    # connect_robust() itself would leave a failed connection for the garbage
+    # collector, whose __del__ schedules a close() that may never run: build it here
+    # so a failed connect is closed properly (callers retry connecting).
+    connection = aio_pika.RobustConnection(
+        make_url(settings.amqp_url, reconnect_interval=reconnect_interval),
+        client_properties={"connection_name": name},
+        reconnect_interval=reconnect_interval,
+    )
+    try:
+        await connection.connect(timeout=connect_timeout)
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.declare_exchange(
+            settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        await channel.declare_exchange(DLX, aio_pika.ExchangeType.DIRECT, durable=True)
+    except BaseException:
+        await connection.close()
+        raise
+    return _Link(connection, channel, exchange)
+
+
+def _error_text(exc: BaseException) -> str:
+    # A connect error can quote the URL; logged only after redaction.
+    return redact_text(f"{type(exc).__name__}: {exc}")[:300]
+
+
 class Bus:
     """One robust AMQP connection per process; a confirm channel for publishing.
 
     Consumers get their own channel each (own prefetch, and a consumer's channel error
-    cannot break publishing).
+    cannot break publishing). Get one with :meth:`connect` (fail fast) or :meth:`start`
+    (connect in the background while the broker is unreachable).
     """
 
     def __init__(
         self,
         settings: Settings,
         name: str,
-        connection: aio_pika.abc.AbstractRobustConnection,
-        channel: aio_pika.abc.AbstractRobustChannel,
-        exchange: aio_pika.abc.AbstractExchange,
+        connection: aio_pika.abc.AbstractRobustConnection | None = None,
+        channel: aio_pika.abc.AbstractRobustChannel | None = None,
+        exchange: aio_pika.abc.AbstractExchange | None = None,
     ) -> None:
+        """A bus over an open connection, or (all three None) one not connected yet."""
         self.settings = settings
         self.name = name
-        self._connection = connection
-        self._channel = channel
-        self._exchange = exchange
+        self._link: _Link | None = None
+        self._connected = asyncio.Event()
+        self._connect_task: asyncio.Task[None] | None = None
         self._consumer_channels: list[aio_pika.abc.AbstractChannel] = []
         self._closing = False
+        if connection is not None or channel is not None or exchange is not None:
+            if connection is None or channel is None or exchange is None:
+                raise ValueError("give connection, channel and exchange, or none of them")
+            self._attach(_Link(connection, channel, exchange))
 
     @classmethod
     async def connect(
@@ -129,25 +185,109 @@ class Bus:
         Raises if the broker is unreachable now; once connected, aio-pika reconnects
         by itself and re-declares what was declared (exchanges, queues, consumers).
         """
-        # connect_robust() itself would leave a failed connection for the garbage
-        # collector, whose __del__ schedules a close() that may never run: build it here
-        # so a failed first connect is closed properly (the relay retries connecting).
-        connection = aio_pika.RobustConnection(
-            make_url(settings.amqp_url, reconnect_interval=reconnect_interval),
-            client_properties={"connection_name": name},
-            reconnect_interval=reconnect_interval,
-        )
+        bus = cls(settings, name)
+        bus._attach(await _open(settings, name, reconnect_interval, timeout))
+        return bus
+
+    @classmethod
+    async def start(
+        cls,
+        settings: Settings,
+        *,
+        name: str,
+        reconnect_interval: float = 2.0,
+        timeout: float = 5.0,  # noqa: ASYNC109 - each connect attempt's limit
+        max_backoff: float = 10.0,
+    ) -> Bus:
+        """Connect if the broker answers now; otherwise keep trying in the background.
+
+        Never raises for an unreachable broker. Makes one attempt (at most ``timeout``
+        seconds), so with a healthy broker the bus is connected on return, as with
+        :meth:`connect`. If that attempt fails, logs one warning (``bus_connect_failed``)
+        and retries with jittered exponential backoff (0.5 s doubling, capped at
+        ``max_backoff``) until it connects (one info line, ``bus_connected``) or
+        :meth:`close`. Meanwhile the broker-facing methods raise ``ConnectionError``.
+        A first attempt that succeeds logs nothing, as :meth:`connect`.
+        """
+        bus = cls(settings, name)
         try:
-            await connection.connect(timeout=timeout)
-            channel = await connection.channel(publisher_confirms=True)
-            exchange = await channel.declare_exchange(
-                settings.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            bus._attach(await _open(settings, name, reconnect_interval, timeout))
+        except Exception as exc:
+            log.warning(
+                "bus_connect_failed", bus=name, error=_error_text(exc), retrying="background"
             )
-            await channel.declare_exchange(DLX, aio_pika.ExchangeType.DIRECT, durable=True)
-        except BaseException:
-            await connection.close()
-            raise
-        return cls(settings, name, connection, channel, exchange)
+            task = asyncio.create_task(
+                bus._keep_connecting(reconnect_interval, timeout, max_backoff),
+                name=f"bus-connect-{name}",
+            )
+            task.add_done_callback(bus._on_connect_task_done)
+            bus._connect_task = task
+        return bus
+
+    async def _keep_connecting(
+        self,
+        reconnect_interval: float,
+        connect_timeout: float,
+        max_backoff: float,
+    ) -> None:
+        """The background half of :meth:`start`: retry until connected (or cancelled)."""
+        since = time.monotonic()
+        attempts = 1
+        while True:
+            delay = min(max_backoff, 0.5 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)
+            await asyncio.sleep(delay)
+            attempts += 1
+            try:
+                link = await _open(self.settings, self.name, reconnect_interval, connect_timeout)
+            except Exception as exc:  # still down: the warning was logged once already
+                log.debug("bus_connect_retry_failed", bus=self.name, error=_error_text(exc))
+                continue
+            self._attach(link)
+            log.info(
+                "bus_connected",
+                bus=self.name,
+                attempts=attempts,
+                unavailable_for_s=round(time.monotonic() - since, 1),
+            )
+            return
+
+    def _on_connect_task_done(self, task: asyncio.Task[None]) -> None:
+        # _keep_connecting handles every connect failure; anything escaping is a bug that
+        # would leave the bus unconnected until a restart: say so loudly.
+        if not task.cancelled() and task.exception() is not None:
+            log.error("bus_connect_crashed", bus=self.name, exc_info=task.exception())
+
+    def _attach(self, link: _Link) -> None:
+        self._link = link
+        self._connected.set()
+
+    def _require(self) -> _Link:
+        """The open link, or ``ConnectionError`` at once (never waits for the broker)."""
+        if self._closing:
+            raise ConnectionError(f"amqp bus {self.name!r} is closed")
+        if self._link is None:
+            raise ConnectionError(
+                f"amqp bus {self.name!r} is not connected yet (broker unreachable); "
+                "retrying in the background"
+            )
+        return self._link
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection is up (not before the first connect, not while
+        reconnecting, not after :meth:`close`)."""
+        link = self._link
+        return (
+            not self._closing
+            and link is not None
+            and not link.connection.is_closed
+            and link.connection.connected.is_set()
+        )
+
+    async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Wait until the first connect succeeded (at once if it has); ``TimeoutError``
+        after ``timeout`` seconds. For a consumer that must declare its queues first."""
+        await asyncio.wait_for(self._connected.wait(), timeout)
 
     # --- publishing ------------------------------------------------------------------
 
@@ -181,9 +321,11 @@ class Bus:
         """Publish already-serialised event JSON; returns once the broker confirmed it.
 
         Raises ``aio_pika.exceptions.DeliveryError`` on a nack, a connection error while
-        the broker is unreachable, or ``TimeoutError``. Safe to call concurrently: many
+        the broker is unreachable (``ConnectionError`` at once if the bus has not
+        connected yet), or ``TimeoutError``. Safe to call concurrently: many
         confirms in flight on one channel is what makes the outbox relay fast.
         """
+        exchange = self._require().exchange
         message = aio_pika.Message(
             body,
             message_id=message_id,
@@ -194,7 +336,7 @@ class Bus:
         )
         # Not mandatory: an event nobody has bound a queue for yet is simply not wanted
         # (topic semantics); consumers declare their durable queues at start-up.
-        await self._exchange.publish(message, routing_key, mandatory=False, timeout=timeout)
+        await exchange.publish(message, routing_key, mandatory=False, timeout=timeout)
 
     # --- queues and consuming ---------------------------------------------------------
 
@@ -206,7 +348,7 @@ class Bus:
         channel: aio_pika.abc.AbstractChannel | None = None,
     ) -> aio_pika.abc.AbstractQueue:
         """Declare the durable quorum queue ``name`` (bound to ``routing_keys``) and its DLQ."""
-        chan = channel or self._channel
+        chan = channel or self._require().channel
         dlq = await chan.declare_queue(
             f"{name}.dlq", durable=True, arguments={"x-queue-type": "quorum"}
         )
@@ -222,8 +364,9 @@ class Bus:
 
     async def delete_queue(self, name: str) -> None:
         """Delete ``name`` and its ``.dlq`` (tests, decommissioning a consumer)."""
+        channel = self._require().channel
         for queue in (name, f"{name}.dlq"):
-            await self._channel.queue_delete(queue)
+            await channel.queue_delete(queue)
 
     async def consume(
         self,
@@ -244,8 +387,11 @@ class Bus:
         skips the handler. The ack follows the commit. A failing handler rolls back and
         the message is requeued after ``retry_delay * 2**deliveries`` (capped at 10 s)
         so a poison message reaches the delivery limit and the DLQ without spinning.
+
+        Raises ``ConnectionError`` if the bus has not connected yet: a consuming service
+        uses :meth:`connect`, or awaits :meth:`wait_connected` first.
         """
-        channel = await self._connection.channel()
+        channel = await self._require().connection.channel()
         self._consumer_channels.append(channel)
         await channel.set_qos(prefetch_count=prefetch)
         queue = await self.declare_queue(queue_name, routing_keys, channel=channel)
@@ -264,20 +410,34 @@ class Bus:
     # --- lifecycle ----------------------------------------------------------------------
 
     async def check(self) -> None:
-        """Readiness: raise unless the connection is up (not closed, not reconnecting)."""
-        if self._connection.is_closed or not self._connection.connected.is_set():
-            raise ConnectionError("amqp connection is down")
+        """Readiness: raise unless the connection is up (connected, not reconnecting,
+        not closed)."""
+        if not self.connected:
+            state = (
+                "closed"
+                if self._closing
+                else "down"
+                if self._link is not None
+                else "not connected yet"
+            )
+            raise ConnectionError(f"amqp connection is {state}")
 
     async def close(self) -> None:
-        """Close consumers first (their unacked messages go back to the queue), then the
-        connection. Idempotent."""
+        """Stop connecting, close consumers (their unacked messages go back to the
+        queue), then the connection. Idempotent."""
         if self._closing:
             return
         self._closing = True
+        task, self._connect_task = self._connect_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for channel in self._consumer_channels:
             if not channel.is_closed:
                 await channel.close()
-        await self._connection.close()
+        if self._link is not None:
+            await self._link.connection.close()
 
 
 class _DatabaseUnavailable(Exception):
@@ -403,10 +563,15 @@ BUS: web.AppKey[Bus] = web.AppKey("bus", Bus)
 def bus_context(
     settings: Settings, *, name: str
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """An ``app.cleanup_ctx`` entry: connect the bus with the app, close it after."""
+    """An ``app.cleanup_ctx`` entry: start the bus with the app, close it after.
+
+    A broker outage does not stop the app from starting (see :meth:`Bus.start`):
+    ``app[BUS]`` is set at once and connects in the background; entries after this one
+    (the outbox relay) can share it from the start.
+    """
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        bus = await Bus.connect(settings, name=name)
+        bus = await Bus.start(settings, name=name)
         app[BUS] = bus
         try:
             yield

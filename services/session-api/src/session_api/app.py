@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from billfold import bus, cache, db, outbox
+from billfold.http import malformed
 from billfold.http.health import add_health_routes
 from billfold.http.middlewares import standard_middlewares
 from billfold.logs import get_logger
@@ -76,6 +77,7 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=standard_middlewares(SERVICE, settings.max_body_bytes),
         client_max_size=settings.max_body_bytes,
     )
+    malformed.install(app)  # parser-refused requests: JSON 400, no echo of the key
     app[SETTINGS] = settings
     app[OWNER_CACHE] = OwnerCache()
     app.cleanup_ctx.extend(
@@ -84,15 +86,20 @@ def create_app(settings: Settings) -> web.Application:
             cache.redis_context(settings),
             _link_index_writer,
             _create_batcher,
+            # Starts even while RabbitMQ is unreachable (connects in the background).
             bus.bus_context(settings, name=SERVICE),
             # After the bus: the relay publishes through app[BUS].
             outbox.relay_context(settings, "portal"),
             _idempotency_sweeper,
         ]
     )
+    # Postgres is the truth: without it the API cannot serve, so the replica leaves the
+    # load balancer. Redis (a cache: Postgres fallback) and RabbitMQ (transport: events
+    # wait in the outbox) only degrade it; /readyz still says so in its body.
     add_health_routes(
         app,
-        {"postgres": _check_postgres, "redis": _check_redis, "rabbitmq": _check_rabbitmq},
+        required={"postgres": _check_postgres},
+        optional={"redis": _check_redis, "rabbitmq": _check_rabbitmq},
     )
     app.router.add_routes(session_routes)
     app.router.add_routes(customer_routes)
