@@ -63,8 +63,11 @@ def test_run_prints_a_working_key_and_ctrl_c_stops_everything(bf_slice: Slice) -
     )
     try:
         lines = _read_until(proc, "Try it", timeout=90)
-        text = "".join(lines)
-        demo = json.loads(text[text.index("{") : text.rindex("}") + 1])
+        # The demo object is printed indented, from a line "{" to a line "}"; service
+        # log lines may come before it.
+        start = next(i for i, line in enumerate(lines) if line.rstrip() == "{")
+        end = next(i for i in range(start, len(lines)) if lines[i].rstrip() == "}")
+        demo = json.loads("".join(lines[start : end + 1]))
         assert demo["api_key"].startswith("bf_sk_")
         assert demo["portal_url"].startswith(bf_slice.settings.portal_base_url + "/r/bfl_")
         customer = demo["customers"][0]["id"]
