@@ -10,85 +10,33 @@ exchange, queues and schema.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
-import pytest_asyncio
-import structlog
 from aiohttp import web
 
 from billfold import bus as bus_module
 from billfold.bus import BUS, DLX, Bus, bus_context
 from billfold.db import create_pool
-from billfold.events import Event
-from billfold.outbox import enqueue, relay_context
+from billfold.outbox import relay_context
 from billfold.settings import Settings
 from billfold_testing.tcp_proxy import TcpProxy
 
 
-@pytest_asyncio.fixture
-async def bus(settings: Settings) -> AsyncIterator[Bus]:
-    bus = await Bus.connect(settings, name="test-bus")
-    try:
-        yield bus
-    finally:
-        await bus.close()
-
-
-def recorder(schema: str, seen: list[dict[str, Any]], fail_times: int = 0) -> Any:
-    """A handler that writes its effect in the message's transaction; fails N times first."""
-    failures = {"left": fail_times}
-
-    async def handle(event: Event, conn: asyncpg.Connection) -> None:
-        seen.append({"id": event.id, "context": dict(structlog.contextvars.get_contextvars())})
-        await conn.execute(
-            f"INSERT INTO {schema}.effects (event_id, request_id) VALUES ($1, $2)",
-            event.id,
-            structlog.contextvars.get_contextvars().get("request_id"),
-        )
-        if failures["left"] > 0:
-            failures["left"] -= 1
-            raise RuntimeError("handler failed on purpose")
-
-    return handle
-
-
-async def effects(pool: asyncpg.Pool, schema: str) -> list[str]:
-    return [r["event_id"] for r in await pool.fetch(f"SELECT event_id FROM {schema}.effects")]
-
-
 async def test_round_trip_with_request_id(
-    bus: Bus,
-    amqp: Any,
-    db_pool: asyncpg.Pool,
-    schema: str,
-    make_event: Any,
-    rand_name: Callable[[str], str],
-    eventually: Any,
+    bus: Bus, amqp: Any, consumers: Any, tables: Any, make_event: Any, eventually: Any
 ) -> None:
-    queue = rand_name("test.q")
-    amqp.queues += [queue, f"{queue}.dlq"]
-    seen: list[dict[str, Any]] = []
-    await bus.consume(
-        queue,
-        ["portal_session.*"],
-        recorder(schema, seen),
-        pool=db_pool,
-        schema=schema,
-        consumer="test",
-    )
+    queue = await consumers.start()
     event = make_event(request_id="req_round_trip")
     await bus.publish(event)
 
-    async def handled() -> bool:
-        return await effects(db_pool, schema) == [event.id]
-
-    await eventually(handled)
+    await eventually(lambda: tables.effects_are(event.id))
+    seen = consumers.seen
     assert seen[0]["context"]["request_id"] == "req_round_trip"
     assert seen[0]["context"]["event_id"] == event.id
     # Acked after commit: once the consumer is gone (an unacked message would return to
@@ -97,8 +45,8 @@ async def test_round_trip_with_request_id(
     await asyncio.sleep(0.2)
     assert await amqp.count(queue) == 0
     assert await amqp.count(f"{queue}.dlq") == 0
-    processed = await db_pool.fetchval(
-        f"SELECT count(*) FROM {schema}.processed_events WHERE event_id = $1", event.id
+    processed = await tables.pool.fetchval(
+        f"SELECT count(*) FROM {tables.schema}.processed_events WHERE event_id = $1", event.id
     )
     assert processed == 1
 
@@ -107,15 +55,10 @@ async def _is(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
 
 
-async def _processed(pool: asyncpg.Pool, schema: str) -> int:
-    return int(await pool.fetchval(f"SELECT count(*) FROM {schema}.processed_events"))
-
-
 async def test_queue_is_quorum_with_dead_lettering(
-    bus: Bus, amqp: Any, bf_slice: Any, settings: Settings, rand_name: Callable[[str], str]
+    bus: Bus, amqp: Any, bf_slice: Any, settings: Settings
 ) -> None:
-    queue = rand_name("test.q")
-    amqp.queues += [queue, f"{queue}.dlq"]
+    queue = amqp.quorum_queue_name()
     await bus.declare_queue(queue, ["portal_session.*"])
     exe = shutil.which("rabbitmqctl")
     assert exe is not None
@@ -137,8 +80,6 @@ async def test_queue_is_quorum_with_dead_lettering(
         text=True,
         timeout=60,
     ).stdout
-    import json
-
     rows = {row["name"]: row for row in json.loads(out)}
     args = {a[0]: a[2] for a in rows[queue]["arguments"]}
     assert rows[queue]["type"] == "quorum"
@@ -154,158 +95,76 @@ async def test_queue_is_quorum_with_dead_lettering(
 async def test_poison_message_ends_in_dlq(
     bus: Bus,
     amqp: Any,
-    db_pool: asyncpg.Pool,
-    schema: str,
+    consumers: Any,
+    tables: Any,
     make_event: Any,
     settings: Settings,
-    rand_name: Callable[[str], str],
     eventually: Any,
 ) -> None:
-    queue = rand_name("test.q")
-    amqp.queues += [queue, f"{queue}.dlq"]
-    seen: list[dict[str, Any]] = []
-    await bus.consume(
-        queue,
-        ["portal_session.*"],
-        recorder(schema, seen, fail_times=1000),
-        pool=db_pool,
-        schema=schema,
-        consumer="test",
-        retry_delay=0.01,
-    )
+    queue = await consumers.start(fail_times=1000, retry_delay=0.01)
     await bus.publish(make_event())
     await eventually(lambda: _is(amqp.count(f"{queue}.dlq"), 1), timeout=15)
     # Every attempt rolled back; the delivery limit bounded the attempts.
-    assert await effects(db_pool, schema) == []
-    assert settings.delivery_limit <= len(seen) <= settings.delivery_limit + 1
-    assert await db_pool.fetchval(f"SELECT count(*) FROM {schema}.processed_events") == 0
+    assert await tables.effects() == []
+    assert settings.delivery_limit <= len(consumers.seen) <= settings.delivery_limit + 1
+    assert await tables.processed() == 0
 
 
 async def test_unparseable_message_goes_straight_to_dlq(
-    bus: Bus,
-    amqp: Any,
-    db_pool: asyncpg.Pool,
-    schema: str,
-    rand_name: Callable[[str], str],
-    eventually: Any,
+    bus: Bus, amqp: Any, consumers: Any, eventually: Any
 ) -> None:
-    queue = rand_name("test.q")
-    amqp.queues += [queue, f"{queue}.dlq"]
-    seen: list[dict[str, Any]] = []
-    await bus.consume(
-        queue,
-        ["portal_session.*"],
-        recorder(schema, seen),
-        pool=db_pool,
-        schema=schema,
-        consumer="test",
-    )
+    queue = await consumers.start()
     await bus.publish_raw(
         "portal_session.used", b'{"not": "an event"', message_id="garbage", headers={}
     )
     await eventually(lambda: _is(amqp.count(f"{queue}.dlq"), 1))
-    assert seen == []
+    assert consumers.seen == []
     dead = await (await amqp.channel.declare_queue(f"{queue}.dlq", passive=True)).get()
     assert dead.body == b'{"not": "an event"'
     await dead.ack()
 
 
 async def test_duplicate_event_is_applied_once_and_acked(
-    bus: Bus,
-    amqp: Any,
-    db_pool: asyncpg.Pool,
-    schema: str,
-    make_event: Any,
-    rand_name: Callable[[str], str],
-    eventually: Any,
+    bus: Bus, amqp: Any, consumers: Any, tables: Any, make_event: Any, eventually: Any
 ) -> None:
-    queue = rand_name("test.q")
-    amqp.queues += [queue, f"{queue}.dlq"]
-    seen: list[dict[str, Any]] = []
-    await bus.consume(
-        queue,
-        ["portal_session.*"],
-        recorder(schema, seen),
-        pool=db_pool,
-        schema=schema,
-        consumer="test",
-    )
+    queue = await consumers.start()
     event = make_event()
     await bus.publish(event)
     await bus.publish(event)
     await bus.publish(event)
-    await eventually(lambda: _is(_processed(db_pool, schema), 1))
+    await eventually(lambda: _is(tables.processed(), 1))
     await asyncio.sleep(0.3)
     await bus.close()  # unacked copies would return to the queue
     await asyncio.sleep(0.2)
-    assert await effects(db_pool, schema) == [event.id]
+    assert await tables.effects() == [event.id]
     assert await amqp.count(queue) == 0
     assert await amqp.count(f"{queue}.dlq") == 0
 
 
 async def test_handler_failure_is_redelivered(
-    bus: Bus,
-    amqp: Any,
-    db_pool: asyncpg.Pool,
-    schema: str,
-    make_event: Any,
-    rand_name: Callable[[str], str],
-    eventually: Any,
+    bus: Bus, amqp: Any, consumers: Any, tables: Any, make_event: Any, eventually: Any
 ) -> None:
-    queue = rand_name("test.q")
-    amqp.queues += [queue, f"{queue}.dlq"]
-    seen: list[dict[str, Any]] = []
-    await bus.consume(
-        queue,
-        ["portal_session.*"],
-        recorder(schema, seen, fail_times=1),
-        pool=db_pool,
-        schema=schema,
-        consumer="test",
-        retry_delay=0.01,
-    )
+    queue = await consumers.start(fail_times=1, retry_delay=0.01)
     event = make_event()
     await bus.publish(event)
 
-    async def applied() -> bool:
-        return await effects(db_pool, schema) == [event.id]
-
-    await eventually(applied)
-    assert [s["id"] for s in seen] == [event.id, event.id]  # failed once, then applied
+    await eventually(lambda: tables.effects_are(event.id))
+    assert [s["id"] for s in consumers.seen] == [event.id, event.id]  # failed once, then applied
     await eventually(lambda: _is(amqp.count(queue), 0))
     assert await amqp.count(f"{queue}.dlq") == 0
 
 
 async def test_each_consumer_dedupes_on_its_own(
-    bus: Bus,
-    amqp: Any,
-    db_pool: asyncpg.Pool,
-    schema: str,
-    make_event: Any,
-    rand_name: Callable[[str], str],
-    eventually: Any,
+    bus: Bus, consumers: Any, tables: Any, make_event: Any, eventually: Any
 ) -> None:
     # Two services consuming the same event each apply it once: the dedupe key is
     # (consumer, event_id), not the event id alone.
-    first, second = rand_name("test.q"), rand_name("test.q")
-    amqp.queues += [first, f"{first}.dlq", second, f"{second}.dlq"]
-    seen: list[dict[str, Any]] = []
-    for queue, consumer in ((first, "notifier"), (second, "portal-web")):
-        await bus.consume(
-            queue,
-            ["portal_session.*"],
-            recorder(schema, seen),
-            pool=db_pool,
-            schema=schema,
-            consumer=consumer,
-        )
+    for consumer in ("notifier", "portal-web"):
+        await consumers.start(consumer=consumer)
     event = make_event()
     await bus.publish(event)
 
-    async def both() -> bool:
-        return await effects(db_pool, schema) == [event.id, event.id]
-
-    await eventually(both)
+    await eventually(lambda: tables.effects_are(event.id, event.id))
 
 
 async def test_check_and_close(settings: Settings) -> None:
@@ -319,12 +178,10 @@ async def test_check_and_close(settings: Settings) -> None:
 async def test_database_outage_is_waited_out_not_dead_lettered(
     bus: Bus,
     amqp: Any,
-    db_pool: asyncpg.Pool,
-    schema: str,
+    consumers: Any,
+    tables: Any,
     make_event: Any,
     bf_settings: Settings,
-    settings: Settings,
-    rand_name: Callable[[str], str],
     eventually: Any,
 ) -> None:
     # The consumer's pool reaches Postgres through a proxy we can cut: a database outage
@@ -336,30 +193,17 @@ async def test_database_outage_is_waited_out_not_dead_lettered(
     pool = await create_pool(
         bf_settings.model_copy(update={"database_url": url}), min_size=1, max_size=2, timeout=2
     )
-    queue = rand_name("test.q")
-    amqp.queues += [queue, f"{queue}.dlq"]
-    seen: list[dict[str, Any]] = []
     try:
-        await bus.consume(
-            queue,
-            ["portal_session.*"],
-            recorder(schema, seen),
-            pool=pool,
-            schema=schema,
-            consumer="test",
-        )
+        queue = await consumers.start(pool=pool)
         await proxy.cut()
         event = make_event()
         await bus.publish(event)
         await asyncio.sleep(2.5)  # several acquire attempts fail meanwhile
-        assert seen == []
+        assert consumers.seen == []
         assert await amqp.count(f"{queue}.dlq") == 0
         await proxy.restore()
 
-        async def applied() -> bool:
-            return await effects(db_pool, schema) == [event.id]
-
-        await eventually(applied, timeout=15)
+        await eventually(lambda: tables.effects_are(event.id), timeout=15)
         assert await amqp.count(f"{queue}.dlq") == 0
     finally:
         await bus.close()
@@ -368,26 +212,6 @@ async def test_database_outage_is_waited_out_not_dead_lettered(
 
 
 # --- connecting in the background (Bus.start, bus_context) ---------------------------
-
-
-@pytest_asyncio.fixture
-async def amqp_proxy(settings: Settings) -> AsyncIterator[TcpProxy]:
-    """A cuttable link to RabbitMQ, open at first."""
-    target = urlsplit(settings.amqp_url)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5672)
-    await proxy.start()
-    try:
-        yield proxy
-    finally:
-        await proxy.stop()
-
-
-def _via(proxy: TcpProxy, settings: Settings) -> Settings:
-    """``settings`` with the AMQP URL pointing through ``proxy``."""
-    parts = urlsplit(settings.amqp_url)
-    netloc = f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
-    url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
-    return settings.model_copy(update={"amqp_url": url})
 
 
 class _BusLog:
@@ -424,15 +248,14 @@ async def test_start_connects_at_once_when_the_broker_answers(
         queue = await amqp.queue()
         event = make_event()
         await bus.publish(event)
-        got = await amqp.drain(queue, want=1, timeout=5)
-        assert [m.message_id for m in got] == [event.id]
+        assert await amqp.drain_ids(queue, want=1, timeout=5) == [event.id]
         assert bus_log.lines == []  # a start that connects at once is as quiet as connect()
     finally:
         await bus.close()
 
 
 async def test_start_with_the_broker_down_connects_once_it_returns(
-    settings: Settings,
+    proxied: Settings,
     amqp: Any,
     amqp_proxy: TcpProxy,
     make_event: Any,
@@ -443,7 +266,7 @@ async def test_start_with_the_broker_down_connects_once_it_returns(
     await amqp_proxy.cut()
     loop = asyncio.get_running_loop()
     began = loop.time()
-    bus = await Bus.start(_via(amqp_proxy, settings), name="test-start-down", max_backoff=0.5)
+    bus = await Bus.start(proxied, name="test-start-down", max_backoff=0.5)
     try:
         assert loop.time() - began < 2  # refused at once: start-up does not wait it out
         assert not bus.connected
@@ -471,28 +294,20 @@ async def test_start_with_the_broker_down_connects_once_it_returns(
         queue = await amqp.queue()
         event = make_event()
         await bus.publish(event)
-        got = await amqp.drain(queue, want=1, timeout=5)
-        assert [m.message_id for m in got] == [event.id]
+        assert await amqp.drain_ids(queue, want=1, timeout=5) == [event.id]
 
         # From then on it is the robust connection of connect(): it survives an outage.
         await amqp_proxy.cut()
 
-        async def down() -> bool:
-            return not bus.connected
-
-        await eventually(down, timeout=5)
+        await eventually(lambda: not bus.connected, timeout=5)
         with pytest.raises(ConnectionError, match="amqp connection is down"):
             await bus.check()
         await amqp_proxy.restore()
 
-        async def back() -> bool:
-            return bus.connected
-
-        await eventually(back, timeout=15)
+        await eventually(lambda: bus.connected, timeout=15)
         event = make_event()
         await bus.publish(event)
-        got = await amqp.drain(queue, want=1, timeout=5)
-        assert [m.message_id for m in got] == [event.id]
+        assert await amqp.drain_ids(queue, want=1, timeout=5) == [event.id]
     finally:
         await bus.close()
     with pytest.raises(ConnectionError, match="closed"):
@@ -502,10 +317,10 @@ async def test_start_with_the_broker_down_connects_once_it_returns(
 
 
 async def test_close_stops_connecting_in_the_background(
-    settings: Settings, amqp_proxy: TcpProxy, bus_log: _BusLog
+    proxied: Settings, amqp_proxy: TcpProxy, bus_log: _BusLog
 ) -> None:
     await amqp_proxy.cut()
-    bus = await Bus.start(_via(amqp_proxy, settings), name="test-start-close", max_backoff=0.2)
+    bus = await Bus.start(proxied, name="test-start-close", max_backoff=0.2)
     await asyncio.sleep(0.5)
     await bus.close()
     await bus.close()  # idempotent
@@ -522,21 +337,19 @@ async def test_close_stops_connecting_in_the_background(
 
 
 async def test_bus_context_starts_the_app_and_relay_while_the_broker_is_down(
-    settings: Settings,
+    proxied: Settings,
     amqp: Any,
     amqp_proxy: TcpProxy,
-    db_pool: asyncpg.Pool,
-    schema: str,
+    tables: Any,
     make_event: Any,
     bus_log: _BusLog,
     eventually: Any,
 ) -> None:
     queue = await amqp.queue()
     await amqp_proxy.cut()
-    proxied = _via(amqp_proxy, settings)
     app = web.Application()
     app.cleanup_ctx.append(bus_context(proxied, name="test-app-down"))
-    app.cleanup_ctx.append(relay_context(proxied, schema))
+    app.cleanup_ctx.append(relay_context(proxied, tables.schema))
     runner = web.AppRunner(app)
     await runner.setup()  # would raise here if the bus needed the broker to start
     try:
@@ -544,28 +357,22 @@ async def test_bus_context_starts_the_app_and_relay_while_the_broker_is_down(
         with pytest.raises(ConnectionError):
             await bus.check()
         event = make_event()
-        async with db_pool.acquire() as conn, conn.transaction():
-            await enqueue(conn, schema, event)
+        await tables.enqueue([(event, None)])
 
         async def attempted() -> bool:
-            attempts = await db_pool.fetchval(
-                f"SELECT attempts FROM {schema}.outbox WHERE event_id = $1", event.id
-            )
-            return bool(attempts)
+            row = await tables.outbox_row(event.id)
+            return bool(row and row["attempts"])
 
         # The relay shares the unconnected bus: its publish fails at once, the row stays.
         await eventually(attempted, timeout=5)
-        error = await db_pool.fetchval(
-            f"SELECT last_error FROM {schema}.outbox WHERE event_id = $1", event.id
-        )
+        error = (await tables.outbox_row(event.id))["last_error"]
         assert error.startswith("ConnectionError: "), error
 
         await amqp_proxy.restore()
-        got = await amqp.drain(queue, want=1, timeout=30)
-        assert [m.message_id for m in got] == [event.id]
+        assert await amqp.drain_ids(queue, want=1, timeout=30) == [event.id]
         assert app[BUS] is bus
         await bus.check()
-        assert await db_pool.fetchval(f"SELECT count(*) FROM {schema}.outbox") == 0
+        assert await tables.outbox_rows() == 0
         assert bus_log.events("warning", "info") == ["bus_connect_failed", "bus_connected"]
     finally:
         await runner.cleanup()

@@ -15,62 +15,18 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
-import pytest_asyncio
 from aiohttp import web
 
+from billfold import outbox as outbox_module
 from billfold.bus import BUS, Bus, bus_context
 from billfold.events import Event, parse_event
-from billfold.outbox import OutboxRelay, channel_name, enqueue, relay_context
+from billfold.outbox import channel_name, enqueue, relay_context
 from billfold.settings import Settings
 from billfold_testing.tcp_proxy import TcpProxy
-
-
-@pytest_asyncio.fixture
-async def relays() -> AsyncIterator[list[OutboxRelay]]:
-    """Relays a test starts; all stopped at the end whatever happened."""
-    started: list[OutboxRelay] = []
-    try:
-        yield started
-    finally:
-        for relay in started:
-            await relay.stop()
-
-
-@pytest_asyncio.fixture
-async def proxy(settings: Settings) -> AsyncIterator[TcpProxy]:
-    target = urlsplit(settings.amqp_url)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5672)
-    await proxy.start()
-    try:
-        yield proxy
-    finally:
-        await proxy.stop()
-
-
-def via(proxy: TcpProxy, settings: Settings) -> Settings:
-    """The settings with the AMQP URL pointing through the proxy."""
-    parts = urlsplit(settings.amqp_url)
-    netloc = f"{parts.username}:{parts.password}@127.0.0.1:{proxy.port}"
-    url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
-    return settings.model_copy(update={"amqp_url": url})
-
-
-async def enqueue_batch(
-    pool: asyncpg.Pool, schema: str, events: list[tuple[Event, str | None]]
-) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        for event, key in events:
-            await enqueue(conn, schema, event, ordering_key=key)
-
-
-async def outbox_rows(pool: asyncpg.Pool, schema: str) -> int:
-    return int(await pool.fetchval(f"SELECT count(*) FROM {schema}.outbox"))
 
 
 def seq_of(body: bytes) -> tuple[str, int]:
@@ -80,19 +36,10 @@ def seq_of(body: bytes) -> tuple[str, int]:
 
 
 async def test_rollback_publishes_nothing_commit_publishes_at_once(
-    settings: Settings,
-    schema: str,
-    db_pool: asyncpg.Pool,
-    amqp: Any,
-    make_event: Any,
-    relays: list[OutboxRelay],
-    eventually: Any,
+    schema: str, db_pool: asyncpg.Pool, amqp: Any, tables: Any, make_event: Any, relays: Any
 ) -> None:
     queue = await amqp.queue()
-    relay = OutboxRelay(settings, schema, safety_poll=30)
-    relays.append(relay)
-    await relay.start()
-    await eventually(lambda: _true(relay.listening))
+    await relays.start(safety_poll=30, listening=True)
 
     rolled_back = make_event(request_id="req_rolled_back")
 
@@ -118,54 +65,36 @@ async def test_rollback_publishes_nothing_commit_publishes_at_once(
     assert message.content_type == "application/json"
     assert message.delivery_mode == 2
     assert parse_event(message.body) == event
-    assert await outbox_rows(db_pool, schema) == 0
+    assert await tables.outbox_rows() == 0
     print(f"\noutbox commit-to-queue latency: {latency * 1000:.1f} ms")
     assert latency < 1.0, latency
 
 
-async def _true(value: bool) -> bool:
-    return value
-
-
 async def test_failed_head_blocks_its_key_only(
-    settings: Settings,
-    schema: str,
-    db_pool: asyncpg.Pool,
-    amqp: Any,
-    make_event: Any,
-    relays: list[OutboxRelay],
+    schema: str, db_pool: asyncpg.Pool, amqp: Any, tables: Any, make_event: Any, relays: Any
 ) -> None:
     queue = await amqp.queue()
     a1, a2, b1 = make_event("ps_a", 1), make_event("ps_a", 2), make_event("ps_b", 1)
-    await enqueue_batch(db_pool, schema, [(a1, "ps_a"), (a2, "ps_a"), (b1, "ps_b")])
+    await tables.enqueue([(a1, "ps_a"), (a2, "ps_a"), (b1, "ps_b")])
     # As if a1's publish had failed: it waits for its retry, and a2 must wait behind it.
     await db_pool.execute(
         f"UPDATE {schema}.outbox SET next_attempt_at = now() + interval '1 hour', "
         "attempts = 1 WHERE event_id = $1",
         a1.id,
     )
-    relay = OutboxRelay(settings, schema)
-    relays.append(relay)
+    relay = relays.new()
     assert await relay.run_once() == 1
     assert await relay.run_once() == 0
-    got = await amqp.drain(queue, want=1, timeout=5)
-    assert [m.message_id for m in got] == [b1.id]
+    assert await amqp.drain_ids(queue, want=1, timeout=5) == [b1.id]
 
     await db_pool.execute(f"UPDATE {schema}.outbox SET next_attempt_at = now()")
     assert await relay.run_once() == 1  # a1 only: a2 is not the head yet
     assert await relay.run_once() == 1  # then a2
-    got = await amqp.drain(queue, want=2, timeout=5)
-    assert [m.message_id for m in got] == [a1.id, a2.id]
+    assert await amqp.drain_ids(queue, want=2, timeout=5) == [a1.id, a2.id]
 
 
 async def test_two_relays_publish_each_event_once_in_key_order(
-    settings: Settings,
-    schema: str,
-    db_pool: asyncpg.Pool,
-    amqp: Any,
-    make_event: Any,
-    relays: list[OutboxRelay],
-    eventually: Any,
+    amqp: Any, tables: Any, make_event: Any, relays: Any, eventually: Any
 ) -> None:
     queue = await amqp.queue()
     keys = [f"ps_{i}" for i in range(40)]
@@ -181,22 +110,20 @@ async def test_two_relays_publish_each_event_once_in_key_order(
     expected = {e.id for b in batches for e, _ in b}
 
     for _ in range(2):
-        relay = OutboxRelay(settings, schema, batch_size=50, safety_poll=30)
-        relays.append(relay)
-        await relay.start()
+        await relays.start(batch_size=50, safety_poll=30)
     # One transaction after another while both relays run, as a producer would: the
     # order within a key is the enqueue order (see outbox docstring).
     for batch in batches:
-        await enqueue_batch(db_pool, schema, batch)
-    await eventually(lambda: _is_zero(outbox_rows(db_pool, schema)), timeout=20)
+        await tables.enqueue(batch)
+    await eventually(tables.outbox_empty, timeout=20)
 
     got = await amqp.drain(queue, want=len(expected), timeout=20)
     ids = [m.message_id for m in got]
     assert Counter(ids).most_common(1)[0][1] == 1, "an event was published twice"
     assert set(ids) == expected
     _assert_key_order(got, keyed={e.id for b in batches for e, k in b if k})
-    assert sum(r.published_total for r in relays) == len(expected)
-    print(f"\ntwo relays shared the work: {[r.published_total for r in relays]}")
+    assert sum(r.published_total for r in relays.all) == len(expected)
+    print(f"\ntwo relays shared the work: {[r.published_total for r in relays.all]}")
 
 
 def _assert_key_order(messages: list[Any], keyed: set[str]) -> None:
@@ -209,28 +136,22 @@ def _assert_key_order(messages: list[Any], keyed: set[str]) -> None:
         last[key] = n
 
 
-async def _is_zero(value: Any) -> bool:
-    return bool(await value == 0)
-
-
 async def test_broker_cut_mid_run_loses_nothing(
-    settings: Settings,
-    schema: str,
-    db_pool: asyncpg.Pool,
+    proxied: Settings,
+    amqp_proxy: TcpProxy,
     amqp: Any,
+    tables: Any,
     make_event: Any,
-    relays: list[OutboxRelay],
-    proxy: TcpProxy,
+    relays: Any,
     eventually: Any,
-    rand_name: Callable[[str], str],
 ) -> None:
+    proxy, schema, db_pool = amqp_proxy, tables.schema, tables.pool
     raw = await amqp.queue()
     # The consumer side: the real Bus.consume with its dedupe, on its own quorum queue.
-    consumer_queue = rand_name("test.q")
-    amqp.queues += [consumer_queue, f"{consumer_queue}.dlq"]
+    consumer_queue = amqp.quorum_queue_name()
     # Through the proxy too: the cut also kills the consumer mid-flight, so handled but
     # unacked messages come back and the dedupe must absorb them as well.
-    consumer_bus = await Bus.connect(via(proxy, settings), name="test-consumer")
+    consumer_bus = await Bus.connect(proxied, name="test-consumer")
 
     async def apply(event: Event, conn: asyncpg.Connection) -> None:
         await conn.execute(f"INSERT INTO {schema}.effects (event_id) VALUES ($1)", event.id)
@@ -244,27 +165,25 @@ async def test_broker_cut_mid_run_loses_nothing(
             schema=schema,
             consumer="test",
         )
-        relay = OutboxRelay(via(proxy, settings), schema, max_backoff=1.0, safety_poll=30)
-        relays.append(relay)
-        await relay.start()
+        relay = await relays.start(proxied, max_backoff=1.0, safety_poll=30)
 
         events = [make_event(f"ps_{i % 25}", i) for i in range(500)]
         keyed = {e.id for i, e in enumerate(events) if i % 2 == 0}
         rows = [(e, e.data.session_id if e.id in keyed else None) for e in events]
         expected = {e.id for e in events}
         for start in range(0, 300, 100):
-            await enqueue_batch(db_pool, schema, rows[start : start + 100])
+            await tables.enqueue(rows[start : start + 100])
         # Cut while the relay is busy, so publishes and confirms are in flight.
-        await eventually(lambda: _true(relay.published_total >= 100), interval=0.001)
+        await eventually(lambda: relay.published_total >= 100, interval=0.001)
         await proxy.cut()
         published_before_cut = relay.published_total
         for start in range(300, 500, 100):  # more transactions during the outage
-            await enqueue_batch(db_pool, schema, rows[start : start + 100])
+            await tables.enqueue(rows[start : start + 100])
         await asyncio.sleep(2.0)
-        assert await outbox_rows(db_pool, schema) > 0  # the outage really held rows back
+        assert await tables.outbox_rows() > 0  # the outage really held rows back
         await proxy.restore()
 
-        await eventually(lambda: _is_zero(outbox_rows(db_pool, schema)), timeout=20)
+        await eventually(tables.outbox_empty, timeout=20)
         got = await amqp.drain(raw, want=len(expected), timeout=20)
         ids = Counter(m.message_id for m in got)
         assert set(ids) == expected, f"lost {len(expected - set(ids))}"
@@ -293,22 +212,20 @@ async def test_broker_cut_mid_run_loses_nothing(
 
 
 async def test_broker_down_at_start_keeps_rows_then_publishes(
-    settings: Settings,
-    schema: str,
-    db_pool: asyncpg.Pool,
+    proxied: Settings,
+    amqp_proxy: TcpProxy,
     amqp: Any,
+    tables: Any,
     make_event: Any,
-    relays: list[OutboxRelay],
-    proxy: TcpProxy,
+    relays: Any,
     eventually: Any,
 ) -> None:
+    schema, db_pool = tables.schema, tables.pool
     queue = await amqp.queue()
-    await proxy.cut()
-    relay = OutboxRelay(via(proxy, settings), schema, max_backoff=1.0, safety_poll=30)
-    relays.append(relay)
-    await relay.start()
+    await amqp_proxy.cut()
+    relay = await relays.start(proxied, max_backoff=1.0, safety_poll=30)
     events = [make_event(f"ps_{i % 3}", i) for i in range(20)]
-    await enqueue_batch(db_pool, schema, [(e, e.data.session_id) for e in events])
+    await tables.enqueue([(e, e.data.session_id) for e in events])
 
     async def attempts_recorded() -> bool:
         rows = await db_pool.fetch(f"SELECT attempts, last_error FROM {schema}.outbox")
@@ -326,11 +243,59 @@ async def test_broker_down_at_start_keeps_rows_then_publishes(
     assert max(r["attempts"] for r in rows) <= 8
     assert relay.failure_streaks == 1  # one warning for the whole outage
 
-    await proxy.restore()
-    await eventually(lambda: _is_zero(outbox_rows(db_pool, schema)), timeout=15)
+    await amqp_proxy.restore()
+    await eventually(tables.outbox_empty, timeout=15)
     got = await amqp.drain(queue, want=20, timeout=10)
     assert sorted(m.message_id for m in got) == sorted(e.id for e in events)
     _assert_key_order(got, keyed={e.id for e in events})
+
+
+async def test_backoff_ends_when_the_bus_connects(
+    proxied: Settings,
+    amqp: Any,
+    tables: Any,
+    make_event: Any,
+    relays: Any,
+    amqp_proxy: TcpProxy,
+    eventually: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # session-api started during a broker outage: its bus connects in the background and
+    # the relay sharing it backs off meanwhile. The first publish must follow the bus's
+    # connect, not the rest of a backoff grown long during the outage.
+    backoffs: list[tuple[float, float]] = []  # (when the sleep began, its length)
+
+    def recording_backoff(attempt: int, cap: float) -> float:
+        seconds = real_backoff(attempt, cap)
+        backoffs.append((time.monotonic(), seconds))
+        return seconds
+
+    real_backoff = outbox_module._backoff
+    monkeypatch.setattr(outbox_module, "_backoff", recording_backoff)
+    queue = await amqp.queue()
+    await amqp_proxy.cut()
+    bus = await Bus.start(proxied, name="test-relay-bus", max_backoff=0.5)
+    try:
+        relay = await relays.start(bus=bus, max_backoff=60, safety_poll=30)
+        event = make_event()
+        await tables.enqueue([(event, "ps_1")])
+        # The row's own retry is scheduled as far out as the relay's sleep.
+        await eventually(lambda: bool(backoffs) and backoffs[-1][1] >= 8, timeout=40)
+        began, backoff = backoffs[-1]
+        await amqp_proxy.restore()
+        await bus.wait_connected(timeout=10)
+        connected = time.monotonic()
+        assert began + backoff - connected > 4, "the backoff would have ended soon anyway"
+
+        got = await amqp.drain(queue, want=1, timeout=10, settle=0.1)
+        assert [m.message_id for m in got] == [event.id]
+        latency = amqp.arrivals[event.id] - connected
+        print(f"\npublished {latency:.2f} s after the bus connected ({backoff:.1f} s backoff)")
+        assert latency < 2.0, latency
+        assert await tables.outbox_rows() == 0
+        assert relay.failure_streaks == 1
+    finally:
+        await bus.close()
 
 
 async def test_enqueue_notifies_channel(
@@ -351,24 +316,19 @@ async def test_enqueue_notifies_channel(
 
 
 async def test_relay_context_shares_the_app_bus(
-    settings: Settings,
-    schema: str,
-    db_pool: asyncpg.Pool,
-    amqp: Any,
-    make_event: Any,
+    settings: Settings, amqp: Any, tables: Any, make_event: Any
 ) -> None:
     queue = await amqp.queue()
     app = web.Application()
     app.cleanup_ctx.append(bus_context(settings, name="test-app"))
-    app.cleanup_ctx.append(relay_context(settings, schema))
+    app.cleanup_ctx.append(relay_context(settings, tables.schema))
     runner = web.AppRunner(app)
     await runner.setup()  # runs the cleanup contexts' start-up halves
     try:
         await app[BUS].check()
         event = make_event()
-        await enqueue_batch(db_pool, schema, [(event, None)])
-        got = await amqp.drain(queue, want=1, timeout=5)
-        assert [m.message_id for m in got] == [event.id]
+        await tables.enqueue([(event, None)])
+        assert await amqp.drain_ids(queue, want=1, timeout=5) == [event.id]
     finally:
         await runner.cleanup()
     with pytest.raises(ConnectionError):
@@ -376,28 +336,18 @@ async def test_relay_context_shares_the_app_bus(
 
 
 async def test_relay_listens_again_after_its_connection_drops(
-    settings: Settings,
-    schema: str,
-    db_pool: asyncpg.Pool,
-    amqp: Any,
-    make_event: Any,
-    relays: list[OutboxRelay],
-    eventually: Any,
+    db_pool: asyncpg.Pool, amqp: Any, tables: Any, make_event: Any, relays: Any, eventually: Any
 ) -> None:
     queue = await amqp.queue()
-    relay = OutboxRelay(settings, schema, safety_poll=30)
-    relays.append(relay)
-    await relay.start()
-    await eventually(lambda: _true(relay.listening))
+    relay = await relays.start(safety_poll=30, listening=True)
     old_pid = relay.listener_pid
     await db_pool.execute("SELECT pg_terminate_backend($1)", old_pid)
-    await eventually(lambda: _true(relay.listening and relay.listener_pid != old_pid))
+    await eventually(lambda: relay.listening and relay.listener_pid != old_pid)
 
     event = make_event()
     started = time.monotonic()
-    await enqueue_batch(db_pool, schema, [(event, None)])
-    got = await amqp.drain(queue, want=1, timeout=5, settle=0.1)
-    assert [m.message_id for m in got] == [event.id]
+    await tables.enqueue([(event, None)])
+    assert await amqp.drain_ids(queue, want=1, timeout=5, settle=0.1) == [event.id]
     assert amqp.arrivals[event.id] - started < 1.0  # a notify, not the 30 s safety poll
 
 

@@ -48,7 +48,9 @@ How the relay behaves:
   before enqueueing), which they do anyway. No advisory lock is taken here: with
   several keys per transaction it would invite deadlocks.
 * **Broker down**: rows stay; one warning per failure streak; the relay backs off
-  (capped at ``max_backoff``) instead of spinning.
+  (capped at ``max_backoff``) instead of spinning. A backoff that began with the bus
+  down ends as soon as the bus (re)connects, and the rows waiting for a retry are due
+  at once then, so the first publish follows the broker's return, not the backoff.
 * **Duplicates**: a confirm lost with the connection means a row is published again
   later. Consumers dedupe by event id (``Bus.consume``).
 """
@@ -87,6 +89,9 @@ FAILED = Counter(
 
 # First retry after ~0.5 s, doubling per attempt up to the relay's max_backoff.
 BASE_BACKOFF = 0.5
+# How often a backoff looks whether a bus that had connected before is back: a robust
+# reconnect has no event of its own on Bus (its first connect has, wait_connected).
+BUS_RECONNECT_POLL = 0.2
 
 
 def channel_name(schema: str) -> str:
@@ -101,6 +106,7 @@ class _Sql:
     delete: str
     fail: str
     next_due: str
+    retry_now: str
 
 
 @lru_cache(maxsize=32)
@@ -135,6 +141,8 @@ def _sql(schema: str) -> _Sql:
             "SELECT EXTRACT(EPOCH FROM min(next_attempt_at) - now())::float8 "  # noqa: S608
             f"FROM {table} WHERE next_attempt_at > now()"
         ),
+        # After an outage: the retries it scheduled are due now that the broker is back.
+        retry_now=f"UPDATE {table} SET next_attempt_at = now() WHERE next_attempt_at > now()",  # noqa: S608
     )
 
 
@@ -176,12 +184,22 @@ def _error_text(exc: BaseException) -> str:
     return redact_text(f"{type(exc).__name__}: {exc}")[:500]
 
 
+async def _until_connected(bus: Bus) -> None:
+    """Return once ``bus`` is connected: its first connect is an event; a later robust
+    reconnect is only visible as ``bus.connected``, looked at every few hundred ms."""
+    await bus.wait_connected()
+    while not bus.connected:  # noqa: ASYNC110 - Bus has no event for a reconnect
+        await asyncio.sleep(BUS_RECONNECT_POLL)
+
+
 @dataclass
 class _BatchResult:
     claimed: int
     published: int
     keyed_published: bool
     error: BaseException | None
+    # The bus was not connected when the batch started (not yet, or reconnecting).
+    bus_down: bool = False
 
 
 class OutboxRelay:
@@ -284,10 +302,11 @@ class OutboxRelay:
         pool = await self._get_pool()
         # Connect (if needed) before claiming, so no row lock is held while connecting.
         bus = await self._try_bus()
+        bus_down = isinstance(bus, Exception) or not bus.connected
         async with pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(self._sql.claim, self.batch_size)
             if not rows:
-                return _BatchResult(0, 0, False, None)
+                return _BatchResult(0, 0, False, None, bus_down)
             errors = await self._publish(bus, rows)
             done = [r["id"] for r, e in zip(rows, errors, strict=True) if e is None]
             failed = [(r["id"], e) for r, e in zip(rows, errors, strict=True) if e is not None]
@@ -303,7 +322,8 @@ class OutboxRelay:
                 )
         keyed = any(r["ordering_key"] for r, e in zip(rows, errors, strict=True) if e is None)
         self._count(len(done), len(failed))
-        return _BatchResult(len(rows), len(done), keyed, failed[0][1] if failed else None)
+        error = failed[0][1] if failed else None
+        return _BatchResult(len(rows), len(done), keyed, error, bus_down)
 
     async def _publish(
         self, bus: Bus | Exception, rows: Sequence[asyncpg.Record]
@@ -345,11 +365,16 @@ class OutboxRelay:
         return self._pool
 
     async def _try_bus(self) -> Bus | Exception:
-        """The bus, connecting our own on first use; the error if the broker is down."""
+        """The bus, starting our own on first use (it keeps connecting in the background
+        while the broker is down, so a backoff can end when it connects); the error if
+        even that fails."""
         if self._bus is None:
             try:
-                self._bus = await Bus.connect(
-                    self.settings, name=f"outbox-relay-{self.schema}", timeout=5.0
+                self._bus = await Bus.start(
+                    self.settings,
+                    name=f"outbox-relay-{self.schema}",
+                    timeout=5.0,
+                    max_backoff=min(self.max_backoff, 10.0),
                 )
             except Exception as exc:  # returned: the caller records it on the rows
                 return exc
@@ -394,11 +419,11 @@ class OutboxRelay:
                 result = await self._run_batch()
             except Exception as exc:  # database unreachable, typically
                 self._failed(exc, 0)
-                await self._sleep(_backoff(self._failure_streak, self.max_backoff))
+                await self._back_off(bus_down=False)
                 continue
             if result.error is not None and result.published == 0:
                 self._failed(result.error, result.claimed)
-                await self._sleep(_backoff(self._failure_streak, self.max_backoff))
+                await self._back_off(bus_down=result.bus_down)
                 continue
             if result.published:
                 self._recovered()
@@ -440,10 +465,37 @@ class OutboxRelay:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wakeup.wait(), timeout)
 
-    async def _sleep(self, seconds: float) -> None:
-        """Back off, ignoring notifies (they would only retry into the same outage)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+    async def _back_off(self, *, bus_down: bool) -> None:
+        """Sleep the failure streak's backoff, ignoring notifies (they would only retry
+        into the same outage). If the bus was down when the failed batch started, or is
+        down now, the sleep also ends once the bus is connected, and the retries the
+        outage scheduled on rows are made due at once: the first publish follows the
+        broker's return promptly. With the bus up throughout, a plain sleep."""
+        bus = self._bus
+        if bus is not None and not bus_down and bus.connected:
+            bus = None
+        seconds = _backoff(self._failure_streak, self.max_backoff)
+        if not await self._sleep(seconds, bus) or self._stopping.is_set():
+            return
+        with contextlib.suppress(Exception):  # the database may be down too: next batch
+            pool = await self._get_pool()
+            await pool.execute(self._sql.retry_now)
+
+    async def _sleep(self, seconds: float, bus: Bus | None = None) -> bool:
+        """Wait ``seconds``, or less if stopping, or if ``bus`` is given until it is
+        connected (at once if it already is). True if the bus ended the wait."""
+        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self._stopping.wait())]
+        if bus is not None:
+            waits.append(asyncio.ensure_future(_until_connected(bus)))
+        try:
+            done, _ = await asyncio.wait(
+                waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        return len(waits) > 1 and waits[1] in done
 
     def _failed(self, exc: BaseException, rows: int) -> None:
         self._failure_streak += 1
