@@ -9,21 +9,28 @@ from __future__ import annotations
 import io
 import json
 import secrets
+import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import aio_pika
+import aio_pika.abc
 import asyncpg
 import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from billfold import tokens
+from billfold.bus import Bus
 from billfold.logs import configure_logging
 from billfold.settings import Settings
 from session_api.app import create_app
 from session_api.customers import repository as customers
 from session_api.keys import repository as keys
+from session_api.portal_sessions import link_index
 from session_api.sites import repository as sites
 
 
@@ -160,3 +167,31 @@ def assert_error(
     assert error["message"]
     if param is not None:
         assert error["param"] == param, error
+
+
+def link_key(settings: Settings, token: str) -> str:
+    """The Redis key under which the link index keeps the session of ``token``."""
+    return link_index.key(settings, tokens.hash_token(token))
+
+
+@asynccontextmanager
+async def watch_events(
+    settings: Settings, *, bus_name: str, queue_prefix: str
+) -> AsyncIterator[aio_pika.abc.AbstractQueue]:
+    """A fresh queue bound to ``portal_session.*`` on the real broker, removed afterwards.
+
+    The queue (and its dead-letter queue) get a fresh name under ``queue_prefix``; the
+    run's vhost goes at the end anyway.
+    """
+    bus = await Bus.connect(settings, name=bus_name)
+    connection = await aio_pika.connect(settings.amqp_url)
+    channel = await connection.channel()
+    name = f"{queue_prefix}.{uuid.uuid4().hex}"
+    queue = await bus.declare_queue(name, ["portal_session.*"], channel=channel)
+    try:
+        yield queue
+    finally:
+        await queue.delete(if_unused=False, if_empty=False)
+        await channel.queue_delete(f"{name}.dlq")
+        await connection.close()
+        await bus.close()

@@ -19,7 +19,8 @@ from aiohttp.test_utils import TestClient
 
 from billfold import tokens
 from billfold.settings import Settings
-from session_api.portal_sessions import link_index
+
+from .conftest import link_key
 
 BILLFOLD = str(Path(sys.executable).parent / "billfold")
 
@@ -192,7 +193,7 @@ async def test_demo_is_idempotent_and_its_links_work(
         assert row["revoked_at"] is None
         assert row["used_at"] is None
         assert row["customer_id"] == out["customers"][0]["id"]
-        cached = await redis_client.get(link_index.key(bf_settings, tokens.hash_token(token)))
+        cached = await redis_client.get(link_key(bf_settings, token))
         assert cached is not None
         assert json.loads(cached)["session_id"] == row["id"]
     count = await db_pool.fetchval(

@@ -13,10 +13,9 @@ from aiohttp.test_utils import TestClient
 
 from billfold import tokens
 from billfold.settings import Settings
-from session_api.portal_sessions import link_index
 from session_api.portal_sessions.schemas import SECTION_DEFAULTS
 
-from .conftest import Tenant, create_session, make_tenant
+from .conftest import Tenant, create_session, link_key, make_tenant
 
 CREATED_KEYS = {
     "id",
@@ -142,7 +141,7 @@ async def test_link_index_written_with_expiry(
     bf_settings: Settings,
 ) -> None:
     body = await create_session(client, tenant, ttl_seconds=300)
-    key = link_index.key(bf_settings, tokens.hash_token(body["token"]))
+    key = link_key(bf_settings, body["token"])
     assert key.startswith(bf_settings.redis_prefix)  # inside this run's slice
     raw = await redis_client.get(key)
     assert raw is not None
@@ -164,6 +163,6 @@ async def test_concurrent_creates_are_all_indexed(
 ) -> None:
     """Index writes of concurrent requests share pipelined round trips; none is lost."""
     bodies = await asyncio.gather(*(create_session(client, tenant) for _ in range(25)))
-    keys = [link_index.key(bf_settings, tokens.hash_token(b["token"])) for b in bodies]
+    keys = [link_key(bf_settings, b["token"]) for b in bodies]
     values = await redis_client.mget(keys)
     assert [json.loads(v)["session_id"] for v in values] == [b["id"] for b in bodies]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,28 +13,18 @@ import asyncpg
 import pytest_asyncio
 from aiohttp.test_utils import TestClient
 
-from billfold.bus import Bus
 from billfold.events import PortalSessionCreated, PortalSessionRevoked, parse_event
 from billfold.settings import Settings
 
-from .conftest import Tenant, create_session
+from .conftest import Tenant, create_session, watch_events
 
 
 @pytest_asyncio.fixture
 async def queue(bf_settings: Settings) -> AsyncIterator[aio_pika.abc.AbstractQueue]:
-    bus = await Bus.connect(bf_settings, name="session-api-tests")
-    connection = await aio_pika.connect(bf_settings.amqp_url)
-    channel = await connection.channel()
-    # A fresh name per test, removed afterwards (and the run's vhost goes at the end).
-    name = f"test.portal_sessions.{uuid.uuid4().hex}"
-    q = await bus.declare_queue(name, ["portal_session.*"], channel=channel)
-    try:
+    async with watch_events(
+        bf_settings, bus_name="session-api-tests", queue_prefix="test.portal_sessions"
+    ) as q:
         yield q
-    finally:
-        await q.delete(if_unused=False, if_empty=False)
-        await channel.queue_delete(f"{name}.dlq")
-        await connection.close()
-        await bus.close()
 
 
 async def _drain(

@@ -10,23 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import aio_pika
-import aio_pika.abc
 import asyncpg
 from aiohttp.test_utils import TestClient
 
-from billfold.bus import Bus
 from billfold.settings import Settings
 from billfold_testing.tcp_proxy import TcpProxy
 from session_api.app import create_app
 
-from .conftest import LogCapture, Tenant, create_session
+from .conftest import LogCapture, Tenant, create_session, watch_events
 
 
 def _closed_port() -> int:
@@ -137,23 +133,6 @@ async def test_readyz_is_503_when_postgres_is_down(
             await client.close()
 
 
-@asynccontextmanager
-async def _watch_events(settings: Settings) -> AsyncIterator[aio_pika.abc.AbstractQueue]:
-    """A fresh queue bound to ``portal_session.*`` on the real broker, removed afterwards."""
-    bus = await Bus.connect(settings, name="session-api-ops-tests")
-    connection = await aio_pika.connect(settings.amqp_url)
-    channel = await connection.channel()
-    name = f"test.ops.{uuid.uuid4().hex}"
-    queue = await bus.declare_queue(name, ["portal_session.*"], channel=channel)
-    try:
-        yield queue
-    finally:
-        await queue.delete(if_unused=False, if_empty=False)
-        await channel.queue_delete(f"{name}.dlq")
-        await connection.close()
-        await bus.close()
-
-
 async def test_starts_and_serves_while_rabbitmq_is_down(
     aiohttp_client: Callable[..., Any],
     bf_settings: Settings,
@@ -164,7 +143,9 @@ async def test_starts_and_serves_while_rabbitmq_is_down(
     # A deploy or restart during a broker outage: the app starts, answers, keeps every
     # event in the outbox, and delivers them once the broker is back.
     async with (
-        _watch_events(bf_settings) as queue,
+        watch_events(
+            bf_settings, bus_name="session-api-ops-tests", queue_prefix="test.ops"
+        ) as queue,
         _proxy_to(bf_settings.amqp_url, 5672) as proxy,
     ):
         await proxy.cut()

@@ -9,11 +9,9 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
-from billfold import tokens
 from billfold.settings import Settings
-from session_api.portal_sessions import link_index
 
-from .conftest import Tenant, assert_error, create_session, make_tenant
+from .conftest import Tenant, assert_error, create_session, link_key, make_tenant
 
 READ_KEYS = {
     "id",
@@ -155,7 +153,7 @@ async def test_revoke(
     bf_settings: Settings,
 ) -> None:
     created = await create_session(client, tenant)
-    key = link_index.key(bf_settings, tokens.hash_token(created["token"]))
+    key = link_key(bf_settings, created["token"])
     assert await redis_client.exists(key)
     resp = await client.delete(f"/v1/portal_sessions/{created['id']}", headers=tenant.auth)
     assert resp.status == 204
