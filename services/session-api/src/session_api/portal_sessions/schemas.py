@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from session_api.forms import Bool, Int
 from session_api.ids import iso
 
 TTL_MIN = 60
@@ -37,26 +38,26 @@ class _Input(BaseModel):
 
 
 class SubscriptionsSection(_Input):
-    enabled: bool | None = None
-    allow_cancel: bool | None = None
+    enabled: Bool | None = None
+    allow_cancel: Bool | None = None
 
 
 class InvoicesSection(_Input):
-    enabled: bool | None = None
+    enabled: Bool | None = None
 
 
 class PaymentMethodsSection(_Input):
-    enabled: bool | None = None
-    allow_update: bool | None = None
+    enabled: Bool | None = None
+    allow_update: Bool | None = None
 
 
 class UsageSection(_Input):
-    enabled: bool | None = None
+    enabled: Bool | None = None
 
 
 class ProfileSection(_Input):
-    enabled: bool | None = None
-    allow_edit: bool | None = None
+    enabled: Bool | None = None
+    allow_edit: Bool | None = None
 
 
 class SectionsInput(_Input):
@@ -83,12 +84,12 @@ class CreatePortalSession(_Input):
     customer: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     customer_external_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     return_url: Annotated[str, Field(max_length=2048)] | None = None
-    ttl_seconds: Annotated[int, Field(ge=TTL_MIN, le=TTL_MAX)] | None = None
-    single_use: bool = True
+    ttl_seconds: Annotated[Int, Field(ge=TTL_MIN, le=TTL_MAX)] | None = None
+    single_use: Bool = True
     sections: SectionsInput | None = None
     flow: Flow | None = None
     locale: Annotated[str, Field(max_length=35)] | None = None
-    send_email: bool = False
+    send_email: Bool = False
 
     @field_validator("return_url")
     @classmethod
@@ -119,8 +120,8 @@ class CreatePortalSession(_Input):
 
 class ListPortalSessions(_Input):
     customer: Annotated[str, Field(min_length=1, max_length=255)] | None = None
-    include_expired: bool = False
-    limit: Annotated[int, Field(ge=1, le=100)] = 10
+    include_expired: Bool = False
+    limit: Annotated[Int, Field(ge=1, le=100)] = 10
     starting_after: Annotated[str, Field(min_length=1, max_length=255)] | None = None
 
 
