@@ -35,6 +35,8 @@ routes = web.RouteTableDef()
 
 WRITE = "portal_sessions:write"
 READ = "portal_sessions:read"
+# The 201 carries the link token (returned once, also on a replay): no cache may keep it.
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 @routes.post("/v1/portal_sessions")
@@ -62,7 +64,7 @@ async def create_portal_session(request: web.Request) -> web.Response:
         raise
     # Committed just now: index it before answering.
     await service.index(app[LINK_INDEX], settings, auth.site_id, created)
-    return json_response(created.body, status=201)
+    return json_response(created.body, status=201, headers=NO_STORE)
 
 
 async def _create_idempotent(request: web.Request) -> web.Response:
@@ -85,7 +87,7 @@ async def _create_idempotent(request: web.Request) -> web.Response:
             await ensure_live(conn, auth, cache)
     if created is not None:  # committed just now (not a replay): index it
         await service.index(app[LINK_INDEX], settings, auth.site_id, created)
-    headers = {idempotency.REPLAYED_HEADER: "true"} if outcome.replayed else {}
+    headers = {**NO_STORE, idempotency.REPLAYED_HEADER: "true"} if outcome.replayed else NO_STORE
     return json_response(outcome.body, status=outcome.status, headers=headers)
 
 
