@@ -26,9 +26,20 @@ def published() -> dict[str, Any]:
     return resources
 
 
+#: Fields the published examples (an older API version) still carry but today's API removed.
+REMOVED_SINCE_FIXTURES: dict[str, set[str]] = {
+    # Moved to parent.subscription_details.subscription (the library has no such field).
+    "invoice": {"subscription"},
+}
+
+
+def _expected(published: dict[str, Any], resource: str) -> set[str]:
+    return set(published[resource]) - REMOVED_SINCE_FIXTURES.get(resource, set())
+
+
 @pytest.mark.parametrize("resource", shapes.resources())
 def test_templates_match_published_keys(published: dict[str, Any], resource: str) -> None:
-    assert set(shapes.blank(resource)) == set(published[resource])
+    assert set(shapes.blank(resource)) == _expected(published, resource)
 
 
 def _keys(obj: stripe.StripeObject) -> set[str]:
@@ -109,15 +120,15 @@ def test_live_objects_match_published_keys(
         "deleted_customer": client.v1.customers.delete(customer.id),
     }
     for resource, obj in checks.items():
-        assert _keys(obj) == set(published[resource]), resource
-    assert _keys(preview) == set(published["invoice"])
+        assert _keys(obj) == _expected(published, resource), resource
+    assert _keys(preview) == _expected(published, "invoice")
     # Only the creation response carries the webhook signing secret.
     assert _keys(stripe_webhook.endpoint) == set(published["webhook_endpoint"]) | {"secret"}
     stripe_fake.drain()
     for received in stripe_webhook.receiver.received:
         data = received.json["data"]["object"]
         kind = data["object"] if not data.get("deleted") else f"deleted_{data['object']}"
-        assert set(data) == set(published[kind]), kind
+        assert set(data) == _expected(published, kind), kind
 
 
 def test_hosted_invoice_url_is_served(stripe_client: stripe.StripeClient) -> None:

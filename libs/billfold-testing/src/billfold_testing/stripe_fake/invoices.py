@@ -25,6 +25,7 @@ from . import shapes
 from .catalog import amount_for, format_amount
 from .errors import StripeError, invalid
 from .events import emit, emit_update
+from .expand import INCLUDABLE
 from .forms import get_bool, get_str, merge_metadata
 from .lists import created_filter, list_object, paginate
 from .params import Allow
@@ -49,7 +50,25 @@ def _render_invoice(state: FakeState, out: Json) -> Json:
     return out
 
 
+def _paid_off_stripe(state: FakeState, node: Json) -> Any:
+    record = state.find("invoice", str(node.get("id")))
+    return int(record.get("_paid_off_stripe", 0)) if record else 0
+
+
 RENDERERS["invoice"] = _render_invoice
+# Stripe: "You can include this property in API requests [expand[]=amount_paid_off_stripe].
+# The property isn't available in event payloads."
+INCLUDABLE[("invoice", "amount_paid_off_stripe")] = _paid_off_stripe
+
+
+def subscription_of(inv: Json) -> str | None:
+    """The subscription that generated ``inv`` (today's ``parent.subscription_details``;
+    Stripe removed the top-level ``invoice.subscription``)."""
+    parent = inv.get("parent") or {}
+    if parent.get("type") != "subscription_details":
+        return None
+    sub_id = (parent.get("subscription_details") or {}).get("subscription")
+    return str(sub_id) if sub_id else None
 
 
 def describe_line(state: FakeState, price: Json, quantity: int, trial: bool) -> str:
@@ -172,7 +191,6 @@ def new_invoice(
         pre_payment_credit_notes_amount=0,
         period_start=period_start,
         period_end=period_end,
-        subscription=sub_id,
         webhooks_delivered_at=now,
         lines=list_object(lines, f"/v1/invoices/{inv_id}/lines"),
         parent=(
@@ -188,6 +206,7 @@ def new_invoice(
             else None
         ),
         _token="test_" + random_token(40),
+        _paid_off_stripe=0,
     )
     return inv
 
@@ -218,7 +237,7 @@ def finalize(state: FakeState, inv: Json) -> None:
     )
     inv["status_transitions"]["finalized_at"] = now
     if inv["collection_method"] == "send_invoice":
-        sub = state.find("subscription", inv["subscription"] or "")
+        sub = state.find("subscription", subscription_of(inv) or "")
         days = int((sub or {}).get("days_until_due") or 30)
         inv["due_date"] = now + days * DAY
     else:
@@ -229,10 +248,12 @@ def finalize(state: FakeState, inv: Json) -> None:
         mark_paid(state, inv)
 
 
-def mark_paid(state: FakeState, inv: Json) -> None:
+def mark_paid(state: FakeState, inv: Json, *, out_of_band: bool = False) -> None:
     from .subscriptions import on_invoice_paid  # late: subscriptions imports this module
 
     now = state.clock.now()
+    if out_of_band:
+        inv["_paid_off_stripe"] = int(inv["_paid_off_stripe"]) + int(inv["amount_remaining"])
     inv.update(
         status="paid",
         amount_paid=inv["amount_due"],
@@ -249,7 +270,7 @@ def mark_paid(state: FakeState, inv: Json) -> None:
 
 def payment_method_for(state: FakeState, inv: Json) -> Json | None:
     """Invoice's PM, else the subscription's default, else the customer's default."""
-    sub = state.find("subscription", inv["subscription"] or "")
+    sub = state.find("subscription", subscription_of(inv) or "")
     customer = state.find("customer", inv["customer"]) or {"invoice_settings": {}}
     for pm_id in (
         inv["default_payment_method"],
@@ -295,7 +316,7 @@ def list_invoices(ctx: Ctx) -> Json:
         inv
         for inv in every
         if (not customer or inv["customer"] == customer)
-        and (not sub or inv["subscription"] == sub)
+        and (not sub or subscription_of(inv) == sub)
         and (not status or inv["status"] == status)
         and (not method or inv["collection_method"] == method)
         and in_range(inv)
@@ -354,7 +375,7 @@ def pay_invoice(ctx: Ctx) -> Json:
     if inv["status"] == "void":
         raise invalid("This invoice has been voided and can no longer be paid.")
     if get_bool(p, "paid_out_of_band"):
-        mark_paid(state, inv)
+        mark_paid(state, inv, out_of_band=True)
         return state.render(inv)
     pm = None
     if pm_id := get_str(p, "payment_method"):

@@ -289,7 +289,6 @@ _TEMPLATES: dict[str, dict[str, Any]] = {
             "paid_at": None,
             "voided_at": None,
         },
-        "subscription": None,
         "subtotal": None,
         "subtotal_excluding_tax": None,
         "test_clock": None,

@@ -153,13 +153,13 @@ def set_status(state: FakeState, sub: Json, status: str) -> None:
 
 
 def on_invoice_paid(state: FakeState, inv: Json) -> None:
-    sub = state.find("subscription", inv["subscription"] or "")
+    sub = state.find("subscription", invoices.subscription_of(inv) or "")
     if sub and sub["status"] in ("incomplete", "past_due", "unpaid"):
         set_status(state, sub, "active")
 
 
 def on_invoice_payment_failed(state: FakeState, inv: Json) -> None:
-    sub = state.find("subscription", inv["subscription"] or "")
+    sub = state.find("subscription", invoices.subscription_of(inv) or "")
     if sub and sub["status"] == "active":
         set_status(state, sub, "past_due")
 
