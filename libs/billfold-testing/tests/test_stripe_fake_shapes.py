@@ -1,5 +1,7 @@
 """Objects the fake returns carry exactly the top-level fields of Stripe's published examples
-(``fixtures3.json`` from Stripe's OpenAPI repository, kept beside the clone in ../shared)."""
+(``fixtures3.json`` from Stripe's OpenAPI repository, trimmed to the resources the fake serves
+and kept in ``tests/data/stripe``; see the SOURCE file there), less the fields today's API
+removed since. ``test_stripe_fake_library_shapes.py`` checks against the pinned library."""
 
 from __future__ import annotations
 
@@ -15,13 +17,11 @@ import stripe
 from billfold_testing.stripe_fake import shapes
 from billfold_testing.stripe_fake.fixtures import StripeFake, WebhookSetup
 
-FIXTURES = Path(__file__).resolve().parents[3].parent / "shared" / "stripe" / "fixtures3.json"
+FIXTURES = Path(__file__).resolve().parent / "data" / "stripe" / "fixtures3.trimmed.json"
 
 
 @pytest.fixture(scope="module")
 def published() -> dict[str, Any]:
-    if not FIXTURES.exists():
-        pytest.skip(f"Stripe's fixtures3.json not found at {FIXTURES} (expected beside the repo)")
     resources: dict[str, Any] = json.loads(FIXTURES.read_text())["resources"]
     return resources
 
