@@ -79,9 +79,12 @@ def create_session(ctx: Ctx) -> Json:
         setup_intent=si["id"],
         customer_details=None,
         url=state.url(f"/checkout/{session_id}"),
-        ui_mode="hosted",
+        ui_mode="hosted_page",
         _token=random_token(),
     )
+    if types:
+        # Like Stripe, the session shows this field only when it was set.
+        session["allowed_payment_method_types"] = types
     state.add("checkout.session", session)
     return state.render(session)
 

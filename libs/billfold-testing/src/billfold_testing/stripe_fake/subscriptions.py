@@ -164,6 +164,19 @@ def on_invoice_payment_failed(state: FakeState, inv: Json) -> None:
         set_status(state, sub, "past_due")
 
 
+def on_retries_exhausted(state: FakeState, inv: Json) -> None:
+    """Every Smart Retry failed: the subscription ends as the dunning policy says."""
+    sub = state.find("subscription", invoices.subscription_of(inv) or "")
+    if sub is None or sub["status"] not in ("active", "past_due"):
+        return
+    after = state.dunning.after_retries
+    if after == "canceled":
+        sub["cancellation_details"]["reason"] = "payment_failed"
+        cancel_now(state, sub, "payment_failed")
+    elif after == "unpaid":
+        set_status(state, sub, "unpaid")
+
+
 def invoice_for_current_period(
     state: FakeState, sub: Json, billing_reason: str, *, trial: bool
 ) -> Json:
