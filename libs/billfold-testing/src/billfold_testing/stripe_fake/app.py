@@ -215,6 +215,7 @@ def create_app(
     app.router.add_post("/checkout/{id}", checkout.submit)
     app.router.add_get("/i/{token}", hosted.invoice_page)
     app.router.add_get("/i/{token}/pdf", hosted.invoice_pdf)
+    app.router.add_post("/i/{token}/authenticate", hosted.authenticate)
     control.add_routes(app)
 
     async def _close(_app: web.Application) -> None:

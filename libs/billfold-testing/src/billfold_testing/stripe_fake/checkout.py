@@ -165,7 +165,8 @@ def complete(state: FakeState, session: Json, form: Json) -> StripeError | None:
             Ctx(state, {"email": pm["billing_details"]["email"] or ""})
         )
         si["customer"] = session["customer"] = created["id"]
-    if error := setup_intents.confirm(state, si, pm["id"]):
+    # The customer is on the page, so a 3-D Secure challenge counts as passed.
+    if error := setup_intents.confirm(state, si, pm["id"], authenticated=True):
         return error
     session.update(status="complete", url=None)
     session["customer_details"] = {

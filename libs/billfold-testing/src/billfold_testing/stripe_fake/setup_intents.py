@@ -53,9 +53,14 @@ def create(state: FakeState, p: Json) -> Json:
     return si
 
 
-def confirm(state: FakeState, si: Json, pm_id: str | None) -> StripeError | None:
+def confirm(
+    state: FakeState, si: Json, pm_id: str | None, *, authenticated: bool = False
+) -> StripeError | None:
     """Validate the card and attach it to the intent's customer. Returns the decline, if any,
-    after recording it on the intent and emitting ``setup_intent.setup_failed``."""
+    after recording it on the intent and emitting ``setup_intent.setup_failed``.
+
+    A card that needs 3-D Secure stops at ``requires_action`` unless ``authenticated`` (a
+    hosted page, where the customer passes the challenge)."""
     if si["status"] not in ("requires_payment_method", "requires_confirmation"):
         raise invalid(
             f"You cannot confirm this SetupIntent because it has a status of {si['status']}.",
@@ -70,6 +75,14 @@ def confirm(state: FakeState, si: Json, pm_id: str | None) -> StripeError | None
     pm = pms.resolve(state, pm_id)
     error: StripeError | None = None
     card = pms.card_spec(pm)
+    if card.requires_authentication and not authenticated:
+        si.update(
+            status="requires_action",
+            payment_method=pm["id"],
+            next_action={"type": "use_stripe_sdk", "use_stripe_sdk": {"type": "three_d_secure"}},
+        )
+        emit(state, "setup_intent.requires_action", state.render(si))
+        return None
     try:
         if card.fails_on_attach and card.decline_code:
             # Stripe verifies the card while setting it up; these cards fail right here.
@@ -87,7 +100,7 @@ def confirm(state: FakeState, si: Json, pm_id: str | None) -> StripeError | None
         error.extra["payment_method"] = rendered_pm
         error.extra["setup_intent"] = state.render(si)
         return error
-    si.update(status="succeeded", payment_method=pm["id"], last_setup_error=None)
+    si.update(status="succeeded", payment_method=pm["id"], last_setup_error=None, next_action=None)
     emit(state, "setup_intent.succeeded", state.render(si))
     return None
 

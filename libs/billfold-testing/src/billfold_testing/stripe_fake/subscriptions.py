@@ -159,6 +159,10 @@ def on_invoice_paid(state: FakeState, inv: Json) -> None:
 
 
 def on_invoice_payment_failed(state: FakeState, inv: Json) -> None:
+    # A send_invoice subscription falls past_due at the due date (not modelled), not when a
+    # customer's payment attempt fails.
+    if inv["collection_method"] != "charge_automatically":
+        return
     sub = state.find("subscription", invoices.subscription_of(inv) or "")
     if sub and sub["status"] == "active":
         set_status(state, sub, "past_due")
