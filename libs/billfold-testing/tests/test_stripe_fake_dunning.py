@@ -213,3 +213,16 @@ def test_dunning_is_configurable_over_http(stripe_fake: StripeFake) -> None:
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(bad, timeout=10)  # noqa: S310
     assert err.value.code == 400
+
+
+def test_auto_advance_off_stops_retries(
+    stripe_fake: StripeFake, stripe_client: stripe.StripeClient
+) -> None:
+    sub, invoice = _failing_renewal(stripe_fake, stripe_client)
+    assert invoice.next_payment_attempt is not None
+    stopped = stripe_client.v1.invoices.update(invoice.id, params={"auto_advance": False})
+    assert stopped.next_payment_attempt is None
+    stripe_fake.advance(20 * DAY)
+    after = stripe_client.v1.invoices.retrieve(invoice.id)
+    assert (after.status, after.attempt_count) == ("open", 1)
+    assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "past_due"

@@ -134,7 +134,8 @@ def _candidates(state: FakeState) -> list[tuple[int, int, Action]]:
         if inv["status"] == "draft" and inv["auto_advance"] and at is not None:
             found.append((int(at), 3, partial(finalize_draft, state, inv)))
         retry_at = inv.get("_retry_at")
-        if inv["status"] == "open" and retry_at is not None:
+        # auto_advance=false stops automatic collection, as on Stripe
+        if inv["status"] == "open" and inv["auto_advance"] and retry_at is not None:
             found.append((int(retry_at), 4, partial(invoices.retry, state, inv)))
     return found
 

@@ -416,6 +416,8 @@ def update_invoice(ctx: Ctx) -> Json:
         inv["description"] = get_str(ctx.params, "description") or None
     if (auto := get_bool(ctx.params, "auto_advance")) is not None:
         inv["auto_advance"] = auto
+        if not auto:  # no more automatic attempts
+            inv.update(next_payment_attempt=None, _retry_at=None)
     after = state.render(inv)
     emit_update(state, "invoice.updated", before, after)
     return after
