@@ -226,3 +226,14 @@ def test_auto_advance_off_stops_retries(
     after = stripe_client.v1.invoices.retrieve(invoice.id)
     assert (after.status, after.attempt_count) == ("open", 1)
     assert stripe_client.v1.subscriptions.retrieve(sub.id).status == "past_due"
+
+
+def test_command_line_refuses_a_bad_schedule(capsys: pytest.CaptureFixture[str]) -> None:
+    from billfold_testing.stripe_fake.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--retry-days", "3,0"])
+    assert exit_info.value.code == 2
+    assert "--retry-days" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--after-retries", "sometimes"])
