@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import secrets
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -167,6 +168,21 @@ def assert_error(
     assert error["message"]
     if param is not None:
         assert error["param"] == param, error
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def without_broker(settings: Settings) -> Settings:
+    """``settings`` with RabbitMQ unreachable: the app serves, and every event it writes
+    stays in the outbox, where a test can count it."""
+    return settings.model_copy(
+        update={"amqp_url": f"amqp://guest:guest@127.0.0.1:{closed_port()}/"}
+    )
 
 
 def link_key(settings: Settings, token: str) -> str:
