@@ -208,3 +208,27 @@ async def test_readyz_required_failure_wins_over_optional(
 def test_a_check_cannot_be_both_required_and_optional() -> None:
     with pytest.raises(ValueError, match="db"):
         _app({"db": _fine}, {"db": _fine})
+
+
+async def test_declared_length_is_refused_by_our_middleware_not_aiohttps_limit(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    """aiohttp's own limit set far above ours: only our middleware can answer the 413,
+    and it does before the handler runs (so before it authenticates or reads)."""
+    calls: list[str] = []
+
+    async def reads(request: web.Request) -> web.Response:
+        calls.append(request.method)
+        return web.json_response({"size": len(await request.read())})
+
+    app = web.Application(
+        middlewares=standard_middlewares("test-http", 1024), client_max_size=10 * 1024 * 1024
+    )
+    app.router.add_post("/reads", reads)
+    client = await aiohttp_client(app)
+    resp = await client.post("/reads", data=b"x" * 1024)
+    assert resp.status == 200
+    resp = await client.post("/reads", data=b"x" * 1025)
+    assert resp.status == 413
+    assert (await resp.json())["error"]["code"] == "body_too_large"
+    assert calls == ["POST"]  # the handler never saw the refused one

@@ -6,6 +6,7 @@ never see each other's data and a rerun never trips over an earlier one.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import secrets
@@ -211,3 +212,40 @@ async def watch_events(
         await channel.queue_delete(f"{name}.dlq")
         await connection.close()
         await bus.close()
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def open_raw(
+    client: TestClient[Any, Any],
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A plain TCP connection to the test server: a test controls every byte and when
+    it is sent (aiohttp's client would send the whole body at once)."""
+    return await asyncio.open_connection(str(client.server.host), int(client.server.port))
+
+
+def request_head(method: str, path: str, headers: dict[str, str]) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: test", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def read_response(reader: asyncio.StreamReader, timeout: float = 10.0) -> RawResponse:
+    """One HTTP/1.1 response (Content-Length framed, as every answer of ours is)."""
+    async with asyncio.timeout(timeout):
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in header_lines:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return RawResponse(int(status_line.split()[1]), headers, body)

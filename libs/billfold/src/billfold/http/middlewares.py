@@ -132,7 +132,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def body_limit_middleware(max_bytes: int) -> Middleware:
     """Refuse a declared-too-large body before reading it; aiohttp's client_max_size
-    catches chunked bodies that lie about (or omit) their length."""
+    catches chunked bodies that lie about (or omit) their length.
+
+    It looks only at the ``Content-Length`` header, before the handler runs: a declared
+    10 MB request is a 413 before authentication, before a pool connection is taken and
+    before a single body byte is read (client_max_size only acts while reading, after
+    the handler authenticated the caller; tests pin that this middleware answers)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
