@@ -20,7 +20,7 @@ from session_api.customers.routes import routes as customer_routes
 from session_api.portal_sessions.batcher import CreateBatcher
 from session_api.portal_sessions.link_index import Writer
 from session_api.portal_sessions.routes import routes as session_routes
-from session_api.state import CREATE_BATCHER, LINK_INDEX, SETTINGS
+from session_api.state import CREATE_BATCHER, DB, LINK_INDEX, SETTINGS
 
 SERVICE = "session-api"
 SWEEP_EVERY = 600.0
@@ -40,13 +40,18 @@ async def _check_rabbitmq(app: web.Application) -> None:
     await app[bus.BUS].check()
 
 
+async def _bounded_pool(app: web.Application) -> AsyncIterator[None]:
+    app[DB] = db.BoundedPool(app[db.DB_POOL], app[SETTINGS].db_acquire_timeout)
+    yield
+
+
 async def _link_index_writer(app: web.Application) -> AsyncIterator[None]:
     app[LINK_INDEX] = Writer(app[cache.REDIS])
     yield
 
 
 async def _create_batcher(app: web.Application) -> AsyncIterator[None]:
-    batcher = CreateBatcher(app[db.DB_POOL])
+    batcher = CreateBatcher(app[DB])
     app[CREATE_BATCHER] = batcher
     yield
     await batcher.close()
@@ -83,6 +88,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend(
         [
             db.pool_context(settings),
+            _bounded_pool,
             cache.redis_context(settings),
             _link_index_writer,
             _create_batcher,

@@ -12,7 +12,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware as _AiohttpMiddleware
 from prometheus_client import Counter, Histogram
 
-from billfold.http.errors import ApiError, from_http_exception, internal_error
+from billfold.db import PoolTimeout
+from billfold.http.errors import ApiError, from_http_exception, internal_error, service_busy
 from billfold.logs import get_logger
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -120,6 +121,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except ApiError as exc:
         return exc.response(request_id)
+    except PoolTimeout:
+        # Not a bug: the database pool stayed saturated for the allowed wait. Shed the
+        # request with a retryable 503 rather than queue it behind the others.
+        return service_busy().response(request_id)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects and 204s pass through
