@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # Delivery limit for quorum queues before a message goes to the dead-letter queue.
     delivery_limit: int = Field(default=5, ge=1, le=100)
     default_session_ttl: int = Field(default=3600, ge=60, le=604800)
+    # How often session-api looks for sessions that expired, to emit
+    # portal_session.expired (seconds: the event's worst-case lateness).
+    expiry_sweep_interval: float = Field(default=30.0, gt=0, le=3600)
 
     @field_validator("database_url")
     @classmethod
