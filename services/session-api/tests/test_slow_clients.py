@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient
 
 from billfold import db
 from billfold.settings import Settings
+from session_api import openapi
 from session_api.app import create_app
 
 from .conftest import (
@@ -195,6 +196,7 @@ async def test_a_body_that_does_not_arrive_in_time_is_a_408(
         assert resp.json()["error"]["type"] == "invalid_request_error"
         assert resp.headers["x-request-id"] == f"slow-{idempotent}"
         assert 0.5 <= took < 5, took
+    assert "408" in openapi.document()["paths"]["/v1/portal_sessions"]["post"]["responses"]
     assert not await db_pool.fetchval(
         "SELECT count(*) FROM portal.portal_sessions WHERE site_id = $1", tenant.site_id
     )
@@ -225,30 +227,32 @@ async def test_no_free_connection_is_a_503_with_retry_after(
     client: TestClient[Any, Any] = await aiohttp_client(app)
     tenant = await make_tenant(db_pool)
     created = await create_session(client, tenant)  # the key's owner is now cached
-    requests: list[tuple[str, str, dict[str, Any]]] = [
-        ("POST", "/v1/portal_sessions", {"json": {"customer": tenant.customers[0].id}}),
+    sid, cid = created["id"], tenant.customers[0].id
+    requests: list[tuple[str, str, str, dict[str, Any]]] = [
+        ("POST", "/v1/portal_sessions", "", {"json": {"customer": cid}}),
         (
             "POST",
             "/v1/portal_sessions",
-            {
-                "json": {"customer": tenant.customers[0].id},
-                "headers": {"Idempotency-Key": str(uuid.uuid4())},
-            },
+            "",
+            {"json": {"customer": cid}, "headers": {"Idempotency-Key": str(uuid.uuid4())}},
         ),
-        ("GET", "/v1/portal_sessions", {}),
-        ("GET", f"/v1/portal_sessions/{created['id']}", {}),
-        ("DELETE", f"/v1/portal_sessions/{created['id']}", {}),
-        ("GET", f"/v1/customers/{tenant.customers[0].id}", {}),
+        ("GET", "/v1/portal_sessions", "", {}),
+        ("GET", "/v1/portal_sessions/{id}", sid, {}),
+        ("DELETE", "/v1/portal_sessions/{id}", sid, {}),
+        ("GET", "/v1/customers/{id}", cid, {}),
     ]
+    documented = openapi.document()["paths"]
     async with _holding_every_connection(app[db.DB_POOL]):
-        for method, path, kwargs in requests:
+        for method, template, ident, kwargs in requests:
             headers = {**tenant.auth, **kwargs.pop("headers", {})}
+            path = template.replace("{id}", ident)
             resp, took = await _timed(client.request(method, path, headers=headers, **kwargs))
             body = await resp.json()
             assert_error(resp.status, body, 503, "service_busy")
             assert body["error"]["type"] == "api_error"
             assert resp.headers["Retry-After"] == "1"
             assert 0.3 <= took < 3, (method, path, took)
+            assert "503" in documented[template][method.lower()]["responses"]
     # Nothing was written meanwhile, and the pool serves again once it is free.
     count = await db_pool.fetchval(
         "SELECT count(*) FROM portal.portal_sessions WHERE site_id = $1", tenant.site_id

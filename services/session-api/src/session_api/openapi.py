@@ -216,6 +216,14 @@ _AUTH_ERRORS = {
     "403": _error("The key lacks the scope this endpoint needs."),
 }
 
+# Any endpoint that needs the database: no pool connection came free in time.
+_BUSY = {
+    "503": {
+        **_error("Busy: no database connection came free in time. Retry after Retry-After."),
+        "headers": {"Retry-After": {"description": "Seconds.", "schema": {"type": "string"}}},
+    },
+}
+
 _LIST_DESCRIPTION = (
     "Newest first (created_at, then id, descending), cursor-paginated with starting_after. "
     "By default only sessions whose expiry has not passed are listed, whatever their "
@@ -286,6 +294,8 @@ def document() -> Schema:
                         ),
                         "400": _error("Invalid parameters or body."),
                         **_AUTH_ERRORS,
+                        **_BUSY,
+                        "408": _error("The body did not arrive in time."),
                         "409": _error("Idempotency-Key reused with other parameters."),
                         "413": _error("Body over 64 KiB."),
                         "415": _error("Content type other than JSON or form."),
@@ -331,6 +341,7 @@ def document() -> Schema:
                             "unknown cursor."
                         ),
                         **_AUTH_ERRORS,
+                        **_BUSY,
                     },
                 },
             },
@@ -342,6 +353,7 @@ def document() -> Schema:
                     "responses": {
                         "200": _json("The session.", "PortalSession"),
                         **_AUTH_ERRORS,
+                        **_BUSY,
                         "404": _error("No such session on this site."),
                     },
                 },
@@ -352,6 +364,7 @@ def document() -> Schema:
                     "responses": {
                         "204": {"description": "Revoked."},
                         **_AUTH_ERRORS,
+                        **_BUSY,
                         "404": _error("No such session on this site."),
                     },
                 },
@@ -366,6 +379,7 @@ def document() -> Schema:
                     "responses": {
                         "200": _json("The customer.", "Customer"),
                         **_AUTH_ERRORS,
+                        **_BUSY,
                         "404": _error("No such customer on this site."),
                     },
                 },
