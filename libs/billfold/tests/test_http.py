@@ -7,12 +7,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from billfold.db import BoundedPool, create_pool
 from billfold.http import health
 from billfold.http.errors import invalid
 from billfold.http.health import add_health_routes
 from billfold.http.middlewares import standard_middlewares
+from billfold.settings import Settings
 
 AiohttpClient = Any
+_BOUNDED: web.AppKey[BoundedPool] = web.AppKey("bounded_pool", BoundedPool)
 
 
 async def _ok(request: web.Request) -> web.Response:
@@ -232,3 +235,34 @@ async def test_declared_length_is_refused_by_our_middleware_not_aiohttps_limit(
     assert resp.status == 413
     assert (await resp.json())["error"]["code"] == "body_too_large"
     assert calls == ["POST"]  # the handler never saw the refused one
+
+
+async def test_a_saturated_pool_is_a_retryable_503(
+    aiohttp_client: AiohttpClient, bf_settings: Settings
+) -> None:
+    """A handler whose bounded wait for a pool connection ran out (``BoundedPool`` over
+    a real pool held by someone else) answers 503 with Retry-After, not a 500."""
+    held: list[Any] = []
+
+    async def needs_db(request: web.Request) -> web.Response:
+        async with request.app[_BOUNDED].acquire():
+            return web.json_response({"ok": True})
+
+    pool = await create_pool(bf_settings, min_size=1, max_size=1)
+    try:
+        app = web.Application(middlewares=standard_middlewares("test-http", 1024))
+        app[_BOUNDED] = BoundedPool(pool, acquire_timeout=0.2)
+        app.router.add_get("/needs-db", needs_db)
+        client = await aiohttp_client(app)
+        assert (await client.get("/needs-db")).status == 200
+        held.append(await pool.acquire())
+        resp = await client.get("/needs-db")
+        body = await resp.json()
+        assert resp.status == 503, body
+        assert body["error"]["type"] == "api_error"
+        assert body["error"]["code"] == "service_busy"
+        assert resp.headers["Retry-After"] == "1"
+    finally:
+        for conn in held:
+            await pool.release(conn)
+        await pool.close()
