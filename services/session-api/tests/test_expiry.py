@@ -9,18 +9,23 @@ app's own sweeper loop against the real broker.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aio_pika.abc
 import asyncpg
+import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestClient
 
-from billfold.db import create_pool
+from billfold.db import _admin_url, apply_migrations, create_pool, ensure_database
 from billfold.events import PortalSessionExpired, parse_event
 from billfold.settings import Settings
+from billfold_testing.infra import Slice
+from session_api import MIGRATIONS
 from session_api.app import create_app
 from session_api.portal_sessions import expiry
 
@@ -188,3 +193,53 @@ async def test_the_apps_sweeper_publishes_the_event(
     assert event.data.customer_id == created["customer"]
     assert event.data.locale == "fr"
     assert event.data.single_use is True
+
+
+@pytest.fixture
+def scratch_db(bf_slice: Slice) -> Iterator[str]:
+    """A database of its own (created by the migration run), dropped afterwards."""
+    url = bf_slice.settings.database_url + "_exp"
+    yield url
+    admin, name = _admin_url(url)
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(admin)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.close()
+
+    asyncio.run(drop())
+
+
+async def test_migration_marks_sessions_expired_before_it_without_announcing_them(
+    scratch_db: str, tmp_path: Path
+) -> None:
+    """Deploying the sweeper must not announce every session that expired in the past
+    (tenant webhooks would get a burst of stale expiries): portal_0002 marks them."""
+    before = tmp_path / "before"
+    before.mkdir()
+    for sql in MIGRATIONS.glob("*_0001_*.sql"):
+        shutil.copy(sql, before)
+    await ensure_database(scratch_db)
+    assert await asyncio.to_thread(apply_migrations, scratch_db, [before])
+    conn = await asyncpg.connect(scratch_db)
+    try:
+        await conn.execute("INSERT INTO portal.sites (id, slug, name) VALUES ('site_m', 'm', 'M')")
+        for session_id, expires in (
+            ("ps_old", "- interval '1 day'"),
+            ("ps_live", "+ interval '1 hour'"),
+        ):
+            await conn.execute(
+                "INSERT INTO portal.portal_sessions (id, site_id, customer_id, token_hash, "  # noqa: S608
+                f"sections, created_at, expires_at) VALUES ($1, 'site_m', 'cu_m', $1, '{{}}', "
+                f"now() - interval '2 days', now() {expires})",
+                session_id,
+            )
+        applied = await asyncio.to_thread(apply_migrations, scratch_db, [MIGRATIONS])
+        assert applied == ["portal_0002_expired_events"]
+        rows = await conn.fetch(
+            "SELECT id, expired_event_at IS NOT NULL AS marked FROM portal.portal_sessions"
+        )
+        assert {r["id"]: r["marked"] for r in rows} == {"ps_old": True, "ps_live": False}
+        assert await conn.fetchval("SELECT count(*) FROM portal.outbox") == 0
+    finally:
+        await conn.close()
