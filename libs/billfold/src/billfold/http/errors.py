@@ -108,5 +108,28 @@ def from_http_exception(exc: web.HTTPException, method: str, path: str) -> ApiEr
     return ApiError(exc.status, type_, code, message, headers=headers)
 
 
+def request_timeout(seconds: float) -> ApiError:
+    return ApiError(
+        408,
+        "invalid_request_error",
+        "request_timeout",
+        f"The request body did not arrive within {seconds:g} seconds.",
+    )
+
+
+# Whole seconds, as the header wants; a saturated pool usually drains within one.
+RETRY_AFTER_SECONDS = 1
+
+
+def service_busy() -> ApiError:
+    return ApiError(
+        503,
+        "api_error",
+        "service_busy",
+        "The service is busy; retry the request shortly.",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
 def internal_error() -> ApiError:
     return ApiError(500, "api_error", "internal_error", "An internal error occurred.")
