@@ -28,6 +28,7 @@ import aio_pika.abc
 import asyncpg
 import pytest
 import pytest_asyncio
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from billfold.bus import Bus
@@ -71,6 +72,12 @@ def set_default(pm: str = "pm_1", **fields: Any) -> SetDefaultPaymentMethod:
     return SetDefaultPaymentMethod.model_validate(
         {"site_id": SITE, "customer_id": CUSTOMER, "payment_method_id": pm, **fields}
     )
+
+
+def calls_counted(side: str, call: str, outcome: str) -> float:
+    """``billfold_rpc_calls_total`` for these labels so far."""
+    labels = {"side": side, "call": call, "outcome": outcome}
+    return REGISTRY.get_sample_value("billfold_rpc_calls_total", labels) or 0.0
 
 
 def deadline_in(seconds: float) -> int:
@@ -296,7 +303,10 @@ def server_log(monkeypatch: pytest.MonkeyPatch) -> _Log:
 async def test_round_trip_writes_before_replying(rpc: Rpc) -> None:
     await rpc.serve()
     call = set_default("pm_1")
+    counted = {side: calls_counted(side, call.type, "ok") for side in ("client", "server")}
     result = await rpc.client.call(call)
+    for side, before in counted.items():
+        assert calls_counted(side, call.type, "ok") == before + 1
     assert result == {"id": "pm_1", "customer": CUSTOMER, "default": True}
     # Effect and stored reply were committed before the reply left.
     assert await rpc.effects(call.call_id) == ["pm_1"]
@@ -450,6 +460,7 @@ async def test_queue_nobody_serves_fails_at_once(rpc: Rpc) -> None:
 
 async def test_deadline_passing_raises_rpc_timeout(rpc: Rpc) -> None:
     await rpc.serve()
+    timeouts = calls_counted("client", "payment_method.set_default", "timeout")
     loop = asyncio.get_running_loop()
     began = loop.time()
     with pytest.raises(RpcTimeout) as caught:
@@ -457,6 +468,7 @@ async def test_deadline_passing_raises_rpc_timeout(rpc: Rpc) -> None:
     elapsed = loop.time() - began
     assert isinstance(caught.value, TimeoutError)
     assert 0.5 <= elapsed < 1.5
+    assert calls_counted("client", "payment_method.set_default", "timeout") == timeouts + 1
 
 
 async def test_request_reaching_the_server_late_is_skipped(
@@ -464,6 +476,7 @@ async def test_request_reaching_the_server_late_is_skipped(
 ) -> None:
     await rpc.serve()
     stale = set_default("pm_stale")
+    late_before = calls_counted("server", stale.type, "late")
     late = await raw.send(rpc.queue, stale.model_dump_json().encode(), deadline=deadline_in(-1))
     await eventually(lambda: "rpc_deadline_passed" in server_log.events)
     fresh = await raw.send(
@@ -471,6 +484,7 @@ async def test_request_reaching_the_server_late_is_skipped(
     )
     await eventually(lambda: raw.reply_to(fresh) is not None)
     assert raw.reply_to(late) is None
+    assert calls_counted("server", stale.type, "late") == late_before + 1
     assert await rpc.effects() == ["pm_fresh"]
     assert await rpc.stored(stale.call_id) is None
 
@@ -500,9 +514,11 @@ async def test_retried_call_runs_once(rpc: Rpc, eventually: Any) -> None:
     rpc.handlers.gate.set()  # ...then finishes and commits.
     await eventually(lambda: rpc.stored(call.call_id))
     # The retry (same call_id) gets the stored reply; the handler does not run again.
+    replayed = calls_counted("server", call.type, "replayed")
     result = await rpc.client.call(call)
     assert result == {"id": "pm_gate", "customer": CUSTOMER, "default": True}
     assert await rpc.client.call(call) == result
+    assert calls_counted("server", call.type, "replayed") == replayed + 2
     assert rpc.handlers.calls == [call.call_id]
     assert await rpc.effects() == ["pm_gate"]
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from typing import Any
 
@@ -33,7 +34,7 @@ from pydantic import ValidationError
 
 from billfold.bus import REQUEST_ID_HEADER, Bus
 from billfold.logs import get_logger
-from billfold.rpc import wire
+from billfold.rpc import metrics, wire
 from billfold.rpc.calls import Call, dump_call
 from billfold.rpc.replies import (
     JsonObject,
@@ -67,9 +68,23 @@ class RpcClient:
         ``RpcUnavailable`` for an error reply, ``RpcTimeout`` when the deadline passes,
         ``ConnectionError`` when the broker is unreachable.
         """
-        reply = await self.request(call, timeout=timeout)
+        began = time.monotonic()
+        try:
+            reply = await self.request(call, timeout=timeout)
+        except RpcTimeout:
+            metrics.count("client", call.type, "timeout")
+            raise
+        except ConnectionError:
+            metrics.count("client", call.type, "connection_error")
+            raise
+        except RpcUnavailable:
+            metrics.count("client", call.type, "unavailable")
+            raise
+        elapsed = time.monotonic() - began
         if isinstance(reply, RpcOk):
+            metrics.count("client", call.type, "ok", elapsed)
             return reply.result
+        metrics.count("client", call.type, reply.error.type, elapsed)
         raise error_from_body(reply.error)
 
     async def call_with_retry(

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -47,7 +48,7 @@ from pydantic import ValidationError
 
 from billfold.bus import REQUEST_ID_HEADER, Bus
 from billfold.logs import get_logger
-from billfold.rpc import wire
+from billfold.rpc import metrics, wire
 from billfold.rpc.calls import CALL_TYPES, Call, CallBase, parse_call
 from billfold.rpc.replies import (
     JsonObject,
@@ -109,6 +110,24 @@ def _validation_summary(exc: ValidationError) -> tuple[str, str | None]:
         loc = loc[1:]
     param = ".".join(str(p) for p in loc) or None
     return f"Malformed request: {first['msg']}.", param
+
+
+def _parse(message: aio_pika.abc.AbstractIncomingMessage) -> tuple[Call, float] | RpcErrorReply:
+    """The call and its deadline, or the ``malformed_request`` reply to send instead."""
+    deadline = wire.read_deadline(message.headers)
+    if deadline is None:
+        error = RpcInvalidRequest(
+            "malformed_request", "Malformed request: no deadline.", param=wire.DEADLINE_HEADER
+        )
+        param: str | None = wire.DEADLINE_HEADER
+    else:
+        try:
+            return parse_call(message.body), deadline
+        except ValidationError as exc:
+            text, param = _validation_summary(exc)
+            error = RpcInvalidRequest("malformed_request", text, param=param)
+    log.warning("rpc_request_malformed", message_id=message.message_id, param=param)
+    return RpcErrorReply(call_id=None, error=error.body)
 
 
 class RpcServer:
@@ -201,67 +220,64 @@ class RpcServer:
         structlog.contextvars.clear_contextvars()
         if request_id:
             structlog.contextvars.bind_contextvars(request_id=request_id)
-        deadline = wire.read_deadline(message.headers)
-        try:
-            if deadline is None:
-                raise RpcInvalidRequest(
-                    "malformed_request", "Malformed request: no deadline.", param="x-deadline"
-                )
-            call = parse_call(message.body)
-        except ValidationError as exc:
-            text, param = _validation_summary(exc)
-            log.warning("rpc_request_malformed", message_id=message.message_id, param=param)
-            reply: RpcReply = RpcErrorReply(
-                call_id=None,
-                error=RpcInvalidRequest("malformed_request", text, param=param).body,
-            )
-        except RpcInvalidRequest as exc:
-            log.warning("rpc_request_malformed", message_id=message.message_id, param="x-deadline")
-            reply = RpcErrorReply(call_id=None, error=exc.body)
-        else:
-            structlog.contextvars.bind_contextvars(call_id=call.call_id, call_type=call.type)
-            assert deadline is not None
-            if deadline <= wire.now():
-                log.info("rpc_deadline_passed", late_by_s=round(wire.now() - deadline, 3))
-                await self._settle(message.ack())
-                return
-            reply = await self._execute(call, deadline, request_id)
+        parsed = _parse(message)
+        if isinstance(parsed, RpcErrorReply):
+            metrics.count("server", "unknown", "malformed")
+            await self._reply(message, parsed)
+            await self._settle(message.ack())
+            return
+        call, deadline = parsed
+        structlog.contextvars.bind_contextvars(call_id=call.call_id, call_type=call.type)
+        if deadline <= wire.now():
+            log.info("rpc_deadline_passed", late_by_s=round(wire.now() - deadline, 3))
+            metrics.count("server", call.type, "late")
+            await self._settle(message.ack())
+            return
+        began = time.monotonic()
+        reply, outcome = await self._execute(call, deadline, request_id)
         await self._reply(message, reply)
+        metrics.count("server", call.type, outcome, time.monotonic() - began)
         await self._settle(message.ack())
 
-    async def _execute(self, call: Call, deadline: float, request_id: str | None) -> RpcReply:
-        """Run ``call`` once (or answer it from the table); never raises."""
+    async def _execute(
+        self, call: Call, deadline: float, request_id: str | None
+    ) -> tuple[RpcReply, str]:
+        """Run ``call`` once (or answer it from the table): the reply and its outcome
+        for the metrics. Never raises."""
         handler = self._handlers.get(call.type)
         if handler is None:
             log.warning("rpc_call_unsupported")
             error = RpcInvalidRequest("unsupported_call", "This call is not supported.")
-            return RpcErrorReply(call_id=call.call_id, error=error.body)
+            return RpcErrorReply(call_id=call.call_id, error=error.body), "invalid_request"
         try:
             return await self._run_once(call, handler, deadline, request_id)
         except RpcError as exc:  # unavailable, or a call id reused: not stored
             log.warning("rpc_call_refused", code=exc.code)
-            return RpcErrorReply(call_id=call.call_id, error=exc.body)
+            return RpcErrorReply(call_id=call.call_id, error=exc.body), exc.body.type
         except _DB_UNAVAILABLE as exc:
             log.warning("rpc_call_unavailable", error=type(exc).__name__)
-            return RpcErrorReply(call_id=call.call_id, error=RpcUnavailable().body)
         except Exception:
             log.exception("rpc_handler_failed")
-            return RpcErrorReply(call_id=call.call_id, error=RpcUnavailable().body)
+        return RpcErrorReply(call_id=call.call_id, error=RpcUnavailable().body), "unavailable"
 
     async def _run_once(
         self, call: Call, handler: CallHandler, deadline: float, request_id: str | None
-    ) -> RpcReply:
-        async with self.pool.acquire() as proxy, proxy.transaction():
+    ) -> tuple[RpcReply, str]:
+        # Waiting (for a pooled connection, or on a concurrent copy of this call) past
+        # the deadline is pointless: the caller has given up and will retry.
+        wait = max(0.001, deadline - wire.now())
+        async with self.pool.acquire(timeout=wait) as proxy, proxy.transaction():
             conn = cast(asyncpg.Connection, proxy)
-            # Waiting on a concurrent copy of this call past the deadline is pointless.
-            wait_ms = max(1, int((deadline - wire.now()) * 1000))
-            await conn.execute("SELECT set_config('lock_timeout', $1, true)", f"{wait_ms}ms")
+            await conn.execute(
+                "SELECT set_config('lock_timeout', $1, true)", f"{int(wait * 1000) + 1}ms"
+            )
             stored = await self.store.claim(conn, call)
             if stored is not None:
                 log.info("rpc_call_replayed", status=stored.status)
-                return stored
+                return stored, "replayed"
             ctx = RpcContext(conn=conn, deadline=deadline, request_id=request_id)
             reply: RpcReply
+            outcome = "ok"
             try:
                 async with conn.transaction():  # a savepoint: a typed error undoes its writes
                     result = await handler(call, ctx)
@@ -271,9 +287,10 @@ class RpcServer:
             except RpcError as exc:
                 log.info("rpc_call_error", error_type=exc.body.type, code=exc.code)
                 reply = RpcErrorReply(call_id=call.call_id, error=exc.body)
+                outcome = exc.body.type
             await self.store.answer(conn, call.call_id, reply)
         log.info("rpc_call_done", status=reply.status)
-        return reply
+        return reply, outcome
 
     async def _reply(self, message: aio_pika.abc.AbstractIncomingMessage, reply: RpcReply) -> None:
         if not message.reply_to:
