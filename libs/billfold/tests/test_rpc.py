@@ -317,6 +317,22 @@ async def test_round_trip_writes_before_replying(rpc: Rpc) -> None:
     }
 
 
+async def take_request(
+    queue: aio_pika.abc.AbstractQueue, eventually: Any
+) -> aio_pika.abc.AbstractIncomingMessage:
+    """The next request on ``queue`` (no server consumes it in these tests)."""
+    got: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+    async def arrived() -> bool:
+        message = await queue.get(fail=False, no_ack=True)
+        if message is not None:
+            got.append(message)
+        return bool(got)
+
+    await eventually(arrived)
+    return got[0]
+
+
 async def test_request_on_the_wire_is_json_with_a_deadline(
     rpc: Rpc, amqp: Any, eventually: Any
 ) -> None:
@@ -327,16 +343,7 @@ async def test_request_on_the_wire_is_json_with_a_deadline(
     call = set_default("pm_wire")
     began = time.time()
     task = asyncio.create_task(rpc.client.call(call, timeout=5))
-    got: list[aio_pika.abc.AbstractIncomingMessage] = []
-
-    async def arrived() -> bool:
-        message = await queue.get(fail=False, no_ack=True)
-        if message is not None:
-            got.append(message)
-        return bool(got)
-
-    await eventually(arrived)
-    message = got[0]
+    message = await take_request(queue, eventually)
     assert message.content_type == "application/json"
     assert json.loads(message.body) == json.loads(call.model_dump_json())  # plain JSON
     assert message.body[:1] == b"{"  # not a pickle (those start with 0x80)
@@ -355,8 +362,29 @@ async def test_request_on_the_wire_is_json_with_a_deadline(
     await amqp.channel.default_exchange.publish(
         aio_pika.Message(json.dumps(reply).encode(), correlation_id=message.correlation_id),
         routing_key=message.reply_to,
+        mandatory=False,
     )
     assert await task == {"id": "pm_wire", "n": 1}
+
+
+async def test_reply_that_is_not_our_json_is_refused_not_unpickled(
+    rpc: Rpc, amqp: Any, eventually: Any
+) -> None:
+    queue = await amqp.channel.declare_queue(
+        rpc.queue, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    task = asyncio.create_task(rpc.client.call(set_default("pm_wire"), timeout=5))
+    request = await take_request(queue, eventually)
+    assert request.reply_to is not None
+    pickled = pickle.dumps({"status": "ok", "call_id": "x", "result": {}})
+    await amqp.channel.default_exchange.publish(
+        aio_pika.Message(pickled, correlation_id=request.correlation_id),
+        routing_key=request.reply_to,
+        mandatory=False,
+    )
+    with pytest.raises(RpcUnavailable) as caught:
+        await task
+    assert caught.value.code == "malformed_reply"
 
 
 async def test_reply_on_the_wire_is_json(rpc: Rpc, raw: RawCaller, eventually: Any) -> None:
