@@ -46,7 +46,7 @@ import asyncpg
 import structlog
 from pydantic import ValidationError
 
-from billfold.bus import REQUEST_ID_HEADER, Bus
+from billfold.bus import _ACQUIRE_FAILED, REQUEST_ID_HEADER, Bus, _header_text
 from billfold.logs import get_logger
 from billfold.rpc import metrics, wire
 from billfold.rpc.calls import CALL_TYPES, Call, CallBase, parse_call
@@ -83,24 +83,14 @@ class RpcContext:
 
 CallHandler = Callable[[Any, RpcContext], Awaitable[JsonObject]]
 
-# The database is unreachable (or overloaded) right now: the caller may retry.
+# The database is unreachable right now (the bus consumer's list, as it applies to
+# acquiring too), or a concurrent copy of the call held its row past our deadline: the
+# caller may retry.
 _DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.ConnectionDoesNotExistError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.LockNotAvailableError,  # a concurrent copy of the call held it too long
+    *_ACQUIRE_FAILED,
+    asyncpg.LockNotAvailableError,
     asyncpg.QueryCanceledError,
 )
-
-
-def _header_text(headers: aio_pika.abc.HeadersType, key: str) -> str | None:
-    value = headers.get(key)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value if isinstance(value, str) else None
 
 
 def _validation_summary(exc: ValidationError) -> tuple[str, str | None]:
