@@ -28,15 +28,18 @@ import aio_pika.abc
 import asyncpg
 import pytest
 import pytest_asyncio
+from aiohttp import web
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
-from billfold.bus import Bus
-from billfold.db import _admin_url, apply_migrations, ensure_database
+from billfold.bus import BUS, Bus
+from billfold.db import DB_POOL, _admin_url, apply_migrations, ensure_database
 from billfold.rpc import (
     CALL_TYPES,
     DEADLINE_HEADER,
     REPLY_TO,
+    RPC_CLIENT,
+    RPC_SERVER,
     CreateSetupSession,
     DetachPaymentMethod,
     JsonObject,
@@ -55,6 +58,8 @@ from billfold.rpc import (
     UpdateBillingProfile,
     parse_call,
     rpc_calls_ddl,
+    rpc_client_context,
+    rpc_server_context,
 )
 from billfold.rpc import server as server_module
 from billfold.rpc.calls import CALL_ADAPTER
@@ -708,6 +713,46 @@ async def test_client_on_a_bus_not_connected_yet_raises_connection_error(
         assert loop.time() - began < 1
     finally:
         await client_bus.close()
+
+
+async def test_app_contexts_start_while_the_broker_is_down_and_serve_once_it_is_back(
+    rpc: Rpc, proxied: Settings, amqp_proxy: TcpProxy, eventually: Any
+) -> None:
+    # A service's wiring: bus_context's Bus.start, then the RPC entries on app[BUS].
+    await amqp_proxy.cut()
+    bus = await Bus.start(proxied, name="test-rpc-app", max_backoff=0.3)
+    app = web.Application()
+    app[BUS] = bus
+    app[DB_POOL] = rpc.pool
+
+    def register(server: RpcServer) -> None:
+        server.register(SetDefaultPaymentMethod, rpc.handlers.set_default)
+
+    app.cleanup_ctx.extend(
+        [
+            rpc_server_context(schema=rpc.schema, register=register, queue=rpc.queue),
+            rpc_client_context(queue=rpc.queue, timeout=5),
+        ]
+    )
+    runner = web.AppRunner(app)
+    try:
+        await runner.setup()  # starts although the broker is unreachable
+        assert not app[RPC_SERVER].serving
+        with pytest.raises(ConnectionError):
+            await app[RPC_SERVER].check()
+        with pytest.raises(ConnectionError):
+            await app[RPC_CLIENT].call(set_default("pm_early"))
+
+        await amqp_proxy.restore()
+        await eventually(lambda: app[RPC_SERVER].serving, timeout=15)
+        await app[RPC_SERVER].check()
+        result = await app[RPC_CLIENT].call(set_default("pm_app"))
+        assert result["id"] == "pm_app"
+    finally:
+        await runner.cleanup()
+        await bus.close()
+    assert not app[RPC_SERVER].serving
+    assert await rpc.effects() == ["pm_app"]
 
 
 # --- the rpc_calls table -------------------------------------------------------------------

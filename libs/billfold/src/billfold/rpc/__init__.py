@@ -5,6 +5,7 @@ a deadline on every call, and a per-server ``rpc_calls`` table so a retried call
 once. See docs/ARCHITECTURE.md, "RPC", for the design.
 """
 
+from billfold.rpc.app import RPC_CLIENT, RPC_SERVER, rpc_client_context, rpc_server_context
 from billfold.rpc.calls import (
     CALL_TYPES,
     Address,
@@ -54,6 +55,8 @@ __all__ = [
     "CALL_TYPES",
     "DEADLINE_HEADER",
     "REPLY_TO",
+    "RPC_CLIENT",
+    "RPC_SERVER",
     "Address",
     "Call",
     "CallBase",
@@ -93,4 +96,6 @@ __all__ = [
     "parse_call",
     "parse_reply",
     "rpc_calls_ddl",
+    "rpc_client_context",
+    "rpc_server_context",
 ]

@@ -163,18 +163,35 @@ class RpcServer:
         """Declare the queue and start consuming; ``ConnectionError`` if the bus is not
         connected (a serving service awaits ``bus.wait_connected()`` first)."""
         channel = await self.bus.open_channel()
-        await channel.set_qos(prefetch_count=self.prefetch)
-        queue = await channel.declare_queue(
-            self.queue_name,
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
-                "x-delivery-limit": self.bus.settings.delivery_limit,
-            },
-        )
-        self._channel, self._queue = channel, queue
-        self._consumer_tag = await queue.consume(self._on_message, no_ack=False)
+        try:
+            await channel.set_qos(prefetch_count=self.prefetch)
+            queue = await channel.declare_queue(
+                self.queue_name,
+                durable=True,
+                arguments={
+                    "x-queue-type": "quorum",
+                    "x-delivery-limit": self.bus.settings.delivery_limit,
+                },
+            )
+            tag = await queue.consume(self._on_message, no_ack=False)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await channel.close()
+            raise
+        self._channel, self._queue, self._consumer_tag = channel, queue, tag
         log.info("rpc_serving", queue=self.queue_name, calls=sorted(self._handlers))
+
+    @property
+    def serving(self) -> bool:
+        """True once consuming (until :meth:`close`); aio-pika re-consumes after a
+        reconnect by itself."""
+        return self._consumer_tag is not None
+
+    async def check(self) -> None:
+        """Readiness: raise unless serving over a connected bus."""
+        if not self.serving:
+            raise ConnectionError(f"not serving {self.queue_name} yet")
+        await self.bus.check()
 
     async def close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109 - drain limit
         """Stop taking requests, let those in flight finish (up to ``timeout``), close.
