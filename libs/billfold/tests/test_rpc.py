@@ -15,6 +15,8 @@ import asyncio
 import json
 import pickle
 import random
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -28,6 +30,7 @@ import aio_pika.abc
 import asyncpg
 import pytest
 import pytest_asyncio
+import structlog
 from aiohttp import web
 from prometheus_client import REGISTRY
 from pydantic import ValidationError
@@ -105,6 +108,7 @@ class Handlers:
     schema: str
     calls: list[str] = field(default_factory=list)
     payment_methods: list[str] = field(default_factory=list)  # set_default's, as they run
+    request_ids: list[str | None] = field(default_factory=list)  # ctx.request_id, as they run
     release: asyncio.Event = field(default_factory=asyncio.Event)
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     entered: asyncio.Event = field(default_factory=asyncio.Event)
@@ -119,6 +123,7 @@ class Handlers:
         self.calls.append(call.call_id)
         pm = call.payment_method_id
         self.payment_methods.append(pm)
+        self.request_ids.append(ctx.request_id)
         if pm == "pm_not_owned" or call.customer_id != CUSTOMER:
             raise RpcNotFound()
         await self.effect(ctx, call.call_id, pm)
@@ -412,6 +417,37 @@ async def test_reply_on_the_wire_is_json(rpc: Rpc, raw: RawCaller, eventually: A
         "call_id": "call_handwritten_1",
         "result": {"id": "pm_raw", "customer": CUSTOMER, "default": True},
     }
+
+
+async def test_request_id_travels_to_the_handler(rpc: Rpc) -> None:
+    await rpc.serve()
+    with structlog.contextvars.bound_contextvars(request_id="req_rpc_1"):
+        await rpc.client.call(set_default("pm_1"))
+    await rpc.client.call(set_default("pm_2"))
+    assert rpc.handlers.request_ids == ["req_rpc_1", None]
+
+
+async def test_call_queue_is_quorum_with_a_delivery_limit_and_no_dead_lettering(
+    rpc: Rpc, bf_slice: Slice, settings: Settings
+) -> None:
+    await rpc.serve()
+    exe = shutil.which("rabbitmqctl")
+    assert exe is not None
+    out = subprocess.run(
+        [
+            *(exe, "-q", "list_queues", "-p", bf_slice.name),
+            *("name", "type", "arguments", "--formatter", "json"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    row = next(r for r in json.loads(out) if r["name"] == rpc.queue)
+    args = {a[0]: a[2] for a in row["arguments"]}
+    assert row["type"] == "quorum"
+    assert args["x-delivery-limit"] == settings.delivery_limit
+    assert "x-dead-letter-exchange" not in args
 
 
 # --- typed errors ------------------------------------------------------------------------
