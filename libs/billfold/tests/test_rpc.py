@@ -124,6 +124,8 @@ class Handlers:
         pm = call.payment_method_id
         self.payment_methods.append(pm)
         self.request_ids.append(ctx.request_id)
+        assert ctx.idempotency_key() == call.call_id
+        assert ctx.idempotency_key("pm") == f"{call.call_id}:pm"
         if pm == "pm_not_owned" or call.customer_id != CUSTOMER:
             raise RpcNotFound()
         await self.effect(ctx, call.call_id, pm)

@@ -8,9 +8,9 @@ Every call is scoped to ``(site_id, customer_id)``: the server must refuse (as
 ``not_found``, never revealing that the object exists) any object that customer does not
 own. ``call_id`` is the idempotency key: a retry of the same call object carries the
 same id, the server's ``rpc_calls`` table answers it with the stored reply, and the
-server passes ``call_id`` to Stripe as its ``Idempotency-Key`` (a multi-step handler
-derives one key per step, e.g. ``f"{call_id}:detach"``), so even a server that crashed
-between its Stripe write and its commit makes one Stripe write.
+handler passes ``ctx.idempotency_key()`` (the ``call_id``, with a suffix per step for a
+handler that writes more than once) to Stripe as its ``Idempotency-Key``, so even a
+server that crashed between its Stripe write and its commit makes one Stripe write.
 
 Calls refuse unknown fields (``extra="forbid"``), unlike events: a command must not be
 half-understood by an older server, it is refused as ``invalid_request`` instead.
@@ -46,8 +46,9 @@ def _http_url(value: str) -> str:
 
 # Billfold and Stripe ids: letters, digits, underscores (cu_…, site_…, sub_…, pm_…, in_…).
 ObjectId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]{1,255}$")]
-# Stripe limits idempotency keys to 255 characters.
-CallId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-:.]{8,255}$")]
+# Stripe limits idempotency keys to 255 characters; room is left for a step suffix
+# (``RpcContext.idempotency_key``).
+CallId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-:.]{8,200}$")]
 # Kept as text, not pydantic's URL type, which would re-encode Stripe's
 # ``{CHECKOUT_SESSION_ID}`` placeholder in a success URL.
 HttpUrlText = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_http_url)]

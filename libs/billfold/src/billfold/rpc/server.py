@@ -73,12 +73,19 @@ class RpcContext:
 
     # In the transaction that also stores the reply: write the mirror through it.
     conn: asyncpg.Connection
+    call_id: str
     deadline: float  # Unix seconds; the caller gives up then
     request_id: str | None
 
     def remaining(self) -> float:
         """Seconds left until the caller gives up (negative once it has)."""
         return self.deadline - wire.now()
+
+    def idempotency_key(self, step: str | None = None) -> str:
+        """Stripe's ``Idempotency-Key`` for this call's write (``step`` names each one
+        of a handler that writes more than once): a retry re-sends the same key, so a
+        write that reached Stripe before a crash is not made twice."""
+        return self.call_id if step is None else f"{self.call_id}:{step}"
 
 
 CallHandler = Callable[[Any, RpcContext], Awaitable[JsonObject]]
@@ -282,7 +289,9 @@ class RpcServer:
             if stored is not None:
                 log.info("rpc_call_replayed", status=stored.status)
                 return stored, "replayed"
-            ctx = RpcContext(conn=conn, deadline=deadline, request_id=request_id)
+            ctx = RpcContext(
+                conn=conn, call_id=call.call_id, deadline=deadline, request_id=request_id
+            )
             reply: RpcReply
             outcome = "ok"
             try:
