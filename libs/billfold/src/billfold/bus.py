@@ -407,6 +407,21 @@ class Bus:
         await queue.consume(worker.on_message, no_ack=False)
         log.info("bus_consuming", queue=queue_name, consumer=consumer, prefetch=prefetch)
 
+    async def open_channel(
+        self, *, publisher_confirms: bool = False, on_return_raises: bool = False
+    ) -> aio_pika.abc.AbstractRobustChannel:
+        """A new robust channel on the bus's connection, closed by :meth:`close`.
+
+        For users that need a channel of their own (``billfold.rpc``: direct reply-to
+        works only on the channel that consumes it). ``ConnectionError`` at once if the
+        bus has not connected yet.
+        """
+        channel = await self._require().connection.channel(
+            publisher_confirms=publisher_confirms, on_return_raises=on_return_raises
+        )
+        self._consumer_channels.append(channel)
+        return channel
+
     # --- lifecycle ----------------------------------------------------------------------
 
     async def check(self) -> None:
