@@ -347,11 +347,50 @@ def consumers(bus: Bus, amqp: Amqp, tables: Tables) -> Consumers:
 # --- a broker link that can be cut ---------------------------------------------------------
 
 
+class HoldingProxy(TcpProxy):
+    """A :class:`TcpProxy` that can also hold back what the server sends (RabbitMQ's
+    publisher confirms): a publish then provably stays in flight until the test cuts
+    the link or lets the replies through."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        super().__init__(target_host, target_port)
+        self._replies = asyncio.Event()
+        self._replies.set()
+
+    def hold_replies(self) -> None:
+        self._replies.clear()
+
+    def release_replies(self) -> None:
+        self._replies.set()
+
+    async def _pipe(
+        self,
+        src: asyncio.StreamReader,
+        dst: asyncio.StreamWriter,
+        pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+    ) -> None:
+        if dst is not pair[0]:  # client to server: as TcpProxy
+            await super()._pipe(src, dst, pair)
+            return
+        # Server to client: the same loop, waiting while replies are held.
+        try:
+            while data := await src.read(65536):
+                await self._replies.wait()
+                dst.write(data)
+                await dst.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            for writer in pair:
+                writer.transport.abort()
+                self._writers.discard(writer)
+
+
 @pytest_asyncio.fixture
-async def amqp_proxy(settings: Settings) -> AsyncIterator[TcpProxy]:
-    """A cuttable link to RabbitMQ, open at first."""
+async def amqp_proxy(settings: Settings) -> AsyncIterator[HoldingProxy]:
+    """A cuttable link to RabbitMQ (that can hold the broker's replies), open at first."""
     target = urlsplit(settings.amqp_url)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5672)
+    proxy = HoldingProxy(target.hostname or "127.0.0.1", target.port or 5672)
     await proxy.start()
     try:
         yield proxy

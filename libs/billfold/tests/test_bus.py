@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aio_pika
 import pytest
 from aiohttp import web
 
@@ -366,7 +367,7 @@ async def test_bus_context_starts_the_app_and_relay_while_the_broker_is_down(
         # The relay shares the unconnected bus: its publish fails at once, the row stays.
         await eventually(attempted, timeout=5)
         error = (await tables.outbox_row(event.id))["last_error"]
-        assert error.startswith("ConnectionError: "), error
+        assert error.startswith("BusUnavailable: "), error  # a ConnectionError
 
         await amqp_proxy.restore()
         assert await amqp.drain_ids(queue, want=1, timeout=30) == [event.id]
@@ -378,3 +379,99 @@ async def test_bus_context_starts_the_app_and_relay_while_the_broker_is_down(
         await runner.cleanup()
     with pytest.raises(ConnectionError):
         await app[BUS].check()
+
+
+# --- what "connected" means: the channel too, not only the connection -------------------
+
+
+async def test_a_publish_while_the_channel_is_being_restored_raises_connection_error(
+    proxied: Settings,
+    amqp: Any,
+    amqp_proxy: TcpProxy,
+    make_event: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    eventually: Any,
+) -> None:
+    # aio-pika marks its connection connected before it reopens the channels on it. The
+    # test holds every channel's reopen at a gate, so the bus sits in exactly that window
+    # (connection back, channel not restored) for as long as the test looks at it.
+    bus = await Bus.connect(proxied, name="test-restoring", reconnect_interval=0.1)
+    gate, restoring = asyncio.Event(), asyncio.Event()
+    real_reopen = aio_pika.RobustChannel.reopen
+
+    async def gated_reopen(channel: aio_pika.RobustChannel) -> None:
+        restoring.set()
+        await gate.wait()
+        await real_reopen(channel)
+
+    monkeypatch.setattr(aio_pika.RobustChannel, "reopen", gated_reopen)
+    try:
+        queue = await amqp.queue()
+        await amqp_proxy.cut()
+        await eventually(lambda: not bus.connected, timeout=5)
+        await asyncio.wait_for(restoring.wait(), 5)  # the channel's reopen began
+        await amqp_proxy.restore()
+        link = bus._link
+        assert link is not None
+        await eventually(link.connection.connected.is_set, timeout=15)  # connection back …
+        assert link.channel.is_closed  # … its channel held at the gate
+
+        assert not bus.connected
+        with pytest.raises(ConnectionError, match="amqp connection is restoring its channel"):
+            await bus.check()
+        with pytest.raises(ConnectionError, match="restoring its channel"):
+            await bus.publish(make_event())
+        with pytest.raises(ConnectionError):
+            await bus.publish_raw("portal_session.used", b"{}", message_id="m1", headers={})
+
+        gate.set()
+        await eventually(lambda: bus.connected, timeout=10)
+        await bus.check()
+        event = make_event()
+        await bus.publish(event)
+        assert await amqp.drain_ids(queue, want=1, timeout=5) == [event.id]
+    finally:
+        gate.set()
+        await bus.close()
+
+
+async def test_a_publish_in_flight_when_the_link_drops_raises_connection_error(
+    proxied: Settings, amqp: Any, amqp_proxy: Any, make_event: Any, eventually: Any
+) -> None:
+    # The broker has the message but its confirm is held back by the proxy: the publish
+    # is in flight, for certain, when the link is cut.
+    bus = await Bus.connect(proxied, name="test-in-flight", reconnect_interval=0.1)
+    try:
+        queue = await amqp.queue()
+        amqp_proxy.hold_replies()
+        publish = asyncio.ensure_future(bus.publish(make_event()))
+        await eventually(lambda: _is(amqp.count(queue.name), 1), timeout=10)
+        assert not publish.done()
+        await amqp_proxy.cut()
+        with pytest.raises(ConnectionError) as raised:
+            await asyncio.wait_for(publish, 10)
+        print(f"\nin-flight publish failed with {raised.value!r} from {raised.value.__cause__!r}")
+        amqp_proxy.release_replies()
+        await amqp_proxy.restore()
+        await eventually(lambda: bus.connected, timeout=15)
+        await bus.publish(make_event())
+    finally:
+        amqp_proxy.release_replies()
+        await bus.close()
+
+
+async def test_a_publish_the_broker_closes_the_channel_for_raises_connection_error(
+    bus: Bus, amqp: Any, settings: Settings, make_event: Any, eventually: Any
+) -> None:
+    # An operator deleted the exchange: the broker closes the publishing channel (404).
+    # aio-pika raises ChannelNotFoundEntity, not a ConnectionError; callers see one type.
+    await amqp.channel.exchange_delete(settings.exchange)
+    with pytest.raises(ConnectionError) as raised:
+        await bus.publish(make_event())
+    assert type(raised.value.__cause__).__name__ == "ChannelNotFoundEntity"
+    # The robust channel reopens and re-declares the exchange: publishing works again.
+    await eventually(lambda: bus.connected, timeout=10)
+    queue = await amqp.queue()
+    event = make_event()
+    await bus.publish(event)
+    assert await amqp.drain_ids(queue, want=1, timeout=5) == [event.id]
