@@ -40,8 +40,9 @@ async def test_round_trip_with_request_id(
     seen = consumers.seen
     assert seen[0]["context"]["request_id"] == "req_round_trip"
     assert seen[0]["context"]["event_id"] == event.id
-    # Acked after commit: once the consumer is gone (an unacked message would return to
-    # the queue), nothing is left and nothing is dead.
+    # Acked (that it is acked only after the commit is the next test's): once the
+    # consumer is gone (an unacked message would return to the queue), nothing is left
+    # and nothing is dead.
     await bus.close()
     await asyncio.sleep(0.2)
     assert await amqp.count(queue) == 0
@@ -54,6 +55,77 @@ async def test_round_trip_with_request_id(
 
 async def _is(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
+
+
+async def test_a_message_is_acked_only_once_its_transaction_committed(
+    bus: Bus, amqp: Any, bf_slice: Any, tables: Any, make_event: Any, eventually: Any
+) -> None:
+    # The handler's transaction cannot commit while the test holds a conflicting row of
+    # a deferred unique constraint (checked at COMMIT, which then waits for us). So the
+    # handler has returned, the commit is pending, and the message must still be unacked.
+    schema, pool = tables.schema, tables.pool
+    await pool.execute(
+        f"CREATE TABLE {schema}.gate (k text, "
+        "CONSTRAINT gate_k UNIQUE (k) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    pids: list[int] = []
+
+    async def handle(event: Any, conn: Any) -> None:
+        await conn.execute(f"INSERT INTO {schema}.effects (event_id) VALUES ($1)", event.id)
+        await conn.execute(f"INSERT INTO {schema}.gate (k) VALUES ('k')")
+        pids.append(conn.get_server_pid())
+
+    queue = amqp.quorum_queue_name()
+    async with pool.acquire() as holder:
+        blocker = holder.transaction()
+        await blocker.start()
+        try:
+            await holder.execute(f"INSERT INTO {schema}.gate (k) VALUES ('k')")
+            await bus.consume(
+                queue, ["portal_session.*"], handle, pool=pool, schema=schema, consumer="t"
+            )
+            event = make_event()
+            await bus.publish(event)
+
+            async def commit_waits() -> bool:
+                return bool(pids) and "Lock" == await pool.fetchval(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pids[0]
+                )
+
+            await eventually(commit_waits, timeout=10)
+            assert await tables.effects() == []  # not committed …
+            # … and not acked (the broker's counters lag a little: wait for them).
+            await eventually(lambda: _is(_queue_counts(bf_slice.name, queue), (0, 1)), timeout=15)
+            assert await tables.effects() == []  # still held
+        finally:
+            await blocker.rollback()
+    await eventually(lambda: tables.effects_are(event.id))
+    # Committed: now the ack follows (ready 0, unacked 0), and nothing was redelivered.
+    await eventually(lambda: _is(_queue_counts(bf_slice.name, queue), (0, 0)), timeout=15)
+    assert pids == [pids[0]]
+
+
+async def _queue_counts(vhost: str, queue: str) -> tuple[int, int]:
+    """(ready, unacked) messages of ``queue`` as the broker counts them."""
+    exe = shutil.which("rabbitmqctl")
+    assert exe is not None
+    proc = await asyncio.create_subprocess_exec(
+        exe,
+        "-q",
+        "list_queues",
+        "-p",
+        vhost,
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+        "--formatter",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    row = next(r for r in json.loads(out) if r["name"] == queue)
+    return int(row["messages_ready"]), int(row["messages_unacknowledged"])
 
 
 async def test_queue_is_quorum_with_dead_lettering(
