@@ -88,8 +88,12 @@ async def test_a_message_is_acked_only_once_its_transaction_committed(
             await bus.publish(event)
 
             async def commit_waits() -> bool:
-                return bool(pids) and "Lock" == await pool.fetchval(
-                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pids[0]
+                return (
+                    bool(pids)
+                    and await pool.fetchval(
+                        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pids[0]
+                    )
+                    == "Lock"
                 )
 
             await eventually(commit_waits, timeout=10)
