@@ -480,7 +480,8 @@ class Bus:
         """Readiness: raise ``ConnectionError`` unless :attr:`connected` (a publish would
         be attempted now)."""
         if not self.connected:
-            raise BusUnavailable(f"amqp connection is {self._state()}")
+            # A plain ConnectionError: /readyz reports the type's name, kept stable.
+            raise ConnectionError(f"amqp connection is {self._state()}")
 
     async def close(self) -> None:
         """Stop connecting, close consumers (their unacked messages go back to the
