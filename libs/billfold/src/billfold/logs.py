@@ -34,6 +34,7 @@ from typing import Any, TextIO
 import orjson
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from billfold.settings import Settings
@@ -68,8 +69,10 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 _NEEDLES = ("bf_", "bfl_", "bfs_", "_test_", "_live_", "whsec_", "://")
 _NEEDLES_LOWER = ("bearer", "basic")
 
-# Keys whose values are ours, never a caller's: not redacted (as before).
-_UNREDACTED_KEYS = frozenset({"level", "ts", "service", "logger", "request_id"})
+# A request id taken from a caller (X-Request-Id, a message header): short and plain,
+# nothing that could break a log line. One that fits may still hold a key (bf_sk_…), so
+# request_id is redacted like every other field.
+_PLAIN_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 
 _secret_key_memo: dict[str, bool] = {}
 
@@ -93,6 +96,11 @@ def _may_hold_secret(text: str) -> bool:
             return True
     lowered = text.lower()
     return any(needle in lowered for needle in _NEEDLES_LOWER)
+
+
+def plain_request_id(value: str | None) -> str | None:
+    """``value`` if it is a short plain id (``[A-Za-z0-9._:-]{1,64}``), else None."""
+    return value if value and _PLAIN_REQUEST_ID.fullmatch(value) else None
 
 
 def redact_text(text: str) -> str:
@@ -126,9 +134,8 @@ _PLAIN = (int, float, bool, type(None))
 
 
 def redact_processor(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    # Every field, ours included (request_id can come from a caller): none is exempt.
     for key, value in list(event_dict.items()):
-        if key in _UNREDACTED_KEYS:
-            continue
         if _is_secret_key(key) and value:
             event_dict[key] = REDACTED
         elif type(value) is str:
@@ -209,8 +216,8 @@ class _SinkHandler(logging.Handler):
 
 
 class _ParserErrorFilter(logging.Filter):
-    """Cuts aiohttp's log of a request its HTTP parser refused down to one WARNING line
-    naming the exception class.
+    """Cuts aiohttp's log of a request its HTTP parser refused (or whose body it could not
+    decode) down to one WARNING line naming the exception class.
 
     aiohttp.server logs such a request at ERROR with a traceback, and the exception's
     message quotes the raw request line or header: an API key included. A key split by
@@ -222,7 +229,9 @@ class _ParserErrorFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
+        if isinstance(exc, RequestPayloadError) and exc.__cause__ is not None:
+            exc = exc.__cause__  # a body aiohttp could not read: name the decoder's error
+        if isinstance(exc, HttpProcessingError | RequestPayloadError):
             record.msg = "http_request_malformed: %s"
             record.args = (type(exc).__name__,)
             record.exc_info = None
