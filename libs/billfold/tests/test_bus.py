@@ -24,6 +24,7 @@ from aiohttp import web
 from billfold import bus as bus_module
 from billfold.bus import BUS, DLX, Bus, bus_context
 from billfold.db import create_pool
+from billfold.events import dump_event
 from billfold.outbox import relay_context
 from billfold.settings import Settings
 from billfold_testing.tcp_proxy import TcpProxy
@@ -130,6 +131,25 @@ async def _queue_counts(vhost: str, queue: str) -> tuple[int, int]:
     assert proc.returncode == 0
     row = next(r for r in json.loads(out) if r["name"] == queue)
     return int(row["messages_ready"]), int(row["messages_unacknowledged"])
+
+
+async def test_a_message_header_request_id_is_used_only_if_short_and_plain(
+    bus: Bus, consumers: Any, tables: Any, make_event: Any, eventually: Any
+) -> None:
+    await consumers.start()
+    for header in ("x" * 65, "has space", "ok-id.1:2_3"):
+        event = make_event()
+        await bus.publish_raw(
+            event.routing_key,
+            dump_event(event),
+            message_id=event.id,
+            headers={"x-request-id": header},
+        )
+        await eventually(lambda: len(consumers.seen) == 1)
+        (seen,) = consumers.seen
+        consumers.seen.clear()
+        expected = header if header == "ok-id.1:2_3" else None
+        assert seen["context"].get("request_id") == expected, header
 
 
 async def test_queue_is_quorum_with_dead_lettering(

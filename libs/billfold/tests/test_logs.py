@@ -85,6 +85,19 @@ def test_secrets_are_redacted_by_shape_and_by_field_name() -> None:
     assert line["key"] == "bf_sk_[redacted]"
 
 
+def test_no_field_is_exempt_from_redaction_request_id_included() -> None:
+    """A request id comes from a caller (X-Request-Id, a message header): it may be a key."""
+    out = _configure()
+    structlog.contextvars.bind_contextvars(request_id="bf_sk_SECRETSECRETSECRET")
+    try:
+        get_logger("x").info("handled", service_note="whsec_SECRETSECRET2")
+    finally:
+        structlog.contextvars.clear_contextvars()
+    assert "SECRETSECRET" not in out.getvalue()
+    (line,) = _lines(out)
+    assert line["request_id"] == "bf_sk_[redacted]"
+
+
 def test_exception_tracebacks_are_redacted() -> None:
     out = _configure()
     try:

@@ -52,7 +52,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from billfold.events import Event, dump_event, parse_event
-from billfold.logs import get_logger, redact_text
+from billfold.logs import get_logger, plain_request_id, redact_text
 from billfold.settings import Settings
 
 DLX = "billfold.dlx"
@@ -533,7 +533,8 @@ class _Consumer:
         )
 
     async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        request_id = _header_text(message.headers, REQUEST_ID_HEADER)
+        # As for X-Request-Id: only a short plain id is used (and logs redact it anyway).
+        request_id = plain_request_id(_header_text(message.headers, REQUEST_ID_HEADER))
         # Each delivery runs in its own task, so binding here cannot leak into others.
         structlog.contextvars.clear_contextvars()
         if request_id:
@@ -550,7 +551,7 @@ class _Consumer:
             await self._settle(message.reject(requeue=False))
             return
         structlog.contextvars.bind_contextvars(event_id=event.id, event_type=event.type)
-        if not request_id and event.request_id:
+        if not request_id and plain_request_id(event.request_id):
             structlog.contextvars.bind_contextvars(request_id=event.request_id)
         try:
             handled = await self._apply(event)
