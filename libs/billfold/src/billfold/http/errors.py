@@ -93,6 +93,11 @@ _HTTP_CODES: dict[int, tuple[ErrorType, str, str]] = {
     405: ("invalid_request_error", "method_not_allowed", "Method not allowed for this URL."),
     413: ("invalid_request_error", "body_too_large", "Request body is too large."),
     415: ("invalid_request_error", "unsupported_media_type", "Unsupported content type."),
+    417: (
+        "invalid_request_error",
+        "expectation_unsupported",
+        "Only 'Expect: 100-continue' is supported.",
+    ),
 }
 
 
@@ -129,6 +134,23 @@ def service_busy() -> ApiError:
         "The service is busy; retry the request shortly.",
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
+
+
+def body_invalid_encoding() -> ApiError:
+    """A body aiohttp could not read: bad chunked framing, or a Content-Encoding (gzip,
+    deflate) over bytes that are not."""
+    return ApiError(
+        400,
+        "invalid_request_error",
+        "body_invalid_encoding",
+        "The body could not be decoded: check its Content-Encoding and framing.",
+    )
+
+
+def expectation_unsupported() -> ApiError:
+    """An ``Expect`` header other than ``100-continue`` (the value is not quoted back)."""
+    type_, code, message = _HTTP_CODES[417]
+    return ApiError(417, type_, code, message)
 
 
 def internal_error() -> ApiError:
