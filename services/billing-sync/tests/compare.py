@@ -70,6 +70,9 @@ async def mismatches(
         r["stripe_id"]: r
         for r in await pool.fetch("SELECT * FROM mirror.subscriptions WHERE site_id = $1", site_id)
     }
+    # Objects of a customer deleted before it was mirrored are not mirrored (no portal).
+    never = deleted_customers - set(rows)
+    subs = [s for s in subs if _id(s.customer) not in never]
     check("subscription ids", set(sub_rows), {s.id for s in subs})
     for s in subs:
         row = sub_rows.get(s.id)
@@ -118,6 +121,7 @@ async def mismatches(
             "SELECT * FROM mirror.invoices WHERE site_id = $1 AND deleted_at IS NULL", site_id
         )
     }
+    invoices = [i for i in invoices if _id(i.customer) not in never]
     check("invoice ids", set(inv_rows), {i.id for i in invoices})
     for inv in invoices:
         row = inv_rows.get(inv.id)

@@ -167,7 +167,15 @@ class Synced:
             )
             return int(left) == 0
 
-        await eventually(processed, timeout=timeout)
+        try:
+            await eventually(processed, timeout=timeout)
+        except AssertionError:
+            stuck = await self.pool.fetch(
+                "SELECT id, type, attempts, last_error FROM mirror.stripe_events "
+                "WHERE site_id = $1 AND processed_at IS NULL LIMIT 5",
+                self.site_id,
+            )
+            raise AssertionError(f"events not processed: {[dict(r) for r in stuck]}") from None
 
     async def outbox(self) -> list[dict[str, Any]]:
         """The mirror's change events for this site still in (or published from) the

@@ -50,16 +50,15 @@ async def find(ctx: SyncContext, stripe_id: str) -> CustomerRef | None:
     return CustomerRef(row["id"], row["site_id"], row["stripe_id"], row["default_payment_method"])
 
 
-async def resolve(ctx: SyncContext, stripe_id: str) -> CustomerRef:
+async def resolve(ctx: SyncContext, stripe_id: str) -> CustomerRef | None:
     """The customer an object belongs to: mirrored already, or fetched and mirrored now
-    (events of a new customer's subscription may arrive before the customer's own)."""
+    (events of a new customer's subscription may arrive before the customer's own).
+    None if the customer was deleted before it was ever mirrored: nobody can open a
+    portal for it, so its objects are not mirrored either."""
     found = await find(ctx, stripe_id)
     if found is not None:
         return found
-    refreshed = await refresh(ctx, stripe_id)
-    if refreshed is None:
-        raise LookupError(f"customer {stripe_id} does not exist in Stripe")
-    return refreshed
+    return await refresh(ctx, stripe_id)
 
 
 async def _mark_deleted(ctx: SyncContext, stripe_id: str) -> CustomerRef | None:

@@ -55,6 +55,8 @@ async def refresh(ctx: SyncContext, stripe_id: str) -> None:
     if inv.id is None or customer_id is None:
         return
     customer = await customers.resolve(ctx, customer_id)
+    if customer is None:
+        return
     row = await ctx.conn.fetchrow(
         """
         INSERT INTO mirror.invoices AS v (stripe_id, site_id, customer_id, stripe_customer_id,

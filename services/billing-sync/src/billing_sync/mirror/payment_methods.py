@@ -41,6 +41,8 @@ async def refresh(ctx: SyncContext, stripe_id: str) -> None:
         await _mark_detached(ctx, stripe_id)
         return
     customer = await customers.resolve(ctx, stripe_customer)
+    if customer is None:
+        return
     card = pm.card
     is_default = customer.default_payment_method == pm.id
     row = await ctx.conn.fetchrow(

@@ -83,6 +83,8 @@ async def refresh(ctx: SyncContext, stripe_id: str) -> None:
             return  # never mirrored, or not this account's: nothing to show
         raise
     customer = await customers.resolve(ctx, str(ref_id(sub.customer)))
+    if customer is None:
+        return
     items = [_item_fields(i) for i in sub["items"].data]
     starts = [i["current_period_start"] for i in items if i["current_period_start"]]
     ends = [i["current_period_end"] for i in items if i["current_period_end"]]
