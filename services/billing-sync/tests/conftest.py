@@ -150,6 +150,7 @@ class Synced:
     api: stripe.StripeClient
     pool: asyncpg.Pool
     webhook_secret: str
+    api_key: str
 
     @property
     def webhook_url(self) -> str:
@@ -209,6 +210,7 @@ async def synced(
             params={"url": url, "enabled_events": ["*"]}
         )
         secret = str(endpoint.secret)
+        api_key = f"sk_test_{secrets.token_hex(12)}"
         async with db_pool.acquire() as conn:
             # A key of the site's own (the fake takes any sk_test_ key): each test's site
             # is then its own Stripe account, not one shared deployment account.
@@ -217,8 +219,8 @@ async def synced(
                 box,
                 site_id,
                 webhook_secret=secret,
-                api_key=f"sk_test_{secrets.token_hex(12)}",
+                api_key=api_key,
             )
-        yield Synced(site_id, server, app, stripe_fake, stripe_api, db_pool, secret)
+        yield Synced(site_id, server, app, stripe_fake, stripe_api, db_pool, secret, api_key)
     finally:
         await server.close()

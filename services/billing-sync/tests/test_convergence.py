@@ -23,8 +23,11 @@ async def _one_customer(api: stripe.StripeClient, n: int, prices: list[str]) -> 
     """A customer's life: profile edits, cards, a default, a subscription and its changes.
     Returns the id if the customer ends deleted."""
     customer = await api.v1.customers.create_async(
-        params={"email": f"c{n}@example.com", "name": f"Customer {n}",
-                "metadata": {"external_id": f"ext-{n}"}}
+        params={
+            "email": f"c{n}@example.com",
+            "name": f"Customer {n}",
+            "metadata": {"external_id": f"ext-{n}"},
+        }
     )
     await api.v1.customers.update_async(
         customer.id,
@@ -38,8 +41,10 @@ async def _one_customer(api: stripe.StripeClient, n: int, prices: list[str]) -> 
         customer.id, params={"invoice_settings": {"default_payment_method": cards[n % 2]}}
     )
     sub = await api.v1.subscriptions.create_async(
-        params={"customer": customer.id,
-                "items": [{"price": prices[n % len(prices)], "quantity": 1 + n % 4}]}
+        params={
+            "customer": customer.id,
+            "items": [{"price": prices[n % len(prices)], "quantity": 1 + n % 4}],
+        }
     )
     item = sub["items"].data[0]
     await api.v1.subscriptions.update_async(
@@ -66,16 +71,18 @@ async def test_shuffled_duplicated_delayed_events_converge(
     prices = [
         (
             await api.v1.prices.create_async(
-                params={"product": product.id, "currency": "eur", "unit_amount": amount,
-                        "recurring": {"interval": "month"}}
+                params={
+                    "product": product.id,
+                    "currency": "eur",
+                    "unit_amount": amount,
+                    "recurring": {"interval": "month"},
+                }
             )
         ).id
         for amount in (900, 1900, 4900)
     ]
     synced.fake.set_delivery(delay=0.02, duplicate=True, reorder=True)
-    results = await asyncio.gather(
-        *(_one_customer(api, n, prices) for n in range(CUSTOMERS))
-    )
+    results = await asyncio.gather(*(_one_customer(api, n, prices) for n in range(CUSTOMERS)))
     deleted = {r for r in results if r}
     # A month later: renewals (subscription updates, new invoices, payments).
     await asyncio.to_thread(synced.fake.advance, 32 * 86400)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -37,6 +38,12 @@ async def _stripe_gateway(app: web.Application) -> AsyncIterator[None]:
     await gateway.close()
 
 
+def quiet_stripe_library() -> None:
+    """The stripe library logs every request and response at INFO (URLs with object
+    ids): one worker refresh would be a dozen lines. Its warnings still come through."""
+    logging.getLogger("stripe").setLevel(logging.WARNING)
+
+
 def create_app(settings: BillingSyncSettings, *, worker: bool = True) -> web.Application:
     """The app; ``worker=False`` serves webhooks without processing them (tests that
     drive :class:`billing_sync.worker.Worker` themselves)."""
@@ -45,6 +52,7 @@ def create_app(settings: BillingSyncSettings, *, worker: bool = True) -> web.App
         middlewares=standard_middlewares(SERVICE, body_limit), client_max_size=body_limit
     )
     malformed.install(app)
+    quiet_stripe_library()
     app[SETTINGS] = settings
     app[SECRET_BOX] = SecretBox(settings.secrets_key_bytes())
     contexts = [
