@@ -201,7 +201,10 @@ async def synced(
     site_id = await new_site(db_pool)
     # No relay to RabbitMQ in these tests: the outbox rows stay for the test to read
     # (the relay itself is billfold's, tested there). A broker URL nobody answers.
-    app = create_app(settings.model_copy(update={"amqp_url": "amqp://guest:guest@127.0.0.1:1/"}))
+    app = create_app(
+        settings.model_copy(update={"amqp_url": "amqp://guest:guest@127.0.0.1:1/"}),
+        reconcile=False,
+    )
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
