@@ -148,7 +148,8 @@ async def test_reconciliation_repairs_a_dropped_webhook(
     row = await pool.fetchrow(
         "SELECT name, deleted_at FROM mirror.customers WHERE stripe_id = $1", customer.id
     )
-    assert row["name"] == "Renamed" and row["deleted_at"] is None
+    assert row["name"] == "Renamed"
+    assert row["deleted_at"] is None
     assert await pool.fetchval(
         "SELECT deleted_at IS NOT NULL FROM mirror.customers WHERE stripe_id = $1", other.id
     )
