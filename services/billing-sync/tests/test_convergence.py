@@ -13,6 +13,11 @@ import asyncio
 
 import stripe
 
+from billing_sync.secrets import SecretBox
+from billing_sync.settings import BillingSyncSettings
+from billing_sync.stripe_api import StripeGateway
+from billing_sync.worker import Worker
+
 from .compare import mismatches
 from .conftest import Eventually, Synced
 
@@ -64,8 +69,21 @@ async def _one_customer(api: stripe.StripeClient, n: int, prices: list[str]) -> 
 
 
 async def test_shuffled_duplicated_delayed_events_converge(
-    synced: Synced, eventually: Eventually
+    synced: Synced, eventually: Eventually, settings: BillingSyncSettings, box: SecretBox
 ) -> None:
+    # A second replica's worker on the same database: claims and per-customer locks
+    # must keep the two from processing one customer at once.
+    gateway = StripeGateway(settings)
+    replica = Worker(settings, synced.pool, gateway, box, concurrency=2)
+    await replica.start()
+    try:
+        await _scenario(synced, eventually)
+    finally:
+        await replica.stop()
+        await gateway.close()
+
+
+async def _scenario(synced: Synced, eventually: Eventually) -> None:
     api = synced.api
     product = await api.v1.products.create_async(params={"name": "Team"})
     prices = [
