@@ -191,6 +191,7 @@ class Synced:
 
 @pytest_asyncio.fixture
 async def synced(
+    request: pytest.FixtureRequest,
     settings: BillingSyncSettings,
     db_pool: asyncpg.Pool,
     stripe_fake: StripeFake,
@@ -201,9 +202,13 @@ async def synced(
     site_id = await new_site(db_pool)
     # No relay to RabbitMQ in these tests: the outbox rows stay for the test to read
     # (the relay itself is billfold's, tested there). A broker URL nobody answers.
+    # Options through indirect parametrisation, e.g. {"worker": False}: webhooks are
+    # accepted but only the test processes them (Worker.run_once).
+    options: dict[str, Any] = getattr(request, "param", {})
     app = create_app(
         settings.model_copy(update={"amqp_url": "amqp://guest:guest@127.0.0.1:1/"}),
         reconcile=False,
+        worker=options.get("worker", True),
     )
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()

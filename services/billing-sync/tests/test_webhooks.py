@@ -46,7 +46,6 @@ async def _stored(synced: Synced) -> int:
 async def test_bad_signatures_are_400_logged_once_and_store_nothing(
     synced: Synced, logs: LogCapture, case: str, reason: str
 ) -> None:
-    # Stop the worker from seeing anything: nothing may be stored at all.
     body = _event(f"evt_{case}")
     headers = {"Content-Type": "application/json"}
     if case == "wrong_secret":
