@@ -109,6 +109,20 @@ def test_reconfiguring_applies_to_loggers_already_in_use() -> None:
     assert [line["event"] for line in _lines(second)] == ["now_visible"]
 
 
+def test_a_logger_in_use_names_the_service_configured_now() -> None:
+    """One test process configures logging for several services in turn (each service's
+    tests capture their own lines): a logger cached under the first must not keep
+    naming it."""
+    log = get_logger("test.service_name")
+    first, second = io.StringIO(), io.StringIO()
+    configure_logging("svc-one", Settings(log_format="json"), stream=first)
+    log.info("under_one")
+    configure_logging("svc-two", Settings(log_format="json"), stream=second)
+    log.info("under_two")
+    assert [line["service"] for line in _lines(first)] == ["svc-one"]
+    assert [line["service"] for line in _lines(second)] == ["svc-two"]
+
+
 def test_redaction_shortcut_does_not_skip_secrets() -> None:
     """Strings that cannot hold a secret skip the regexes; every kind that can still
     goes through them, whatever its case or script."""

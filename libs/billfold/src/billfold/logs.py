@@ -132,12 +132,11 @@ def redact_processor(_: WrappedLogger, __: str, event_dict: EventDict) -> EventD
     return event_dict
 
 
-def _service_adder(service: str) -> Processor:
-    def add_service(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-        event_dict.setdefault("service", service)
-        return event_dict
-
-    return add_service
+def _add_service(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    # Read from the sink at each event (like the level), so a logger cached before a
+    # reconfiguration names the service configured now, not the one it first saw.
+    event_dict.setdefault("service", _SINK.service)
+    return event_dict
 
 
 def _format_exc_then_redact(renderer: Processor) -> list[Processor]:
@@ -158,11 +157,13 @@ def _json_dumps(event_dict: Any, **_: Any) -> str:
 
 
 class _Sink:
-    """Where every line goes; ``configure_logging`` swaps the stream and the level."""
+    """Where every line goes; ``configure_logging`` swaps the stream, the level and the
+    service name."""
 
     def __init__(self) -> None:
         self.stream: TextIO = sys.stderr
         self.level = logging.INFO
+        self.service = "billfold"
         self.lock = threading.Lock()
 
     def write(self, line: str) -> None:
@@ -268,12 +269,13 @@ def configure_logging(service: str, settings: Settings, stream: Any = None) -> N
     with _SINK.lock:
         _SINK.stream = out
         _SINK.level = level if isinstance(level, int) else logging.INFO
+        _SINK.service = service
 
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
-        _service_adder(service),
+        _add_service,
     ]
     structlog.configure(
         processors=[
