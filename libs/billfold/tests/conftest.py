@@ -7,7 +7,8 @@ and queues named at random that are deleted afterwards.
 The helpers a test needs (``Tables``, ``Consumers``, ``Relays``, a cuttable link to the
 broker) are handed out as fixtures too, so that each test reads as its scenario.
 
-Every test of the package leaves logging as it found it (``_logging_restored``).
+Every test leaves logging as it found it (``_bf_logging_restored`` in the
+billfold_testing plugin).
 """
 
 # The schema in these f-strings is the test's own random identifier, never input.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,7 +34,6 @@ import structlog
 
 from billfold.bus import Bus
 from billfold.events import Event, PortalSessionUsed
-from billfold.logs import restore_logging_state, save_logging_state
 from billfold.outbox import OutboxRelay, enqueue, outbox_ddl
 from billfold.settings import Settings
 from billfold_testing.tcp_proxy import TcpProxy
@@ -47,17 +47,6 @@ def _test_schema_ddl(schema: str) -> str:
         # What a handler "did": not unique on purpose, so a double effect would show.
         + f"CREATE TABLE {schema}.effects (event_id text NOT NULL, request_id text, seq integer);"
     )
-
-
-@pytest.fixture(autouse=True)
-def _logging_restored() -> Iterator[None]:
-    """Whatever a test does to logging (``configure_logging`` onto its own stream, at
-    its own level), the next test, of this package or another, finds it as it was."""
-    state = save_logging_state()
-    try:
-        yield
-    finally:
-        restore_logging_state(state)
 
 
 def rand(prefix: str) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import io
 import json
 import os
 import secrets
@@ -24,28 +23,13 @@ import stripe
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from billfold.logs import configure_logging
 from billfold.settings import Settings
+from billfold_testing.logcapture import LogCapture
 from billfold_testing.stripe_fake.fixtures import StripeFake
 from billing_sync import accounts
 from billing_sync.app import create_app
 from billing_sync.secrets import SecretBox
 from billing_sync.settings import BillingSyncSettings, new_secrets_key
-
-
-class LogCapture:
-    def __init__(self) -> None:
-        self.stream = io.StringIO()
-        self._start = 0
-
-    def mark(self) -> None:
-        self._start = len(self.stream.getvalue())
-
-    def text(self) -> str:
-        return self.stream.getvalue()[self._start :]
-
-    def lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="session")
@@ -62,16 +46,8 @@ def secrets_key(bf_slice: Any) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def log_capture(bf_settings: Settings) -> LogCapture:
-    capture = LogCapture()
-    configure_logging("billing-sync", bf_settings, stream=capture.stream)
-    return capture
-
-
-@pytest.fixture
-def logs(log_capture: LogCapture) -> LogCapture:
-    log_capture.mark()
-    return log_capture
+def bf_service_name() -> str:
+    return "billing-sync"
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ never see each other's data and a rerun never trips over an earlier one.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import secrets
 import socket
@@ -27,8 +26,8 @@ from aiohttp.test_utils import TestClient
 
 from billfold import tokens
 from billfold.bus import Bus
-from billfold.logs import configure_logging
 from billfold.settings import Settings
+from billfold_testing.logcapture import LogCapture
 from session_api.app import create_app
 from session_api.customers import repository as customers
 from session_api.keys import repository as keys
@@ -52,34 +51,9 @@ class Tenant:
 TenantFactory = Callable[..., Any]
 
 
-class LogCapture:
-    """The JSON log lines the process wrote since ``mark()``."""
-
-    def __init__(self) -> None:
-        self.stream = io.StringIO()
-        self._start = 0
-
-    def mark(self) -> None:
-        self._start = len(self.stream.getvalue())
-
-    def text(self) -> str:
-        return self.stream.getvalue()[self._start :]
-
-    def lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.text().splitlines() if line.strip()]
-
-
 @pytest.fixture(scope="session")
-def log_capture(bf_settings: Settings) -> LogCapture:
-    capture = LogCapture()
-    configure_logging("session-api", bf_settings, stream=capture.stream)
-    return capture
-
-
-@pytest.fixture
-def logs(log_capture: LogCapture) -> LogCapture:
-    log_capture.mark()
-    return log_capture
+def bf_service_name() -> str:
+    return "session-api"
 
 
 @pytest.fixture

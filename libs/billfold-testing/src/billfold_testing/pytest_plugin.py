@@ -16,8 +16,45 @@ import redis.asyncio as aioredis
 
 from billfold.cache import create_redis
 from billfold.db import create_pool
+from billfold.logs import configure_logging, restore_logging_state, save_logging_state
 from billfold.settings import Settings
 from billfold_testing.infra import Slice, create_slice, destroy_slice
+from billfold_testing.logcapture import LogCapture
+
+
+@pytest.fixture(autouse=True)
+def _bf_logging_restored() -> Iterator[None]:
+    """Whatever a test does to logging (``configure_logging`` onto its own stream, at
+    its own level, for its own service), the next test, of any package, finds it as it
+    was."""
+    state = save_logging_state()
+    try:
+        yield
+    finally:
+        restore_logging_state(state)
+
+
+@pytest.fixture(scope="session")
+def bf_service_name() -> str:
+    """The service whose name the captured lines carry; each service's conftest
+    overrides it."""
+    return "billfold"
+
+
+@pytest.fixture
+def log_capture(bf_settings: Settings, bf_service_name: str) -> LogCapture:
+    """Logging configured for this test onto a fresh capture (undone after the test by
+    ``_bf_logging_restored``)."""
+    capture = LogCapture()
+    configure_logging(bf_service_name, bf_settings, stream=capture.stream)
+    return capture
+
+
+@pytest.fixture
+def logs(log_capture: LogCapture) -> LogCapture:
+    """The capture, marked: ``lines()`` returns only what the test itself logged."""
+    log_capture.mark()
+    return log_capture
 
 
 @pytest.fixture(scope="session")
