@@ -31,39 +31,19 @@ import structlog
 
 from billfold.bus import Bus
 from billfold.events import Event, PortalSessionUsed
-from billfold.outbox import OutboxRelay, enqueue
+from billfold.outbox import OutboxRelay, enqueue, outbox_ddl
 from billfold.settings import Settings
 from billfold_testing.tcp_proxy import TcpProxy
 
-OUTBOX_DDL = """
-CREATE SCHEMA {s};
-CREATE TABLE {s}.outbox (
-    id             bigserial PRIMARY KEY,
-    event_id       text NOT NULL UNIQUE,
-    routing_key    text NOT NULL,
-    ordering_key   text,
-    payload        jsonb NOT NULL,
-    headers        jsonb NOT NULL DEFAULT '{{}}'::jsonb,
-    created_at     timestamptz NOT NULL DEFAULT now(),
-    attempts       integer NOT NULL DEFAULT 0,
-    next_attempt_at timestamptz NOT NULL DEFAULT now(),
-    last_error     text
-);
-CREATE INDEX outbox_pending_idx ON {s}.outbox (next_attempt_at, id);
-CREATE INDEX outbox_ordering_idx ON {s}.outbox (ordering_key, id);
-CREATE TABLE {s}.processed_events (
-    consumer     text NOT NULL,
-    event_id     text NOT NULL,
-    processed_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (consumer, event_id)
-);
--- What a handler "did": not unique on purpose, so a double effect would show.
-CREATE TABLE {s}.effects (
-    event_id   text NOT NULL,
-    request_id text,
-    seq        integer
-);
-"""
+
+def _test_schema_ddl(schema: str) -> str:
+    """A schema with an outbox exactly as a service's migration makes it, plus effects."""
+    return (
+        f"CREATE SCHEMA {schema};"
+        + outbox_ddl(schema)
+        # What a handler "did": not unique on purpose, so a double effect would show.
+        + f"CREATE TABLE {schema}.effects (event_id text NOT NULL, request_id text, seq integer);"
+    )
 
 
 def rand(prefix: str) -> str:
@@ -97,7 +77,7 @@ async def settings(bf_settings: Settings) -> Settings:
 @pytest_asyncio.fixture
 async def schema(db_pool: asyncpg.Pool) -> AsyncIterator[str]:
     name = rand("test_outbox")
-    await db_pool.execute(OUTBOX_DDL.format(s=name))
+    await db_pool.execute(_test_schema_ddl(name))
     try:
         yield name
     finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from importlib.metadata import entry_points
+from typing import Any
 
 import click
 
@@ -19,6 +20,45 @@ from billfold.logs import configure_logging
 from billfold.settings import load_settings
 
 CLI_GROUP = "billfold.cli"
+
+
+# --- what every service's commands share ------------------------------------------------
+
+
+class InputError(click.ClickException):
+    """Bad input: one line, exit code 2 (the usage-error convention)."""
+
+    exit_code = 2
+
+
+class _OneLineErrors:
+    """Mixin: click usage errors without the usage dump (one line, still exit 2)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)  # type: ignore[misc, no-any-return]
+        except click.UsageError as exc:
+            exc.ctx = None
+            raise
+
+
+class Command(_OneLineErrors, click.Command):
+    pass
+
+
+class Group(_OneLineErrors, click.Group):
+    """A service's command group: bad input is one ``Error: …`` line and exit code 2."""
+
+    command_class = Command
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            exc.ctx = None
+            raise
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

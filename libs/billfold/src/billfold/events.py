@@ -48,26 +48,38 @@ class LoginCodeRequestedData(_Data):
     expires_at: datetime
 
 
+# The mirror's change events (billing-sync): ids are Billfold's customer id (cu_…) and
+# Stripe's object ids; consumers re-read the mirror for details. ``deleted`` says the
+# object is gone (customer deleted, subscription ended, draft invoice deleted, payment
+# method detached), so a consumer can drop what it cached.
+
+
 class CustomerData(_Data):
     customer_id: str
     stripe_id: str | None = None
+    external_id: str | None = None
+    deleted: bool = False
 
 
 class SubscriptionData(_Data):
     subscription_id: str
     customer_id: str
     status: str | None = None
+    deleted: bool = False
 
 
 class InvoiceData(_Data):
     invoice_id: str
     customer_id: str
     status: str | None = None
+    deleted: bool = False
 
 
 class PaymentMethodData(_Data):
     payment_method_id: str
     customer_id: str
+    is_default: bool = False
+    deleted: bool = False
 
 
 class PortalActionData(_Data):

@@ -6,28 +6,9 @@ an event exists if and only if the change committed (DESIGN, Principle 1). The
 the broker has them; from then on the quorum queue holds them durably.
 
 Each producing service owns the table in its own schema, created by its own migration
-(session-api's is ``portal``)::
-
-    CREATE TABLE portal.outbox (
-        id             bigserial PRIMARY KEY,
-        event_id       text NOT NULL UNIQUE,
-        routing_key    text NOT NULL,
-        ordering_key   text,
-        payload        jsonb NOT NULL,
-        headers        jsonb NOT NULL DEFAULT '{}'::jsonb,
-        created_at     timestamptz NOT NULL DEFAULT now(),
-        attempts       integer NOT NULL DEFAULT 0,
-        next_attempt_at timestamptz NOT NULL DEFAULT now(),
-        last_error     text
-    );
-    CREATE INDEX outbox_pending_idx ON portal.outbox (next_attempt_at, id);
-    CREATE INDEX outbox_ordering_idx ON portal.outbox (ordering_key, id);
-    CREATE TABLE portal.processed_events (
-        consumer     text NOT NULL,
-        event_id     text NOT NULL,
-        processed_at timestamptz NOT NULL DEFAULT now(),
-        PRIMARY KEY (consumer, event_id)
-    );
+from :func:`outbox_ddl` (the one definition of its shape), next to the
+``processed_events`` table its consumers dedupe with. session-api's ``portal`` outbox
+predates the function and was pasted into its SQL migration; a test compares the two.
 
 How the relay behaves:
 
@@ -92,6 +73,36 @@ BASE_BACKOFF = 0.5
 # How often a backoff looks whether a bus that had connected before is back: a robust
 # reconnect has no event of its own on Bus (its first connect has, wait_connected).
 BUS_RECONNECT_POLL = 0.2
+
+
+def outbox_ddl(schema: str) -> str:
+    """The DDL of ``{schema}.outbox`` and ``{schema}.processed_events``: the one place the
+    relay's table and the consumers' dedupe table are defined. A service's migration runs
+    it (yoyo: ``step(outbox_ddl("mirror"))`` in a ``.py`` migration); the schema must exist."""
+    s = sql_identifier(schema)
+    # S608: `s` is a checked identifier, not input.
+    return f"""
+CREATE TABLE {s}.outbox (
+    id             bigserial PRIMARY KEY,
+    event_id       text NOT NULL UNIQUE,
+    routing_key    text NOT NULL,
+    ordering_key   text,
+    payload        jsonb NOT NULL,
+    headers        jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    attempts       integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error     text
+);
+CREATE INDEX outbox_pending_idx ON {s}.outbox (next_attempt_at, id);
+CREATE INDEX outbox_ordering_idx ON {s}.outbox (ordering_key, id);
+CREATE TABLE {s}.processed_events (
+    consumer     text NOT NULL,
+    event_id     text NOT NULL,
+    processed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer, event_id)
+);
+"""
 
 
 def channel_name(schema: str) -> str:

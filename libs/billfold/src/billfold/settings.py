@@ -1,14 +1,18 @@
 """Settings for every Billfold service, read once from ``BILLFOLD_*`` environment variables.
 
-One class for all services keeps names and defaults in one place; each service reads only
-the fields it needs. Defaults work for a local run against services on 127.0.0.1.
+``Settings`` holds what every service shares (addresses, ports, logging, pools), so names
+and defaults live in one place. A service with settings of its own that others must not
+hold extends it in its own package (billing-sync's ``BillingSyncSettings`` carries the
+Stripe key: no other service's settings object can read it, DESIGN Principle 2) and
+loads that class with ``load_settings(cls)``. Defaults work for a local run against
+services on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import sys
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, TypeVar, overload
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,10 +81,18 @@ class SettingsError(SystemExit):
     """Start-up stops with one line naming the offending variable."""
 
 
-def load_settings() -> Settings:
-    """Read settings from the environment, or stop with one readable line."""
+S = TypeVar("S", bound=Settings)
+
+
+@overload
+def load_settings() -> Settings: ...
+@overload
+def load_settings(cls: type[S]) -> S: ...
+def load_settings(cls: type[Settings] = Settings) -> Settings:
+    """Read ``cls`` (the shared ``Settings`` or a service's subclass) from the environment,
+    or stop with one readable line naming the variable."""
     try:
-        return Settings()
+        return cls()
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ENV_PREFIX + str(first["loc"][0]).upper() if first["loc"] else ENV_PREFIX

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import click
 
+from billfold.cli import Command, Group, InputError
 from billfold.db import create_pool
 from billfold.logs import configure_logging
 from billfold.settings import Settings, load_settings
@@ -31,40 +32,6 @@ _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 _COLOR = re.compile(r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _LOCALE = re.compile(r"^[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*$")
-
-
-class InputError(click.ClickException):
-    """Bad input: one line, exit code 2 (the usage-error convention)."""
-
-    exit_code = 2
-
-
-class _OneLineErrors:
-    """Mixin: click usage errors without the usage dump (one line, still exit 2)."""
-
-    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
-        try:
-            return super().make_context(*args, **kwargs)  # type: ignore[misc, no-any-return]
-        except click.UsageError as exc:
-            exc.ctx = None
-            raise
-
-
-class Command(_OneLineErrors, click.Command):
-    pass
-
-
-class Group(_OneLineErrors, click.Group):
-    command_class = Command
-
-    def resolve_command(
-        self, ctx: click.Context, args: list[str]
-    ) -> tuple[str | None, click.Command | None, list[str]]:
-        try:
-            return super().resolve_command(ctx, args)
-        except click.UsageError as exc:
-            exc.ctx = None
-            raise
 
 
 def _run(work: Callable[[Settings, Conn], Awaitable[T]]) -> T:

@@ -1,0 +1,68 @@
+"""The billing-sync aiohttp application: Stripe webhooks in, the worker, health."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from billfold import bus, db, outbox
+from billfold.http import malformed
+from billfold.http.health import add_health_routes
+from billfold.http.middlewares import standard_middlewares
+from billing_sync import webhooks
+from billing_sync.secrets import SecretBox
+from billing_sync.settings import BillingSyncSettings
+from billing_sync.state import SECRET_BOX, SETTINGS, STRIPE
+from billing_sync.stripe_api import StripeGateway
+from billing_sync.worker import worker_context
+
+SERVICE = "billing-sync"
+# Stripe events can be far larger than an API request (an invoice with many lines).
+WEBHOOK_MAX_BYTES = 1024 * 1024
+
+
+async def _check_postgres(app: web.Application) -> None:
+    await db.check(app[db.DB_POOL])
+
+
+async def _check_rabbitmq(app: web.Application) -> None:
+    await app[bus.BUS].check()
+
+
+async def _stripe_gateway(app: web.Application) -> AsyncIterator[None]:
+    gateway = StripeGateway(app[SETTINGS])
+    app[STRIPE] = gateway
+    yield
+    await gateway.close()
+
+
+def create_app(settings: BillingSyncSettings, *, worker: bool = True) -> web.Application:
+    """The app; ``worker=False`` serves webhooks without processing them (tests that
+    drive :class:`billing_sync.worker.Worker` themselves)."""
+    body_limit = max(settings.max_body_bytes, WEBHOOK_MAX_BYTES)
+    app = web.Application(
+        middlewares=standard_middlewares(SERVICE, body_limit), client_max_size=body_limit
+    )
+    malformed.install(app)
+    app[SETTINGS] = settings
+    app[SECRET_BOX] = SecretBox(settings.secrets_key_bytes())
+    contexts = [
+        db.pool_context(settings),
+        _stripe_gateway,
+        # Starts while RabbitMQ is unreachable: mirror events wait in the outbox.
+        bus.bus_context(settings, name=SERVICE),
+        outbox.relay_context(settings, "mirror"),
+    ]
+    if worker:
+        contexts.append(worker_context())
+    app.cleanup_ctx.extend(contexts)
+    # Postgres is the truth and where accepted webhooks go: required. RabbitMQ only
+    # carries the mirror's change events, which wait in the outbox: optional. Stripe is
+    # not checked: an outage there delays processing (events wait), it does not stop
+    # this replica from accepting webhooks.
+    add_health_routes(
+        app, required={"postgres": _check_postgres}, optional={"rabbitmq": _check_rabbitmq}
+    )
+    app.router.add_routes(webhooks.routes)
+    return app

@@ -1,0 +1,201 @@
+"""billing-sync's operator commands: ``billfold stripe …``.
+
+``billfold stripe configure --site S`` sets which Stripe account serves a site and
+stores the site's webhook signing secret and (optionally) its own API key, encrypted
+(``billing_sync.secrets``). A secret given as ``-`` is read from standard input, so it
+stays out of the shell history and the process list. Secrets are never printed back:
+``show`` and ``list`` give hints only. (The issue also names ``billfold site update S
+--stripe-api-key …``; ``site`` is session-api's group, and a command of one service
+cannot join another's group without one importing the other, so the Stripe settings are
+billing-sync's own ``stripe`` group.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+import click
+
+from billfold.cli import Group, InputError
+from billfold.db import create_pool
+from billfold.logs import configure_logging
+from billfold.settings import load_settings
+from billing_sync import accounts
+from billing_sync.dbtypes import Conn
+from billing_sync.secrets import SecretBox
+from billing_sync.settings import BillingSyncSettings
+
+T = TypeVar("T")
+
+_API_KEY = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9]{8,255}$")
+_WEBHOOK_SECRET = re.compile(r"^whsec_[A-Za-z0-9+/=]{8,255}$")
+_ACCOUNT = re.compile(r"^acct_[A-Za-z0-9]{1,255}$")
+
+
+def _run(work: Callable[[BillingSyncSettings, SecretBox, Conn], Awaitable[T]]) -> T:
+    settings = load_settings(BillingSyncSettings)
+    configure_logging("billfold-cli", settings)
+    box = SecretBox(settings.secrets_key_bytes())
+
+    async def main() -> T:
+        pool = await create_pool(settings, min_size=1, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                return await work(settings, box, conn)
+        finally:
+            await pool.close()
+
+    try:
+        return asyncio.run(main())
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InvalidCatalogNameError) as exc:
+        raise click.ClickException(
+            f"cannot reach the database ({type(exc).__name__}); "
+            "check BILLFOLD_DATABASE_URL and run `billfold migrate`"
+        ) from None
+    except asyncpg.UndefinedTableError:
+        raise click.ClickException(
+            "the database has no mirror schema yet: run `billfold migrate` first"
+        ) from None
+
+
+async def _site_id(conn: Conn, ref: str) -> str:
+    """A site id from its id or slug (read from session-api's ``portal.sites``)."""
+    found = await conn.fetchval(
+        "SELECT id FROM portal.sites WHERE id = $1 OR slug = $1 ORDER BY id = $1 DESC LIMIT 1",
+        ref,
+    )
+    if found is None:
+        raise InputError(f"no such site: {ref!r} (see `billfold site list`)")
+    return str(found)
+
+
+def _secret(value: str | None, option: str, pattern: re.Pattern[str], what: str) -> str | None:
+    """The option's value (``-``: one line from stdin), checked; never echoed in errors."""
+    if value is None:
+        return None
+    if value == "-":
+        value = sys.stdin.readline().strip()
+    if not pattern.match(value):
+        raise InputError(f"{option} must be {what}")
+    return value
+
+
+@click.group(cls=Group)
+def stripe() -> None:
+    """Which Stripe account serves each site, and its secrets (stored encrypted)."""
+
+
+@stripe.command("configure")
+@click.option("--site", "site_ref", required=True, help="Site slug or id.")
+@click.option(
+    "--stripe-api-key",
+    help="The site's own secret key (sk_… or rk_…), '-' to read it from stdin. "
+    "Default: the deployment's BILLFOLD_STRIPE_API_KEY.",
+)
+@click.option(
+    "--use-deployment-key", is_flag=True, help="Forget the site's own key; use the deployment's."
+)
+@click.option("--stripe-webhook-secret", help="The endpoint's signing secret (whsec_…), or '-'.")
+@click.option("--stripe-account", help="Stripe Connect account id (acct_…) to act on.")
+@click.option("--no-stripe-account", is_flag=True, help="Stop acting on a Connect account.")
+@click.option(
+    "--default-site/--not-default-site",
+    default=None,
+    help="Customers of a shared Stripe account without metadata billfold_site belong "
+    "to its default site.",
+)
+def configure(
+    site_ref: str,
+    stripe_api_key: str | None,
+    use_deployment_key: bool,
+    stripe_webhook_secret: str | None,
+    stripe_account: str | None,
+    no_stripe_account: bool,
+    default_site: bool | None,
+) -> None:
+    """Create or change a site's Stripe configuration."""
+    if stripe_api_key is not None and use_deployment_key:
+        raise InputError("--stripe-api-key and --use-deployment-key exclude each other")
+    if stripe_account is not None and no_stripe_account:
+        raise InputError("--stripe-account and --no-stripe-account exclude each other")
+    if stripe_account is not None and not _ACCOUNT.match(stripe_account):
+        raise InputError(
+            f"--stripe-account must be a Connect account id (acct_…), got {stripe_account!r}"
+        )
+    key = _secret(
+        stripe_api_key, "--stripe-api-key", _API_KEY, "a Stripe secret key (sk_… or rk_…)"
+    )
+    secret = _secret(
+        stripe_webhook_secret,
+        "--stripe-webhook-secret",
+        _WEBHOOK_SECRET,
+        "a signing secret (whsec_…)",
+    )
+    changes: dict[str, Any] = {}
+    if key is not None or use_deployment_key:
+        changes["api_key"] = key
+    if secret is not None:
+        changes["webhook_secret"] = secret
+    if stripe_account is not None or no_stripe_account:
+        changes["connect_account_id"] = stripe_account
+    if default_site is not None:
+        changes["is_default"] = default_site
+
+    async def work(_: BillingSyncSettings, box: SecretBox, conn: Conn) -> accounts.SiteAccount:
+        site_id = await _site_id(conn, site_ref)
+        return await accounts.configure(conn, box, site_id, **changes)
+
+    _echo(_run(work))
+
+
+@stripe.command("show")
+@click.option("--site", "site_ref", required=True, help="Site slug or id.")
+def show(site_ref: str) -> None:
+    """A site's Stripe configuration (hints only, never a secret)."""
+
+    async def work(_: BillingSyncSettings, box: SecretBox, conn: Conn) -> accounts.SiteAccount:
+        site_id = await _site_id(conn, site_ref)
+        found = await accounts.get(conn, box, site_id)
+        if found is None:
+            raise InputError(f"site {site_ref!r} has no Stripe configuration yet")
+        return found
+
+    _echo(_run(work))
+
+
+@stripe.command("list")
+def list_() -> None:
+    """Every configured site, one line each (hints only)."""
+
+    async def work(
+        _: BillingSyncSettings, box: SecretBox, conn: Conn
+    ) -> list[accounts.SiteAccount]:
+        return await accounts.list_all(conn, box)
+
+    for account in _run(work):
+        click.echo(
+            f"{account.site_id}\t{account.account_ref}\t{account.connect_account_id or '-'}\t"
+            f"{account.api_key_hint or 'deployment key'}\t"
+            f"{'webhook secret set' if account.webhook_secret else 'no webhook secret'}\t"
+            f"{'default' if account.is_default else ''}"
+        )
+
+
+def _echo(account: accounts.SiteAccount) -> None:
+    click.echo(f"site: {account.site_id}")
+    click.echo(f"stripe account: {account.account_ref}")
+    click.echo(f"connect account: {account.connect_account_id or '-'}")
+    click.echo(f"api key: {account.api_key_hint or 'the deployment key'}")
+    click.echo(f"webhook secret: {'set' if account.webhook_secret else 'not set'}")
+    click.echo(f"default site of its account: {'yes' if account.is_default else 'no'}")
+    click.echo(f"webhook endpoint path: /stripe/webhooks/{account.site_id}")
+
+
+def register(root: click.Group) -> None:
+    """Entry point of the ``billfold.cli`` group."""
+    root.add_command(stripe)

@@ -1,0 +1,130 @@
+"""``mirror.stripe_events``: Stripe events accepted by the webhook endpoint, to process.
+
+Accepting an event is one INSERT (its id is the primary key, so a redelivery inserts
+nothing) that also NOTIFYs the workers, delivered at commit: the event is durable before
+Stripe gets its 2xx. Processing claims pending rows with ``FOR UPDATE SKIP LOCKED`` so
+replicas share the work, and marks them processed in the transaction that updated the
+mirror; a failure reschedules them with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from billing_sync.dbtypes import Conn
+
+CHANNEL = "billfold_stripe_events"
+
+_RECORD = """
+WITH ins AS (
+    INSERT INTO mirror.stripe_events
+        (id, site_id, type, object_type, object_id, stripe_created, payload)
+    VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+)
+SELECT id, pg_notify($8, '') FROM ins
+"""
+
+
+async def record(conn: Conn | asyncpg.Pool, site_id: str, event: dict[str, Any], raw: str) -> bool:
+    """Store a verified event; False if its id was already stored (a redelivery)."""
+    obj = (event.get("data") or {}).get("object") or {}
+    created = event.get("created")
+    row = await conn.fetchrow(
+        _RECORD,
+        event["id"],
+        site_id,
+        event["type"],
+        obj.get("object") if isinstance(obj.get("object"), str) else None,
+        obj.get("id") if isinstance(obj.get("id"), str) else None,
+        datetime.fromtimestamp(created, UTC) if isinstance(created, int) else None,
+        raw,
+        CHANNEL,
+    )
+    return row is not None
+
+
+@dataclass(frozen=True)
+class Pending:
+    id: str
+    site_id: str
+    type: str
+    attempts: int
+    payload: dict[str, Any]
+
+
+async def claim(conn: Conn, limit: int) -> list[Pending]:
+    """Lock up to ``limit`` due events (oldest first) for this transaction."""
+    rows = await conn.fetch(
+        """
+        SELECT id, site_id, type, attempts, payload::text AS payload
+        FROM mirror.stripe_events
+        WHERE processed_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now()
+        ORDER BY received_at, id
+        LIMIT $1
+        FOR UPDATE SKIP LOCKED
+        """,
+        limit,
+    )
+    return [
+        Pending(r["id"], r["site_id"], r["type"], r["attempts"], json.loads(r["payload"]))
+        for r in rows
+    ]
+
+
+async def done(conn: Conn, ids: list[str]) -> None:
+    await conn.execute(
+        "UPDATE mirror.stripe_events SET processed_at = now(), last_error = NULL "
+        "WHERE id = ANY($1::text[])",
+        ids,
+    )
+
+
+async def later(conn: Conn, ids: list[str], seconds: float) -> None:
+    """Not this round (another worker holds the object): look again soon, no attempt."""
+    await conn.execute(
+        "UPDATE mirror.stripe_events "
+        "SET next_attempt_at = now() + make_interval(secs => $2) WHERE id = ANY($1::text[])",
+        ids,
+        seconds,
+    )
+
+
+async def failed(
+    conn: Conn, ids: list[str], error: str, *, base: float, cap: float, max_attempts: int
+) -> list[str]:
+    """Record a failed attempt with exponential backoff (jittered); returns the ids that
+    reached ``max_attempts`` and were given up on (left for reconciliation)."""
+    rows = await conn.fetch(
+        """
+        UPDATE mirror.stripe_events SET
+            attempts = attempts + 1,
+            last_error = $2,
+            next_attempt_at = now() + make_interval(
+                secs => least($4::float8, $3::float8 * power(2, attempts)) * (0.5 + random() / 2)),
+            failed_at = CASE WHEN attempts + 1 >= $5 THEN now() END
+        WHERE id = ANY($1::text[])
+        RETURNING id, failed_at
+        """,
+        ids,
+        error[:500],
+        base,
+        cap,
+        max_attempts,
+    )
+    return [r["id"] for r in rows if r["failed_at"] is not None]
+
+
+async def next_due(conn: Conn | asyncpg.Pool) -> float | None:
+    """Seconds until the earliest scheduled retry (None: nothing pending)."""
+    value = await conn.fetchval(
+        "SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM mirror.stripe_events "
+        "WHERE processed_at IS NULL AND failed_at IS NULL"
+    )
+    return None if value is None else float(value)

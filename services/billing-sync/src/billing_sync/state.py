@@ -1,0 +1,13 @@
+"""Typed application state shared by the handlers and background tasks."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from billing_sync.secrets import SecretBox
+from billing_sync.settings import BillingSyncSettings
+from billing_sync.stripe_api import StripeGateway
+
+SETTINGS: web.AppKey[BillingSyncSettings] = web.AppKey("settings", BillingSyncSettings)
+SECRET_BOX: web.AppKey[SecretBox] = web.AppKey("secret_box", SecretBox)
+STRIPE: web.AppKey[StripeGateway] = web.AppKey("stripe", StripeGateway)
