@@ -20,14 +20,16 @@ import re
 
 from portal_web.sites import Site
 
+RGB = tuple[int, int, int]
+
 DEFAULT_BRAND = "#2f5bd3"
-LIGHT_BACKGROUND = "#ffffff"
-DARK_BACKGROUND = "#15171a"
+# The surfaces brand-coloured text sits on, per scheme: the page and the side panel
+# (static/portal.css: --bg, --panel). The colour must pass on every one of them.
+LIGHT_SURFACES: tuple[RGB, ...] = ((255, 255, 255), (245, 246, 248))
+DARK_SURFACES: tuple[RGB, ...] = ((21, 23, 26), (31, 34, 38))
 AA = 4.5
 
 _HEX = re.compile(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
-
-RGB = tuple[int, int, int]
 
 
 def parse(color: str | None) -> RGB | None:
@@ -66,15 +68,19 @@ def _mix(rgb: RGB, target: RGB, t: float) -> RGB:
     return (r, g, b)
 
 
-def readable_on(background: RGB, color: RGB, minimum: float = AA) -> RGB:
-    """``color``, moved towards black or white (away from ``background``) until its
-    contrast with ``background`` is at least ``minimum``."""
-    if contrast(color, background) >= minimum:
+def readable_on(backgrounds: tuple[RGB, ...], color: RGB, minimum: float = AA) -> RGB:
+    """``color``, moved towards black or white (away from the ``backgrounds``, all light
+    or all dark) until its contrast with each of them is at least ``minimum``."""
+
+    def passes(c: RGB) -> bool:
+        return all(contrast(c, b) >= minimum for b in backgrounds)
+
+    if passes(color):
         return color
-    target: RGB = (0, 0, 0) if luminance(background) > 0.18 else (255, 255, 255)
-    for step in range(1, 21):
-        moved = _mix(color, target, step / 20)
-        if contrast(moved, background) >= minimum:
+    target: RGB = (0, 0, 0) if luminance(backgrounds[0]) > 0.18 else (255, 255, 255)
+    for step in range(1, 41):
+        moved = _mix(color, target, step / 40)
+        if passes(moved):
             return moved
     return target
 
@@ -88,8 +94,8 @@ def text_on(background: RGB) -> RGB:
 def css(site: Site) -> str:
     brand = parse(site.primary_color) or parse(DEFAULT_BRAND)
     assert brand is not None
-    light = readable_on(parse(LIGHT_BACKGROUND) or (255, 255, 255), brand)
-    dark = readable_on(parse(DARK_BACKGROUND) or (0, 0, 0), brand)
+    light = readable_on(LIGHT_SURFACES, brand)
+    dark = readable_on(DARK_SURFACES, brand)
     return (
         f":root{{--brand:{hex_(light)};--on-brand:{hex_(text_on(light))}}}\n"
         "@media (prefers-color-scheme: dark){"
