@@ -169,7 +169,7 @@ async def test_framing_on_another_origin_is_refused(
     frame = await _portal_frame(page)
     await page.wait_for_function("document.readyState === 'complete'")
     # Chromium shows its own error page instead of ours: nothing of the portal rendered.
-    with pytest.raises(Exception):  # noqa: B017, PT011 - no portal content in the frame
+    with pytest.raises(Exception):  # noqa: B017 - no portal content in the frame
         await frame.get_by_role("heading", name="Continue", exact=False).wait_for(timeout=1500)
     assert (
         await db_pool.fetchval(
@@ -229,9 +229,5 @@ async def test_axe_finds_no_serious_violations(
 
 async def _check(axe: Axe, page: Page, path: str, width: int) -> None:
     results = await axe.run(page)
-    bad = [
-        v
-        for v in results.response["violations"]
-        if v.get("impact") in ("serious", "critical")
-    ]
+    bad = [v for v in results.response["violations"] if v.get("impact") in ("serious", "critical")]
     assert not bad, (path, width, [(v["id"], [n["html"] for n in v["nodes"]][:3]) for v in bad])

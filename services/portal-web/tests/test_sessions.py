@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -77,7 +77,8 @@ async def test_expiry_ends_browser_session(
     # From the cache: the entry carries the portal session's expiry.
     later = utcnow() + timedelta(seconds=created_ttl(created) + 1)
     refused = await validator.validate(token, later)
-    assert isinstance(refused, Refused) and refused.reason is Refusal.EXPIRED
+    assert isinstance(refused, Refused)
+    assert refused.reason is Refusal.EXPIRED
     # From Postgres, the truth once the cache entry is gone (its TTL is short).
     await db_pool.execute(
         "UPDATE portal.portal_sessions SET created_at = now() - interval '2 hours', "

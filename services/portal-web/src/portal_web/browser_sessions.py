@@ -186,8 +186,9 @@ class Validator:
         token_hash = tokens.hash_token(token)
         redis_ok = True
         try:
-            raw = await self._check(keys=[cache_key(self._settings, token_hash)],
-                                    args=[self._link_prefix])
+            raw = await self._check(
+                keys=[cache_key(self._settings, token_hash)], args=[self._link_prefix]
+            )
         except _REDIS_FAILURES as exc:
             redis_ok = False
             raw = None

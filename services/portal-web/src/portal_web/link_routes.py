@@ -67,9 +67,7 @@ async def _enter(request: web.Request, link: links.Link, embedded: bool) -> web.
     log.info("link_used", session_id=link.session_id, embedded=embedded)
     settings = request.app[SETTINGS]
     location = credentials.prefix(embedded, consumed.token) + "/"
-    response = web.Response(
-        status=303, headers={"Location": location, "Cache-Control": "no-store"}
-    )
+    response = web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
     if not embedded:
         max_age = math.floor((link.expires_at - utcnow()).total_seconds())
         credentials.set_cookie(response, settings, consumed.token, max_age)

@@ -70,8 +70,10 @@ LIMIT {MAX_SUBSCRIPTIONS}
 
 def _item(v: dict[str, Any]) -> Item:
     decimal = v.get("unit_amount_decimal")
-    amount = Decimal(decimal) if decimal else (
-        Decimal(v["unit_amount"]) if v.get("unit_amount") is not None else None
+    amount = (
+        Decimal(decimal)
+        if decimal
+        else (Decimal(v["unit_amount"]) if v.get("unit_amount") is not None else None)
     )
     return Item(
         product_name=v.get("product_name"),

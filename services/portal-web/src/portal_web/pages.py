@@ -105,9 +105,7 @@ def context(request: web.Request, **extra: Any) -> dict[str, Any]:
             f"/brand/{site.id}/{branding.version(site)}.css" if site is not None else None
         ),
         "principal": principal,
-        "prefix": (
-            credentials.prefix(principal.embedded, principal.token) if principal else None
-        ),
+        "prefix": (credentials.prefix(principal.embedded, principal.token) if principal else None),
         "csrf": credentials.csrf_token(principal.token) if principal else None,
         "nav": (
             [(slug, section_label(slug)) for slug in enabled_sections(principal)]
@@ -122,9 +120,7 @@ def context(request: web.Request, **extra: Any) -> dict[str, Any]:
     return ctx
 
 
-def render(
-    request: web.Request, template: str, status: int = 200, **extra: Any
-) -> web.Response:
+def render(request: web.Request, template: str, status: int = 200, **extra: Any) -> web.Response:
     response = aiohttp_jinja2.render_template(
         template, request, context(request, **extra), status=status
     )

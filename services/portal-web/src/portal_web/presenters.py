@@ -34,7 +34,7 @@ class TierRow:
 @dataclass(frozen=True, slots=True)
 class PriceLine:
     product: str
-    price: str  # "€49.00 / month", "5 seats × $12.00 / month", "Tiered, per month"
+    price: str  # "€49.00 / month", "5 seats × $12.00 / month", "Tiered, per month"  # noqa: RUF003
     tiers: list[TierRow]
 
 
@@ -112,14 +112,15 @@ def price_line(item: Item) -> PriceLine:
         price = _per(_("%(amount)s per unit used") % {"amount": unit}, item)
     elif item.price_model == "per_unit" or item.quantity > 1:
         seats = ngettext("%(num)d seat", "%(num)d seats", item.quantity) % {"num": item.quantity}
-        price = _per(_("%(seats)s × %(amount)s") % {"seats": seats, "amount": unit}, item)
+        times = _("%(seats)s × %(amount)s")  # noqa: RUF001 - the multiplication sign
+        price = _per(times % {"seats": seats, "amount": unit}, item)
     else:
         price = _per(unit, item)
     return PriceLine(product=product, price=price, tiers=tiers)
 
 
 def badge(sub: Subscription, now: datetime) -> Badge:
-    if sub.status == "canceled" or sub.ended_at is not None and sub.ended_at <= now:
+    if sub.status == "canceled" or (sub.ended_at is not None and sub.ended_at <= now):
         return Badge(_("Canceled"), "muted")
     ends = sub.cancel_at or (sub.current_period_end if sub.cancel_at_period_end else None)
     if ends is not None:
