@@ -180,3 +180,19 @@ async def test_sign_out_needs_csrf(api: Client, portal: Client, tenant: Tenant) 
     assert "You are signed out" in texts(await resp.text())
     await asyncio.sleep(0)
     assert (await portal.get("/p/plan")).status == 401
+
+
+async def test_framed_url_opened_top_level_is_refused(
+    api: Client, portal: Client, tenant: Tenant
+) -> None:
+    created = await create_link(api, tenant)
+    resp = await portal.post(
+        f"/r/{created['token']}", headers={"Sec-Fetch-Dest": "iframe"}, allow_redirects=False
+    )
+    framed = resp.headers["Location"]
+    assert "Set-Cookie" not in resp.headers  # the framed flow never sets a cookie
+    ok = await portal.get(framed + "plan", headers={"Sec-Fetch-Dest": "iframe"})
+    assert ok.status == 200
+    assert f'href="{framed}invoices"' in await ok.text()  # links keep the prefix
+    pasted = await portal.get(framed + "plan", headers={"Sec-Fetch-Dest": "document"})
+    assert pasted.status == 401
