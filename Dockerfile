@@ -94,6 +94,18 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package session-api
 
 # ---------------------------------------------------------------------------
+# build-billing-sync: billing-sync and what it depends on, nothing more
+# ---------------------------------------------------------------------------
+FROM builder AS build-billing-sync
+RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=bind,source=uv.lock,target=uv.lock \
+    --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
+    uv sync --frozen --no-dev --no-install-workspace --package billing-sync
+COPY . /src
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable --package billing-sync
+
+# ---------------------------------------------------------------------------
 # Final images. The venv stays owned by root: the app user can read, not modify it.
 # ---------------------------------------------------------------------------
 
@@ -101,6 +113,12 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 FROM runtime AS migrate
 COPY --from=build-all /opt/venv /opt/venv
 CMD ["billfold", "migrate"]
+
+# billing-sync: Stripe webhooks in, the mirror, the only Stripe client
+FROM runtime AS billing-sync
+COPY --from=build-billing-sync /opt/venv /opt/venv
+EXPOSE 8082
+CMD ["python", "-m", "billing_sync"]
 
 # session-api (kept last so a plain `docker build .` produces it)
 FROM runtime AS session-api

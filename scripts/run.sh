@@ -83,6 +83,22 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# --- 0. local secrets ------------------------------------------------------------
+# billing-sync encrypts each site's Stripe secrets with BILLFOLD_BILLING_SECRETS_KEY and
+# has no default key (a default would be a key everybody knows). For a local run, make
+# one once and keep it in .run/ (git-ignored), so what an earlier run stored still
+# decrypts. Deployments set their own.
+if [[ -z ${BILLFOLD_BILLING_SECRETS_KEY:-} ]]; then
+  key_file=.run/billing-secrets.key
+  if [[ ! -s $key_file ]]; then
+    mkdir -p .run
+    (umask 077 && "$py" -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())' >"$key_file")
+    log "generated a local BILLFOLD_BILLING_SECRETS_KEY in $key_file"
+  fi
+  BILLFOLD_BILLING_SECRETS_KEY=$(<"$key_file")
+  export BILLFOLD_BILLING_SECRETS_KEY
+fi
+
 # --- 1. schema ------------------------------------------------------------------
 log "applying migrations"
 "$billfold" migrate

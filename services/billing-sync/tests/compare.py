@@ -88,13 +88,20 @@ async def mismatches(
             ("trial_end", _ts(s.trial_end)),
             ("current_period_start", _ts(min(i.current_period_start for i in items))),
             ("current_period_end", _ts(max(i.current_period_end for i in items))),
-            ("cancellation_reason", s.cancellation_details.reason if s.cancellation_details else None),
+            (
+                "cancellation_reason",
+                s.cancellation_details.reason if s.cancellation_details else None,
+            ),
         ):
             check(f"subscription {s.id} {field}", row[field], value)
         if s.status in ("active", "trialing", "past_due"):
             try:
                 preview = await api.v1.invoices.create_preview_async(params={"subscription": s.id})
-                check(f"subscription {s.id} next_charge_amount", row["next_charge_amount"], preview.amount_due)
+                check(
+                    f"subscription {s.id} next_charge_amount",
+                    row["next_charge_amount"],
+                    preview.amount_due,
+                )
             except stripe.InvalidRequestError:
                 check(f"subscription {s.id} next_charge_amount", row["next_charge_amount"], None)
         item_rows = {
@@ -148,12 +155,16 @@ async def mismatches(
 
     pm_rows = {
         r["stripe_id"]: r
-        for r in await pool.fetch("SELECT * FROM mirror.payment_methods WHERE site_id = $1", site_id)
+        for r in await pool.fetch(
+            "SELECT * FROM mirror.payment_methods WHERE site_id = $1", site_id
+        )
     }
     attached: set[str] = set()
     for c in customers:
         default = _id(c.invoice_settings.default_payment_method)
-        for pm in await _all(await api.v1.customers.payment_methods.list_async(c.id, params={"limit": 100})):
+        for pm in await _all(
+            await api.v1.customers.payment_methods.list_async(c.id, params={"limit": 100})
+        ):
             attached.add(pm.id)
             row = pm_rows.get(pm.id)
             if row is None:
@@ -170,7 +181,10 @@ async def mismatches(
             ):
                 check(f"payment method {pm.id} {field}", row[field], value)
     for pm_id, row in pm_rows.items():
-        if pm_id not in attached and row["customer_id"] and row["detached_at"] is None:
-            if row["stripe_customer_id"] not in deleted_customers:
-                out.append(f"payment method {pm_id} detached in Stripe, not in the mirror")
+        if (
+            pm_id not in attached
+            and row["detached_at"] is None
+            and row["stripe_customer_id"] not in deleted_customers
+        ):
+            out.append(f"payment method {pm_id} detached in Stripe, not in the mirror")
     return out

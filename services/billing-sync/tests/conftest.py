@@ -150,6 +150,7 @@ class Synced:
     api: stripe.StripeClient
     pool: asyncpg.Pool
     webhook_secret: str
+    api_key: str
 
     @property
     def webhook_url(self) -> str:
@@ -190,6 +191,7 @@ class Synced:
 
 @pytest_asyncio.fixture
 async def synced(
+    request: pytest.FixtureRequest,
     settings: BillingSyncSettings,
     db_pool: asyncpg.Pool,
     stripe_fake: StripeFake,
@@ -200,7 +202,14 @@ async def synced(
     site_id = await new_site(db_pool)
     # No relay to RabbitMQ in these tests: the outbox rows stay for the test to read
     # (the relay itself is billfold's, tested there). A broker URL nobody answers.
-    app = create_app(settings.model_copy(update={"amqp_url": "amqp://guest:guest@127.0.0.1:1/"}))
+    # Options through indirect parametrisation, e.g. {"worker": False}: webhooks are
+    # accepted but only the test processes them (Worker.run_once).
+    options: dict[str, Any] = getattr(request, "param", {})
+    app = create_app(
+        settings.model_copy(update={"amqp_url": "amqp://guest:guest@127.0.0.1:1/"}),
+        reconcile=False,
+        worker=options.get("worker", True),
+    )
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
@@ -209,6 +218,7 @@ async def synced(
             params={"url": url, "enabled_events": ["*"]}
         )
         secret = str(endpoint.secret)
+        api_key = f"sk_test_{secrets.token_hex(12)}"
         async with db_pool.acquire() as conn:
             # A key of the site's own (the fake takes any sk_test_ key): each test's site
             # is then its own Stripe account, not one shared deployment account.
@@ -217,8 +227,8 @@ async def synced(
                 box,
                 site_id,
                 webhook_secret=secret,
-                api_key=f"sk_test_{secrets.token_hex(12)}",
+                api_key=api_key,
             )
-        yield Synced(site_id, server, app, stripe_fake, stripe_api, db_pool, secret)
+        yield Synced(site_id, server, app, stripe_fake, stripe_api, db_pool, secret, api_key)
     finally:
         await server.close()

@@ -13,6 +13,11 @@ import asyncio
 
 import stripe
 
+from billing_sync.secrets import SecretBox
+from billing_sync.settings import BillingSyncSettings
+from billing_sync.stripe_api import StripeGateway
+from billing_sync.worker import Worker
+
 from .compare import mismatches
 from .conftest import Eventually, Synced
 
@@ -23,8 +28,11 @@ async def _one_customer(api: stripe.StripeClient, n: int, prices: list[str]) -> 
     """A customer's life: profile edits, cards, a default, a subscription and its changes.
     Returns the id if the customer ends deleted."""
     customer = await api.v1.customers.create_async(
-        params={"email": f"c{n}@example.com", "name": f"Customer {n}",
-                "metadata": {"external_id": f"ext-{n}"}}
+        params={
+            "email": f"c{n}@example.com",
+            "name": f"Customer {n}",
+            "metadata": {"external_id": f"ext-{n}"},
+        }
     )
     await api.v1.customers.update_async(
         customer.id,
@@ -38,8 +46,10 @@ async def _one_customer(api: stripe.StripeClient, n: int, prices: list[str]) -> 
         customer.id, params={"invoice_settings": {"default_payment_method": cards[n % 2]}}
     )
     sub = await api.v1.subscriptions.create_async(
-        params={"customer": customer.id,
-                "items": [{"price": prices[n % len(prices)], "quantity": 1 + n % 4}]}
+        params={
+            "customer": customer.id,
+            "items": [{"price": prices[n % len(prices)], "quantity": 1 + n % 4}],
+        }
     )
     item = sub["items"].data[0]
     await api.v1.subscriptions.update_async(
@@ -59,23 +69,38 @@ async def _one_customer(api: stripe.StripeClient, n: int, prices: list[str]) -> 
 
 
 async def test_shuffled_duplicated_delayed_events_converge(
-    synced: Synced, eventually: Eventually
+    synced: Synced, eventually: Eventually, settings: BillingSyncSettings, box: SecretBox
 ) -> None:
+    # A second replica's worker on the same database: claims and per-customer locks
+    # must keep the two from processing one customer at once.
+    gateway = StripeGateway(settings)
+    replica = Worker(settings, synced.pool, gateway, box, concurrency=2)
+    await replica.start()
+    try:
+        await _scenario(synced, eventually)
+    finally:
+        await replica.stop()
+        await gateway.close()
+
+
+async def _scenario(synced: Synced, eventually: Eventually) -> None:
     api = synced.api
     product = await api.v1.products.create_async(params={"name": "Team"})
     prices = [
         (
             await api.v1.prices.create_async(
-                params={"product": product.id, "currency": "eur", "unit_amount": amount,
-                        "recurring": {"interval": "month"}}
+                params={
+                    "product": product.id,
+                    "currency": "eur",
+                    "unit_amount": amount,
+                    "recurring": {"interval": "month"},
+                }
             )
         ).id
         for amount in (900, 1900, 4900)
     ]
     synced.fake.set_delivery(delay=0.02, duplicate=True, reorder=True)
-    results = await asyncio.gather(
-        *(_one_customer(api, n, prices) for n in range(CUSTOMERS))
-    )
+    results = await asyncio.gather(*(_one_customer(api, n, prices) for n in range(CUSTOMERS)))
     deleted = {r for r in results if r}
     # A month later: renewals (subscription updates, new invoices, payments).
     await asyncio.to_thread(synced.fake.advance, 32 * 86400)

@@ -17,41 +17,66 @@ async def _prices(api: Api) -> dict[str, Any]:
     product = await api.v1.products.create_async(params={"name": "Pro plan"})
     seats = await api.v1.products.create_async(params={"name": "Seats"})
     flat = await api.v1.prices.create_async(
-        params={"product": product.id, "currency": "eur", "unit_amount": 1500,
-                "recurring": {"interval": "month"}}
+        params={
+            "product": product.id,
+            "currency": "eur",
+            "unit_amount": 1500,
+            "recurring": {"interval": "month"},
+        }
     )
     per_seat = await api.v1.prices.create_async(
-        params={"product": seats.id, "currency": "eur", "unit_amount": 500,
-                "recurring": {"interval": "month"}}
+        params={
+            "product": seats.id,
+            "currency": "eur",
+            "unit_amount": 500,
+            "recurring": {"interval": "month"},
+        }
     )
     graduated = await api.v1.prices.create_async(
         params={
-            "product": seats.id, "currency": "eur", "recurring": {"interval": "month"},
-            "billing_scheme": "tiered", "tiers_mode": "graduated",
+            "product": seats.id,
+            "currency": "eur",
+            "recurring": {"interval": "month"},
+            "billing_scheme": "tiered",
+            "tiers_mode": "graduated",
             "tiers": [{"up_to": 5, "unit_amount": 300}, {"up_to": "inf", "unit_amount": 200}],
         }
     )
     volume = await api.v1.prices.create_async(
         params={
-            "product": seats.id, "currency": "eur", "recurring": {"interval": "month"},
-            "billing_scheme": "tiered", "tiers_mode": "volume",
+            "product": seats.id,
+            "currency": "eur",
+            "recurring": {"interval": "month"},
+            "billing_scheme": "tiered",
+            "tiers_mode": "volume",
             "tiers": [{"up_to": 10, "unit_amount": 400}, {"up_to": "inf", "unit_amount": 250}],
         }
     )
     meter = await api.v1.billing.meters.create_async(
         params={
-            "display_name": "API calls", "event_name": "api_calls",
+            "display_name": "API calls",
+            "event_name": "api_calls",
             "default_aggregation": {"formula": "sum"},
             "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
             "value_settings": {"event_payload_key": "value"},
         }
     )
     metered = await api.v1.prices.create_async(
-        params={"product": product.id, "currency": "eur", "unit_amount": 2,
-                "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id}}
+        params={
+            "product": product.id,
+            "currency": "eur",
+            "unit_amount": 2,
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter.id},
+        }
     )
-    return {"flat": flat, "per_seat": per_seat, "graduated": graduated, "volume": volume,
-            "metered": metered, "meter": meter}
+    return {
+        "flat": flat,
+        "per_seat": per_seat,
+        "graduated": graduated,
+        "volume": volume,
+        "metered": metered,
+        "meter": meter,
+    }
 
 
 async def test_every_handled_event_type_lands_in_the_mirror(
@@ -61,7 +86,9 @@ async def test_every_handled_event_type_lands_in_the_mirror(
     prices = await _prices(api)
     customer = await api.v1.customers.create_async(
         params={
-            "email": "ada@example.com", "name": "Ada", "phone": "+441234",
+            "email": "ada@example.com",
+            "name": "Ada",
+            "phone": "+441234",
             "address": {"line1": "1 Analytical St", "city": "London", "country": "GB"},
             "metadata": {"external_id": "tenant-ada"},
         }
@@ -88,27 +115,45 @@ async def test_every_handled_event_type_lands_in_the_mirror(
         }
     )
     await api.v1.billing.meter_events.create_async(
-        params={"event_name": "api_calls",
-                "payload": {"stripe_customer_id": customer.id, "value": "42"}}
+        params={
+            "event_name": "api_calls",
+            "payload": {"stripe_customer_id": customer.id, "value": "42"},
+        }
     )
     # SetupIntent confirmed with a new card: setup_intent.succeeded.
     await api.v1.setup_intents.create_async(
-        params={"customer": customer.id, "payment_method": "pm_card_mastercard",
-                "confirm": True, "usage": "off_session"}
+        params={
+            "customer": customer.id,
+            "payment_method": "pm_card_mastercard",
+            "confirm": True,
+            "usage": "off_session",
+        }
     )
     # Checkout in setup mode, completed through its hosted page: checkout.session.completed.
     session = await api.v1.checkout.sessions.create_async(
-        params={"mode": "setup", "customer": customer.id, "currency": "eur",
-                "success_url": "https://billfold.test/done", "cancel_url": "https://billfold.test/x"}
+        params={
+            "mode": "setup",
+            "customer": customer.id,
+            "currency": "eur",
+            "success_url": "https://billfold.test/done",
+            "cancel_url": "https://billfold.test/x",
+        }
     )
-    async with ClientSession() as http:
-        async with http.post(
+    async with (
+        ClientSession() as http,
+        http.post(
             str(session.url),
-            data={"cardnumber": "6011 1111 1111 1117", "expiry": "04 / 31", "cvc": "123",
-                  "name": "Ada", "email": "ada@example.com"},
+            data={
+                "cardnumber": "6011 1111 1111 1117",
+                "expiry": "04 / 31",
+                "cvc": "123",
+                "name": "Ada",
+                "email": "ada@example.com",
+            },
             allow_redirects=False,
-        ) as resp:
-            assert resp.status == 303
+        ) as resp,
+    ):
+        assert resp.status == 303
     await api.v1.subscriptions.update_async(sub.id, params={"cancel_at_period_end": True})
     # A second customer, deleted; a card detached.
     gone = await api.v1.customers.create_async(params={"email": "gone@example.com"})
@@ -129,16 +174,25 @@ async def test_every_handled_event_type_lands_in_the_mirror(
         )
     }
     assert {
-        "customer.created", "customer.updated", "customer.deleted", "customer.tax_id.created",
-        "customer.subscription.created", "customer.subscription.updated",
-        "invoice.created", "invoice.finalized", "invoice.paid",
-        "payment_method.attached", "payment_method.detached",
-        "setup_intent.succeeded", "checkout.session.completed",
+        "customer.created",
+        "customer.updated",
+        "customer.deleted",
+        "customer.tax_id.created",
+        "customer.subscription.created",
+        "customer.subscription.updated",
+        "invoice.created",
+        "invoice.finalized",
+        "invoice.paid",
+        "payment_method.attached",
+        "payment_method.detached",
+        "setup_intent.succeeded",
+        "checkout.session.completed",
     } <= handled
 
     # What the portal shows, beyond the field-by-field comparison.
     row = await pool.fetchrow("SELECT * FROM mirror.customers WHERE stripe_id = $1", customer.id)
-    assert row["site_id"] == site and row["external_id"] == "tenant-ada"
+    assert row["site_id"] == site
+    assert row["external_id"] == "tenant-ada"
     assert row["address"]["city"] == "London"
     assert [t["value"] for t in row["tax_ids"]] == ["DE123456789"]
     models = {
@@ -163,7 +217,8 @@ async def test_every_handled_event_type_lands_in_the_mirror(
     # Cancelling at period end leaves no next invoice to preview.
     assert srow["next_charge_at"] is None
     usage = await pool.fetchrow("SELECT * FROM mirror.usage WHERE subscription_id = $1", sub.id)
-    assert usage["meter_id"] == prices["meter"].id and usage["meter_name"] == "API calls"
+    assert usage["meter_id"] == prices["meter"].id
+    assert usage["meter_name"] == "API calls"
     assert float(usage["value"]) == 42.0
     brands = {
         r["card_brand"]: (r["is_default"], r["detached_at"] is not None)
@@ -178,7 +233,9 @@ async def test_every_handled_event_type_lands_in_the_mirror(
     inv = await pool.fetchrow(
         "SELECT * FROM mirror.invoices WHERE subscription_id = $1 ORDER BY created LIMIT 1", sub.id
     )
-    assert inv["status"] == "paid" and inv["hosted_invoice_url"] and inv["invoice_pdf"]
+    assert inv["status"] == "paid"
+    assert inv["hosted_invoice_url"]
+    assert inv["invoice_pdf"]
 
 
 async def test_duplicates_make_one_outbox_event_per_change(

@@ -46,7 +46,6 @@ async def _stored(synced: Synced) -> int:
 async def test_bad_signatures_are_400_logged_once_and_store_nothing(
     synced: Synced, logs: LogCapture, case: str, reason: str
 ) -> None:
-    # Stop the worker from seeing anything: nothing may be stored at all.
     body = _event(f"evt_{case}")
     headers = {"Content-Type": "application/json"}
     if case == "wrong_secret":
@@ -58,10 +57,12 @@ async def test_bad_signatures_are_400_logged_once_and_store_nothing(
         headers["Stripe-Signature"] = sign(body, synced.webhook_secret, int(time.time()) - 600)
     elif case == "garbage":
         headers["Stripe-Signature"] = "t=1,v1=zz"
-    async with ClientSession() as http:
-        async with http.post(synced.webhook_url, data=body, headers=headers) as resp:
-            assert resp.status == 400
-            error = (await resp.json())["error"]
+    async with (
+        ClientSession() as http,
+        http.post(synced.webhook_url, data=body, headers=headers) as resp,
+    ):
+        assert resp.status == 400
+        error = (await resp.json())["error"]
     assert error["type"] == "invalid_request_error"
     assert error["code"] == "signature_invalid"
     assert error["param"] == "Stripe-Signature"
@@ -74,17 +75,22 @@ async def test_bad_signatures_are_400_logged_once_and_store_nothing(
 async def test_unknown_site_is_the_same_400(synced: Synced) -> None:
     body = _event("evt_unknown_site")
     url = synced.webhook_url.replace(synced.site_id, "site_doesnotexist")
-    async with ClientSession() as http:
-        async with http.post(
+    async with (
+        ClientSession() as http,
+        http.post(
             url, data=body, headers={"Stripe-Signature": sign(body, synced.webhook_secret)}
-        ) as resp:
-            assert resp.status == 400
-            assert (await resp.json())["error"]["code"] == "signature_invalid"
-    assert int(
-        await synced.pool.fetchval(
-            "SELECT count(*) FROM mirror.stripe_events WHERE id = 'evt_unknown_site'"
+        ) as resp,
+    ):
+        assert resp.status == 400
+        assert (await resp.json())["error"]["code"] == "signature_invalid"
+    assert (
+        int(
+            await synced.pool.fetchval(
+                "SELECT count(*) FROM mirror.stripe_events WHERE id = 'evt_unknown_site'"
+            )
         )
-    ) == 0
+        == 0
+    )
 
 
 async def test_a_duplicate_delivery_is_200_and_stores_nothing_new(synced: Synced) -> None:

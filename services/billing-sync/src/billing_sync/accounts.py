@@ -162,7 +162,7 @@ async def configure(
     return configured
 
 
-async def sites_of(conn: Conn, ref: str) -> list[tuple[str, bool]]:
+async def sites_of(conn: Conn | asyncpg.Pool, ref: str) -> list[tuple[str, bool]]:
     """The sites sharing account ``ref``: (site id, is default)."""
     rows = await conn.fetch(
         "SELECT site_id, is_default FROM mirror.stripe_accounts WHERE account_ref = $1", ref

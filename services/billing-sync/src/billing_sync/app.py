@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -11,6 +12,7 @@ from billfold.http import malformed
 from billfold.http.health import add_health_routes
 from billfold.http.middlewares import standard_middlewares
 from billing_sync import webhooks
+from billing_sync.reconcile import reconciler_context
 from billing_sync.secrets import SecretBox
 from billing_sync.settings import BillingSyncSettings
 from billing_sync.state import SECRET_BOX, SETTINGS, STRIPE
@@ -37,14 +39,25 @@ async def _stripe_gateway(app: web.Application) -> AsyncIterator[None]:
     await gateway.close()
 
 
-def create_app(settings: BillingSyncSettings, *, worker: bool = True) -> web.Application:
-    """The app; ``worker=False`` serves webhooks without processing them (tests that
-    drive :class:`billing_sync.worker.Worker` themselves)."""
+def quiet_stripe_library() -> None:
+    """The stripe library logs every request and response at INFO (URLs with object
+    ids): one worker refresh would be a dozen lines. Its warnings still come through."""
+    logging.getLogger("stripe").setLevel(logging.WARNING)
+
+
+def create_app(
+    settings: BillingSyncSettings, *, worker: bool = True, reconcile: bool = True
+) -> web.Application:
+    """The app. ``worker=False`` serves webhooks without processing them, and
+    ``reconcile=False`` runs no periodic reconciliation: for tests that drive
+    :class:`~billing_sync.worker.Worker` or :class:`~billing_sync.reconcile.Reconciler`
+    themselves."""
     body_limit = max(settings.max_body_bytes, WEBHOOK_MAX_BYTES)
     app = web.Application(
         middlewares=standard_middlewares(SERVICE, body_limit), client_max_size=body_limit
     )
     malformed.install(app)
+    quiet_stripe_library()
     app[SETTINGS] = settings
     app[SECRET_BOX] = SecretBox(settings.secrets_key_bytes())
     contexts = [
@@ -56,6 +69,8 @@ def create_app(settings: BillingSyncSettings, *, worker: bool = True) -> web.App
     ]
     if worker:
         contexts.append(worker_context())
+    if reconcile:
+        contexts.append(reconciler_context)
     app.cleanup_ctx.extend(contexts)
     # Postgres is the truth and where accepted webhooks go: required. RabbitMQ only
     # carries the mirror's change events, which wait in the outbox: optional. Stripe is

@@ -1,4 +1,4 @@
-"""billing-sync's operator commands: ``billfold stripe …``.
+"""billing-sync's operator commands: ``billfold stripe …`` and ``billfold sync``.
 
 ``billfold stripe configure --site S`` sets which Stripe account serves a site and
 stores the site's webhook signing secret and (optionally) its own API key, encrypted
@@ -15,20 +15,25 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections import Counter as Tally
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import asyncpg
 import click
+from stripe import StripeError
 
-from billfold.cli import Group, InputError
+from billfold.cli import Command, Group, InputError
 from billfold.db import create_pool
-from billfold.logs import configure_logging
+from billfold.logs import configure_logging, redact_text
 from billfold.settings import load_settings
 from billing_sync import accounts
+from billing_sync.app import quiet_stripe_library
 from billing_sync.dbtypes import Conn
+from billing_sync.reconcile import reconcile_site
 from billing_sync.secrets import SecretBox
 from billing_sync.settings import BillingSyncSettings
+from billing_sync.stripe_api import NoStripeKey, StripeGateway
 
 T = TypeVar("T")
 
@@ -50,8 +55,12 @@ def _run(work: Callable[[BillingSyncSettings, SecretBox, Conn], Awaitable[T]]) -
         finally:
             await pool.close()
 
+    return _guard(main())
+
+
+def _guard(coro: Coroutine[Any, Any, T]) -> T:
     try:
-        return asyncio.run(main())
+        return asyncio.run(coro)
     except (OSError, asyncpg.PostgresConnectionError, asyncpg.InvalidCatalogNameError) as exc:
         raise click.ClickException(
             f"cannot reach the database ({type(exc).__name__}); "
@@ -186,6 +195,53 @@ def list_() -> None:
         )
 
 
+@click.command("sync", cls=Command)
+@click.option("--site", "site_ref", required=True, help="Site slug or id.")
+def sync(site_ref: str) -> None:
+    """Backfill or repair a site's mirror now: list its Stripe account and mirror it all."""
+    settings = load_settings(BillingSyncSettings)
+    configure_logging("billfold-cli", settings)
+    quiet_stripe_library()
+    box = SecretBox(settings.secrets_key_bytes())
+    tty = sys.stderr.isatty()
+    last = [0]
+
+    def show(tally: Tally[str]) -> None:
+        line = "  ".join(f"{kind.replace('_', ' ')} {tally[kind]}" for kind in _KINDS)
+        if tty:
+            click.echo(f"\r{line}", nl=False, err=True)
+        elif tally["customers"] - last[0] >= 100:  # a line per 100 customers in logs
+            last[0] = tally["customers"]
+            click.echo(line, err=True)
+
+    async def main() -> Tally[str]:
+        pool = await create_pool(settings, min_size=1, max_size=2)
+        gateway = StripeGateway(settings)
+        try:
+            async with pool.acquire() as conn:
+                site_id = await _site_id(conn, site_ref)
+                if await accounts.get(conn, box, site_id) is None:
+                    raise InputError(
+                        f"site {site_ref!r} has no Stripe configuration: "
+                        "run `billfold stripe configure` first"
+                    )
+            return await reconcile_site(pool, gateway, box, site_id, progress=show)
+        finally:
+            await gateway.close()
+            await pool.close()
+
+    try:
+        tally = _guard(main())
+    except (StripeError, NoStripeKey) as exc:
+        raise click.ClickException(f"Stripe refused: {redact_text(str(exc))[:300]}") from None
+    if tty:
+        click.echo("", err=True)
+    click.echo("synced " + ", ".join(f"{tally[kind]} {kind.replace('_', ' ')}" for kind in _KINDS))
+
+
+_KINDS = ("customers", "subscriptions", "invoices", "payment_methods")
+
+
 def _echo(account: accounts.SiteAccount) -> None:
     click.echo(f"site: {account.site_id}")
     click.echo(f"stripe account: {account.account_ref}")
@@ -199,3 +255,4 @@ def _echo(account: accounts.SiteAccount) -> None:
 def register(root: click.Group) -> None:
     """Entry point of the ``billfold.cli`` group."""
     root.add_command(stripe)
+    root.add_command(sync)

@@ -11,6 +11,7 @@ Nothing here logs; callers never log or print the plaintext.
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 _VERSION = b"\x01"
 _NONCE = 12
 
-Field = str  # "api_key" | "webhook_secret"
+Field = Literal["api_key", "webhook_secret"]
 
 
 class SecretDecryptError(Exception):

@@ -57,6 +57,12 @@ class _Busy(Exception):
     pass
 
 
+def customer_lock(account_ref: str, customer: str) -> str:
+    """The advisory lock key every writer of one Stripe customer's objects takes (the
+    worker with try-lock, reconciliation waiting for it)."""
+    return f"billing-sync|{account_ref}|{customer}"
+
+
 def _error_text(exc: BaseException) -> str:
     return redact_text(f"{type(exc).__name__}: {exc}")[:500]
 
@@ -111,7 +117,7 @@ class Worker:
                     raise LookupError(f"site {site} has no Stripe configuration")
                 locked = await conn.fetchval(
                     "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
-                    f"billing-sync|{account.account_ref}|{key}",
+                    customer_lock(account.account_ref, key),
                 )
                 if not locked:
                     raise _Busy

@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 
 from .app import create_app
+from .dunning import AFTER_RETRIES, DunningPolicy
 from .webhooks import RetryPolicy
 
 
@@ -28,12 +29,29 @@ def main(argv: list[str] | None = None) -> None:
         "--webhook-backoff", type=float, default=1.0, help="first webhook retry delay (s)"
     )
     parser.add_argument("--webhook-attempts", type=int, default=5)
+    parser.add_argument(
+        "--retry-days",
+        default="3,5,7",
+        help="Smart Retries: days between failed payment attempts (default 3,5,7)",
+    )
+    parser.add_argument(
+        "--after-retries",
+        choices=AFTER_RETRIES,
+        default="canceled",
+        help="subscription status once every retry failed (default canceled)",
+    )
     args = parser.parse_args(argv)
+    try:
+        days = tuple(int(d) for d in args.retry_days.split(",") if d.strip())
+        dunning = DunningPolicy(retry_days=days, after_retries=args.after_retries)
+    except ValueError as exc:
+        parser.error(f"--retry-days: {exc}")
     logging.basicConfig(level=logging.INFO)
     base_url = args.public_url or f"http://{args.host}:{args.port}"
     app = create_app(
         retry=RetryPolicy(attempts=args.webhook_attempts, backoff=args.webhook_backoff),
         base_url=base_url,
+        dunning=dunning,
     )
     print(f"fake Stripe listening on {base_url} (use any sk_test_… key)", flush=True)
     web.run_app(app, host=args.host, port=args.port, print=None)

@@ -26,11 +26,13 @@ from . import (
     invoices,
     meters,
     payment_methods,
+    payments,
     previews,
     setup_intents,
     subscriptions,
     webhooks,
 )
+from .dunning import DunningPolicy
 from .errors import StripeError, authentication, redact_key, unknown_route
 from .expand import expand
 from .forms import decode, get_list
@@ -54,6 +56,7 @@ _MODULES = (
     payment_methods,
     subscriptions,
     invoices,
+    payments,
     setup_intents,
     checkout,
     meters,
@@ -186,14 +189,21 @@ async def _unknown_routes(
         return _json(error.body(), error.status)
 
 
-def create_app(*, retry: RetryPolicy | None = None, base_url: str | None = None) -> web.Application:
+def create_app(
+    *,
+    retry: RetryPolicy | None = None,
+    base_url: str | None = None,
+    dunning: DunningPolicy | None = None,
+) -> web.Application:
     """A fresh, independent fake Stripe.
 
     ``base_url`` is where clients reach it (used in hosted URLs); when omitted it is taken
-    from the first API request's Host header.
+    from the first API request's Host header. ``dunning`` sets Smart Retries (default: retry
+    3, 5 and 7 days apart, then cancel the subscription).
     """
     state = FakeState()
     state.base_url = base_url or ""
+    state.dunning = dunning or DunningPolicy()
     dispatcher = Dispatcher(state, retry or RetryPolicy())
     app = web.Application(middlewares=[_unknown_routes])
     app[STATE_KEY] = state
@@ -205,6 +215,7 @@ def create_app(*, retry: RetryPolicy | None = None, base_url: str | None = None)
     app.router.add_post("/checkout/{id}", checkout.submit)
     app.router.add_get("/i/{token}", hosted.invoice_page)
     app.router.add_get("/i/{token}/pdf", hosted.invoice_pdf)
+    app.router.add_post("/i/{token}/authenticate", hosted.authenticate)
     control.add_routes(app)
 
     async def _close(_app: web.Application) -> None:

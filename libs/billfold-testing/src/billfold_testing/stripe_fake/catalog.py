@@ -25,6 +25,7 @@ from stripe.params import (
 from . import shapes
 from .errors import invalid, missing_param
 from .events import emit, emit_update
+from .expand import INCLUDABLE
 from .forms import enum, get_bool, get_dict, get_int, get_list, get_str, merge_metadata, req_str
 from .lists import created_filter, paginate
 from .params import Allow
@@ -87,6 +88,14 @@ CURRENCIES = ZERO_DECIMAL | frozenset(
     ]
 )
 _INTERVAL_MAX = {"day": 1095, "week": 156, "month": 36, "year": 3}
+
+
+def _tiers(state: FakeState, node: Json) -> Any:
+    record = state.find("price", str(node.get("id")))
+    return record.get("_tiers") if record else None
+
+
+INCLUDABLE[("price", "tiers")] = _tiers
 
 
 def check_currency(value: str, param: str = "currency") -> str:

@@ -79,9 +79,12 @@ def create_session(ctx: Ctx) -> Json:
         setup_intent=si["id"],
         customer_details=None,
         url=state.url(f"/checkout/{session_id}"),
-        ui_mode="hosted",
+        ui_mode="hosted_page",
         _token=random_token(),
     )
+    if types:
+        # Like Stripe, the session shows this field only when it was set.
+        session["allowed_payment_method_types"] = types
     state.add("checkout.session", session)
     return state.render(session)
 
@@ -162,7 +165,8 @@ def complete(state: FakeState, session: Json, form: Json) -> StripeError | None:
             Ctx(state, {"email": pm["billing_details"]["email"] or ""})
         )
         si["customer"] = session["customer"] = created["id"]
-    if error := setup_intents.confirm(state, si, pm["id"]):
+    # The customer is on the page, so a 3-D Secure challenge counts as passed.
+    if error := setup_intents.confirm(state, si, pm["id"], authenticated=True):
         return error
     session.update(status="complete", url=None)
     session["customer_details"] = {

@@ -1,8 +1,9 @@
 """Time-driven billing: what happens when the fake clock passes a moment.
 
 :func:`run_due` replays, in time order, every transition that has come due — trial-will-end
-notices, trial ends, renewals, cancellations at period end, and the finalization (plus
-payment) of renewal invoices an hour after their creation — with the clock pinned to each
+notices, trial ends, renewals, cancellations at period end, the finalization (plus
+payment) of renewal invoices an hour after their creation, and the Smart Retries of failed
+payments (schedule and final action in ``dunning.py``) — with the clock pinned to each
 moment so objects and events carry the timestamps Stripe would give them.
 
 Stripe's own test clocks API is served as a facade over the one fake clock: advancing any
@@ -132,6 +133,10 @@ def _candidates(state: FakeState) -> list[tuple[int, int, Action]]:
         at = inv["automatically_finalizes_at"]
         if inv["status"] == "draft" and inv["auto_advance"] and at is not None:
             found.append((int(at), 3, partial(finalize_draft, state, inv)))
+        retry_at = inv.get("_retry_at")
+        # auto_advance=false stops automatic collection, as on Stripe
+        if inv["status"] == "open" and inv["auto_advance"] and retry_at is not None:
+            found.append((int(retry_at), 4, partial(invoices.retry, state, inv)))
     return found
 
 

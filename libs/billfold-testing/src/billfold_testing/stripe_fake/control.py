@@ -6,6 +6,8 @@
 ``POST /_fake/webhooks/behaviour``    ``delay``, ``duplicate``, ``reorder`` delivery switch
 ``POST /_fake/webhooks/drain``        wait (``timeout`` s) until queued deliveries settle
 ``GET  /_fake/webhooks/deliveries``   every delivery attempt with its HTTP status
+``POST /_fake/billing/dunning``       ``retry_days=3,5,7``, ``after_retries=canceled|unpaid|
+                                      past_due``: Smart Retries settings (GET shows them)
 ``GET  /_fake/health``
 Parameters may be sent as JSON, form fields or query string.
 """
@@ -18,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from .clock import advance
+from .dunning import DunningPolicy
 from .forms import decode
 from .routing import STATE_KEY
 from .webhooks import Dispatcher
@@ -103,6 +106,25 @@ async def webhook_deliveries(request: web.Request) -> web.Response:
     return web.json_response({"deliveries": request.app[DISPATCHER_KEY].log})
 
 
+def _describe_dunning(policy: DunningPolicy) -> Json:
+    return {"retry_days": list(policy.retry_days), "after_retries": policy.after_retries}
+
+
+async def dunning(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    if request.method == "POST":
+        params = await _params(request)
+        raw = params.get("retry_days", list(state.dunning.retry_days))
+        parts = raw.split(",") if isinstance(raw, str) else raw
+        try:
+            days = tuple(int(d) for d in parts if str(d).strip())
+            after = params.get("after_retries", state.dunning.after_retries)
+            state.dunning = DunningPolicy(retry_days=days, after_retries=after)
+        except (TypeError, ValueError) as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+    return web.json_response(_describe_dunning(state.dunning))
+
+
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
@@ -114,4 +136,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/_fake/webhooks/behaviour", webhook_behaviour)
     app.router.add_post("/_fake/webhooks/drain", webhook_drain)
     app.router.add_get("/_fake/webhooks/deliveries", webhook_deliveries)
+    app.router.add_get("/_fake/billing/dunning", dunning)
+    app.router.add_post("/_fake/billing/dunning", dunning)
     app.router.add_get("/_fake/health", health)

@@ -50,6 +50,24 @@ class StripeError(Exception):
         return {"error": err}
 
 
+def error_object(error: StripeError, payment_method: Json | None) -> Json:
+    """The error as Stripe stores it on an object (``last_setup_error``,
+    ``last_payment_error``): the wire fields plus the payment method that failed."""
+    out: Json = {
+        "type": error.type,
+        "code": error.code,
+        "decline_code": error.decline_code,
+        "message": error.message,
+        "payment_method": payment_method,
+        "payment_method_type": payment_method["type"] if payment_method else None,
+    }
+    if error.code is not None:
+        out["doc_url"] = f"https://stripe.com/docs/error-codes/{error.code.replace('_', '-')}"
+    if error.param is not None:
+        out["param"] = error.param
+    return out
+
+
 def invalid(message: str, *, param: str | None = None, code: str | None = None) -> StripeError:
     """400 ``invalid_request_error`` (bad or missing parameters, wrong state)."""
     return StripeError(400, "invalid_request_error", message, code=code, param=param)

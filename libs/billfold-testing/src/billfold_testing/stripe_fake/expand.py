@@ -6,6 +6,7 @@ expand a field that is not an expandable reference is an error.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .errors import invalid
@@ -13,6 +14,10 @@ from .state import FakeState, kind_of
 
 Json = dict[str, Any]
 _MAX_DEPTH = 4  # Stripe allows at most four levels of expansion
+Includer = Callable[[FakeState, Json], Any]
+#: (object type, field) -> builder for Stripe's *includable* fields: absent from responses and
+#: events unless asked for with ``expand[]`` ("This field is not included by default").
+INCLUDABLE: dict[tuple[str, str], Includer] = {}
 
 
 def _cannot(path: str) -> Exception:
@@ -30,10 +35,9 @@ def _apply(state: FakeState, node: Any, segs: list[str], path: str) -> Any:
     if node.get("object") == "list" and key == "data":
         node["data"] = [_apply(state, item, rest, path) for item in node["data"]]
         return node
-    if key == "tiers" and node.get("object") == "price":
-        # Prices hide their tiers unless asked (Stripe: "This field is not included by default").
-        record = state.find("price", str(node.get("id")))
-        node["tiers"] = record.get("_tiers") if record else None
+    include = INCLUDABLE.get((str(node.get("object")), key))
+    if include is not None and key not in node:
+        node[key] = _apply(state, include(state, node), rest, path)
         return node
     if key not in node:
         raise _cannot(path)

@@ -29,6 +29,7 @@ from aiohttp import web
 from .app import create_app
 from .clock import advance as _advance
 from .control import DISPATCHER_KEY
+from .dunning import AfterRetries, DunningPolicy
 from .routing import STATE_KEY
 from .state import FakeState
 from .webhooks import Dispatcher, RetryPolicy
@@ -148,6 +149,24 @@ class StripeFake:
                 b.duplicate = duplicate
             if reorder is not None:
                 b.reorder = reorder
+
+        self.call(apply)
+
+    def set_dunning(
+        self,
+        *,
+        retry_days: tuple[int, ...] | None = None,
+        after_retries: AfterRetries | None = None,
+    ) -> None:
+        """Smart Retries settings: days between attempts, and the subscription's status once
+        every retry failed (``canceled``, ``unpaid`` or ``past_due``)."""
+
+        def apply() -> None:
+            current = self.state.dunning
+            self.state.dunning = DunningPolicy(
+                retry_days=current.retry_days if retry_days is None else retry_days,
+                after_retries=after_retries or current.after_retries,
+            )
 
         self.call(apply)
 

@@ -1,7 +1,9 @@
 """The hosted invoice page and invoice PDF behind ``hosted_invoice_url`` / ``invoice_pdf``.
 
 Like Stripe's, these URLs are capability URLs (an unguessable token, no API key needed) and
-exist only once the invoice is finalized.
+exist only once the invoice is finalized. When the invoice's payment is waiting for 3-D Secure
+(``requires_action``), the page offers "Complete authentication", which stands for the
+customer passing the challenge: the payment then succeeds and the invoice is paid.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
+from . import invoices, payments
 from .catalog import format_amount
+from .clock import run_due
 from .pdf import render_pdf
 from .routing import STATE_KEY
 from .state import FakeState
@@ -54,14 +58,44 @@ def invoice_text(inv: Json) -> list[str]:
     return rows
 
 
+def _waiting_intent(state: FakeState, inv: Json) -> Json | None:
+    intent = payments.intent_of(state, inv)
+    if inv["status"] == "open" and intent and intent["status"] == "requires_action":
+        return intent
+    return None
+
+
 async def invoice_page(request: web.Request) -> web.Response:
-    inv = _find(request.app[STATE_KEY], request.match_info["token"])
+    state = request.app[STATE_KEY]
+    inv = _find(state, request.match_info["token"])
     items = "".join(f"<p>{html.escape(row)}</p>" if row else "<hr>" for row in invoice_text(inv))
+    action = ""
+    if _waiting_intent(state, inv):
+        action = (
+            f'<form method="post" action="{request.path}/authenticate"><p>Your bank asks you '
+            "to confirm this payment.</p><button type=submit>Complete authentication</button>"
+            "</form>"
+        )
     body = (
         f"<!doctype html><html lang=en><meta charset=utf-8><title>Invoice {inv['number']}"
-        f'</title>{items}<p><a href="{request.path}/pdf">Download PDF</a></p></html>'
+        f'</title>{items}{action}<p><a href="{request.path}/pdf">Download PDF</a></p></html>'
     )
     return web.Response(text=body, content_type="text/html")
+
+
+async def authenticate(request: web.Request) -> web.StreamResponse:
+    """The customer passed 3-D Secure on the hosted page: the waiting payment succeeds."""
+    state = request.app[STATE_KEY]
+    inv = _find(state, request.match_info["token"])
+    state.request = None  # events from the hosted page carry no API request
+    run_due(state)
+    intent = _waiting_intent(state, inv)
+    if intent is None:
+        return web.Response(text="Nothing to authenticate", status=409)
+    with state.clock.pinned(state.clock.now()):
+        pm = state.find("payment_method", str(intent["payment_method"]))
+        invoices.mark_paid(state, inv, pm=pm)
+    raise web.HTTPSeeOther(location=f"/i/{request.match_info['token']}")
 
 
 async def invoice_pdf(request: web.Request) -> web.Response:

@@ -21,10 +21,11 @@ from stripe.params import (
 )
 
 from . import payment_methods as pms
-from . import shapes
+from . import payments, shapes
 from .catalog import amount_for, format_amount
 from .errors import StripeError, invalid
 from .events import emit, emit_update
+from .expand import INCLUDABLE
 from .forms import get_bool, get_str, merge_metadata
 from .lists import created_filter, list_object, paginate
 from .params import Allow
@@ -49,7 +50,25 @@ def _render_invoice(state: FakeState, out: Json) -> Json:
     return out
 
 
+def _paid_off_stripe(state: FakeState, node: Json) -> Any:
+    record = state.find("invoice", str(node.get("id")))
+    return int(record.get("_paid_off_stripe", 0)) if record else 0
+
+
 RENDERERS["invoice"] = _render_invoice
+# Stripe: "You can include this property in API requests [expand[]=amount_paid_off_stripe].
+# The property isn't available in event payloads."
+INCLUDABLE[("invoice", "amount_paid_off_stripe")] = _paid_off_stripe
+
+
+def subscription_of(inv: Json) -> str | None:
+    """The subscription that generated ``inv`` (today's ``parent.subscription_details``;
+    Stripe removed the top-level ``invoice.subscription``)."""
+    parent = inv.get("parent") or {}
+    if parent.get("type") != "subscription_details":
+        return None
+    sub_id = (parent.get("subscription_details") or {}).get("subscription")
+    return str(sub_id) if sub_id else None
 
 
 def describe_line(state: FakeState, price: Json, quantity: int, trial: bool) -> str:
@@ -172,7 +191,6 @@ def new_invoice(
         pre_payment_credit_notes_amount=0,
         period_start=period_start,
         period_end=period_end,
-        subscription=sub_id,
         webhooks_delivered_at=now,
         lines=list_object(lines, f"/v1/invoices/{inv_id}/lines"),
         parent=(
@@ -188,6 +206,8 @@ def new_invoice(
             else None
         ),
         _token="test_" + random_token(40),
+        _paid_off_stripe=0,
+        _retry_at=None,
     )
     return inv
 
@@ -218,27 +238,36 @@ def finalize(state: FakeState, inv: Json) -> None:
     )
     inv["status_transitions"]["finalized_at"] = now
     if inv["collection_method"] == "send_invoice":
-        sub = state.find("subscription", inv["subscription"] or "")
+        sub = state.find("subscription", subscription_of(inv) or "")
         days = int((sub or {}).get("days_until_due") or 30)
         inv["due_date"] = now + days * DAY
     else:
         inv["next_payment_attempt"] = now if inv["amount_due"] else None
+    payments.open_default(state, inv)
     emit(state, "invoice.finalized", state.render(inv))
     if inv["amount_due"] == 0:
         # Nothing to collect: Stripe marks it paid right away.
         mark_paid(state, inv)
 
 
-def mark_paid(state: FakeState, inv: Json) -> None:
+def mark_paid(
+    state: FakeState, inv: Json, *, out_of_band: bool = False, pm: Json | None = None
+) -> None:
     from .subscriptions import on_invoice_paid  # late: subscriptions imports this module
 
     now = state.clock.now()
+    if out_of_band:
+        inv["_paid_off_stripe"] = int(inv["_paid_off_stripe"]) + int(inv["amount_remaining"])
+        payments.record_out_of_band(state, inv, int(inv["amount_remaining"]))
+    else:
+        payments.record_success(state, inv, pm)
     inv.update(
         status="paid",
         amount_paid=inv["amount_due"],
         amount_remaining=0,
         next_payment_attempt=None,
         auto_advance=False,
+        _retry_at=None,
     )
     inv["status_transitions"]["paid_at"] = now
     rendered = state.render(inv)
@@ -249,7 +278,7 @@ def mark_paid(state: FakeState, inv: Json) -> None:
 
 def payment_method_for(state: FakeState, inv: Json) -> Json | None:
     """Invoice's PM, else the subscription's default, else the customer's default."""
-    sub = state.find("subscription", inv["subscription"] or "")
+    sub = state.find("subscription", subscription_of(inv) or "")
     customer = state.find("customer", inv["customer"]) or {"invoice_settings": {}}
     for pm_id in (
         inv["default_payment_method"],
@@ -261,22 +290,84 @@ def payment_method_for(state: FakeState, inv: Json) -> Json | None:
     return None
 
 
-def attempt_payment(state: FakeState, inv: Json, pm: Json | None = None) -> StripeError | None:
-    """Charge an open invoice; returns the card error on failure (events already sent)."""
-    from .subscriptions import on_invoice_payment_failed  # late: see mark_paid
+def _retries(inv: Json) -> bool:
+    """Smart Retries apply to automatically collected invoices, except a subscription's first
+    (an ``incomplete`` subscription waits for its customer instead)."""
+    return (
+        inv["collection_method"] == "charge_automatically"
+        and bool(inv["auto_advance"])
+        and inv["billing_reason"] != "subscription_create"
+    )
+
+
+def _schedule_retry(state: FakeState, inv: Json, *, counted: bool) -> bool:
+    """Set the next automatic attempt after a failed one; True when retries are used up.
+    A manual attempt after the first doesn't move the schedule, as on Stripe."""
+    if not counted:
+        return False
+    delay = state.dunning.delay_after(int(inv["attempt_count"])) if _retries(inv) else None
+    when = state.clock.now() + delay * DAY if delay is not None else None
+    inv.update(next_payment_attempt=when, _retry_at=when)
+    return delay is None and _retries(inv)
+
+
+def action_required(state: FakeState, inv: Json) -> StripeError:
+    intent = payments.intent_of(state, inv)
+    return StripeError(
+        402,
+        "card_error",
+        "This payment requires additional user action before it can be completed "
+        "successfully. Payment can be completed using the PaymentIntent associated with the "
+        "invoice. For more information, see the invoice's hosted_invoice_url.",
+        code="invoice_payment_intent_requires_action",
+        extra={"payment_intent": state.render(intent)} if intent else None,
+    )
+
+
+def attempt_payment(
+    state: FakeState, inv: Json, pm: Json | None = None, *, automatic: bool = True
+) -> StripeError | None:
+    """Charge an open invoice; returns the card error on failure (events already sent).
+
+    ``attempt_count`` counts the first attempt and every automatic retry; a manual attempt
+    (``POST /pay``) after the first doesn't count, as on Stripe."""
+    from .subscriptions import on_invoice_payment_failed, on_retries_exhausted  # late
 
     pm = pm or payment_method_for(state, inv)
     error = pms.charge_error(pm, int(inv["amount_due"]), str(inv["currency"]))
+    counted = automatic or int(inv["attempt_count"]) == 0
     inv["attempted"] = True
-    inv["attempt_count"] = int(inv["attempt_count"]) + 1
-    if error is None:
-        mark_paid(state, inv)
+    if counted:
+        inv["attempt_count"] = int(inv["attempt_count"]) + 1
+    if error is None and pm is not None and pms.needs_authentication(pm):
+        payments.record_action_required(state, inv, pm)
+        error = action_required(state, inv)
+        action = True
+    elif error is None:
+        mark_paid(state, inv, pm=pm)
         return None
-    inv["next_payment_attempt"] = None  # Smart Retries are not modelled
+    else:
+        payments.record_failure(state, inv, pm, error)
+        action = False
+    if pm is not None:
+        error.extra.setdefault("payment_method", state.render(pm))
+    exhausted = _schedule_retry(state, inv, counted=counted)
     inv["last_finalization_error"] = None
-    emit(state, "invoice.payment_failed", state.render(inv))
+    rendered = state.render(inv)
+    emit(state, "invoice.payment_failed", rendered)
+    if action:
+        emit(state, "invoice.payment_action_required", rendered)
     on_invoice_payment_failed(state, inv)
+    if exhausted:
+        on_retries_exhausted(state, inv)
     return error
+
+
+def retry(state: FakeState, inv: Json) -> None:
+    """The clock's automatic retry (Smart Retries) of a failed invoice payment."""
+    inv["_retry_at"] = None
+    if inv["status"] == "open":
+        attempt_payment(state, inv, automatic=True)
 
 
 # --- API -------------------------------------------------------------------------------------
@@ -295,7 +386,7 @@ def list_invoices(ctx: Ctx) -> Json:
         inv
         for inv in every
         if (not customer or inv["customer"] == customer)
-        and (not sub or inv["subscription"] == sub)
+        and (not sub or subscription_of(inv) == sub)
         and (not status or inv["status"] == status)
         and (not method or inv["collection_method"] == method)
         and in_range(inv)
@@ -325,6 +416,8 @@ def update_invoice(ctx: Ctx) -> Json:
         inv["description"] = get_str(ctx.params, "description") or None
     if (auto := get_bool(ctx.params, "auto_advance")) is not None:
         inv["auto_advance"] = auto
+        if not auto:  # no more automatic attempts
+            inv.update(next_payment_attempt=None, _retry_at=None)
     after = state.render(inv)
     emit_update(state, "invoice.updated", before, after)
     return after
@@ -354,14 +447,15 @@ def pay_invoice(ctx: Ctx) -> Json:
     if inv["status"] == "void":
         raise invalid("This invoice has been voided and can no longer be paid.")
     if get_bool(p, "paid_out_of_band"):
-        mark_paid(state, inv)
+        mark_paid(state, inv, out_of_band=True)
         return state.render(inv)
     pm = None
     if pm_id := get_str(p, "payment_method"):
         pm = pms.resolve(state, pm_id)
-        if pm["customer"] is None:
+        # A card that Stripe declines on attach is declined here by the payment attempt.
+        if pm["customer"] is None and not pms.card_spec(pm).fails_on_attach:
             pms.attach(state, pm, inv["customer"])
-    error = attempt_payment(state, inv, pm)
+    error = attempt_payment(state, inv, pm, automatic=False)
     if error is not None:
         raise error
     return state.render(inv)
@@ -383,7 +477,14 @@ def void_invoice(ctx: Ctx) -> Json:
     state = ctx.state
     inv = state.get("invoice", ctx.arg("id"))
     _require_open(inv, "void")
-    inv.update(status="void", amount_remaining=0, next_payment_attempt=None, auto_advance=False)
+    inv.update(
+        status="void",
+        amount_remaining=0,
+        next_payment_attempt=None,
+        auto_advance=False,
+        _retry_at=None,
+    )
+    payments.cancel_open(state, inv, "void_invoice")
     inv["status_transitions"]["voided_at"] = state.clock.now()
     emit(state, "invoice.voided", state.render(inv))
     return state.render(inv)
@@ -394,7 +495,9 @@ def mark_uncollectible(ctx: Ctx) -> Json:
     state = ctx.state
     inv = state.get("invoice", ctx.arg("id"))
     _require_open(inv, "mark_uncollectible")
-    inv.update(status="uncollectible", next_payment_attempt=None, auto_advance=False)
+    inv.update(
+        status="uncollectible", next_payment_attempt=None, auto_advance=False, _retry_at=None
+    )
     inv["status_transitions"]["marked_uncollectible_at"] = state.clock.now()
     emit(state, "invoice.marked_uncollectible", state.render(inv))
     return state.render(inv)

@@ -3,7 +3,9 @@
 Like Stripe, a test id such as ``pm_card_visa`` is a recipe: every use mints a new
 ``pm_…`` object. Cards that Stripe's docs say decline do so here: the generic and
 insufficient-funds declines fail when attached (Stripe validates the card then);
-``pm_card_chargeCustomerFail`` (4000000000000341) attaches but every charge fails.
+``pm_card_chargeCustomerFail`` (4000000000000341) attaches but every charge fails;
+``pm_card_authenticationRequired`` (4000002760003184) attaches, but every payment needs 3-D
+Secure, so it stops at ``requires_action``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class CardSpec:
     country: str = "US"
     decline_code: str | None = None  #: why charges (and maybe attaching) fail
     fails_on_attach: bool = False
+    #: 3-D Secure on every payment, even off-session (4000002760003184)
+    requires_authentication: bool = False
 
 
 _DECLINED = "generic_decline"
@@ -64,6 +68,7 @@ CARDS = {
         CardSpec("4000000000000002", "visa", decline_code=_DECLINED, fails_on_attach=True),
         CardSpec("4000000000009995", "visa", decline_code=_NSF, fails_on_attach=True),
         CardSpec("4000000000000341", "visa", decline_code=_DECLINED),
+        CardSpec("4000002760003184", "visa", requires_authentication=True),
     )
 }
 #: ``pm_card_*`` and ``tok_*`` test ids -> card number
@@ -82,6 +87,8 @@ ALIASES = {
     "chargeDeclinedInsufficientFunds": "4000000000009995",
     "visa_chargeDeclinedInsufficientFunds": "4000000000009995",
     "chargeCustomerFail": "4000000000000341",
+    "authenticationRequired": "4000002760003184",
+    "threeDSecure2Required": "4000002760003184",
 }
 _MESSAGES = {_DECLINED: "Your card was declined.", _NSF: "Your card has insufficient funds."}
 
@@ -172,6 +179,11 @@ def charge_error(pm: Json | None, amount: int, currency: str) -> StripeError | N
         )
     card = card_spec(pm)
     return card_declined_for(card) if card.decline_code else None
+
+
+def needs_authentication(pm: Json) -> bool:
+    """Whether charging ``pm`` stops for 3-D Secure (the customer must act)."""
+    return card_spec(pm).requires_authentication
 
 
 def attach(state: FakeState, pm: Json, customer_id: str) -> Json:

@@ -65,6 +65,18 @@ def _apply_overrides(
     return list(by_id.values()) + added
 
 
+def _temporary_ids(lines: list[Json]) -> None:
+    """Preview lines are never stored: Stripe gives them ``il_tmp_`` ids, and an item that
+    doesn't exist yet (a new subscription, or one added in ``subscription_details[items]``)
+    a temporary ``si_tmp_`` id, since ``subscription_item_details.subscription_item`` is never
+    null in today's API."""
+    for line in lines:
+        line["id"] = "il_tmp_" + random_token()
+        details = line["parent"]["subscription_item_details"]
+        if details["subscription_item"] is None:
+            details["subscription_item"] = "si_tmp_" + random_token()
+
+
 @routes.post("/v1/invoices/create_preview", params=Allow(InvoiceCreatePreviewParams))
 def create_preview(ctx: Ctx) -> Json:
     state, p = ctx.state, ctx.params
@@ -127,6 +139,7 @@ def create_preview(ctx: Ctx) -> Json:
         lines = cycle_lines(state, sub, start, end, trial=False, previous=previous, items=specs)
         reason, p_start, p_end, currency = "subscription_cycle", cur_start, cur_end, sub["currency"]
         sub_for_invoice = sub
+    _temporary_ids(lines)
     with state.clock.pinned(start):
         inv = invoices.new_invoice(
             state,

@@ -15,7 +15,7 @@ from stripe.params import (
 
 from . import payment_methods as pms
 from . import shapes
-from .errors import StripeError, invalid
+from .errors import StripeError, error_object, invalid
 from .events import emit, emit_update
 from .forms import enum, get_bool, get_list, get_str, merge_metadata
 from .lists import paginate
@@ -44,6 +44,7 @@ def create(state: FakeState, p: Json) -> Json:
         description=get_str(p, "description"),
         usage=enum(p, "usage", ("off_session", "on_session")) or "off_session",
         payment_method_types=types or ["card"],
+        allowed_payment_method_types=types or None,
         metadata=merge_metadata({}, p.get("metadata")),
         automatic_payment_methods=None,
     )
@@ -52,9 +53,14 @@ def create(state: FakeState, p: Json) -> Json:
     return si
 
 
-def confirm(state: FakeState, si: Json, pm_id: str | None) -> StripeError | None:
+def confirm(
+    state: FakeState, si: Json, pm_id: str | None, *, authenticated: bool = False
+) -> StripeError | None:
     """Validate the card and attach it to the intent's customer. Returns the decline, if any,
-    after recording it on the intent and emitting ``setup_intent.setup_failed``."""
+    after recording it on the intent and emitting ``setup_intent.setup_failed``.
+
+    A card that needs 3-D Secure stops at ``requires_action`` unless ``authenticated`` (a
+    hosted page, where the customer passes the challenge)."""
     if si["status"] not in ("requires_payment_method", "requires_confirmation"):
         raise invalid(
             f"You cannot confirm this SetupIntent because it has a status of {si['status']}.",
@@ -69,6 +75,14 @@ def confirm(state: FakeState, si: Json, pm_id: str | None) -> StripeError | None
     pm = pms.resolve(state, pm_id)
     error: StripeError | None = None
     card = pms.card_spec(pm)
+    if card.requires_authentication and not authenticated:
+        si.update(
+            status="requires_action",
+            payment_method=pm["id"],
+            next_action={"type": "use_stripe_sdk", "use_stripe_sdk": {"type": "three_d_secure"}},
+        )
+        emit(state, "setup_intent.requires_action", state.render(si))
+        return None
     try:
         if card.fails_on_attach and card.decline_code:
             # Stripe verifies the card while setting it up; these cards fail right here.
@@ -79,17 +93,14 @@ def confirm(state: FakeState, si: Json, pm_id: str | None) -> StripeError | None
         error = exc
     if error is not None:
         si.update(status="requires_payment_method", payment_method=None)
-        si["last_setup_error"] = {
-            "type": error.type,
-            "code": error.code,
-            "decline_code": error.decline_code,
-            "message": error.message,
-            "payment_method": state.render(pm),
-        }
+        rendered_pm = state.render(pm)
+        si["last_setup_error"] = error_object(error, rendered_pm)
         emit(state, "setup_intent.setup_failed", state.render(si))
+        # Stripe's error body names the payment method and the intent it failed on.
+        error.extra["payment_method"] = rendered_pm
         error.extra["setup_intent"] = state.render(si)
         return error
-    si.update(status="succeeded", payment_method=pm["id"], last_setup_error=None)
+    si.update(status="succeeded", payment_method=pm["id"], last_setup_error=None, next_action=None)
     emit(state, "setup_intent.succeeded", state.render(si))
     return None
 

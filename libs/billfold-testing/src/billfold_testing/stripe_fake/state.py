@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from .dunning import DunningPolicy
 from .errors import not_found
 
 Json = dict[str, Any]
@@ -29,6 +30,8 @@ PREFIXES: dict[str, tuple[str, str]] = {
     "sub_": ("subscription", "subscription"),
     "si_": ("subscription_item", "subscription item"),
     "in_": ("invoice", "invoice"),
+    "inpay_": ("invoice_payment", "invoice_payment"),
+    "pi_": ("payment_intent", "payment_intent"),
     "pm_": ("payment_method", "PaymentMethod"),
     "seti_": ("setup_intent", "setupintent"),
     "cs_test_": ("checkout.session", "checkout.session"),
@@ -120,6 +123,8 @@ class FakeState:
 
     def __init__(self) -> None:
         self.clock = Clock()
+        #: Smart Retries settings (kept across resets, like the clock)
+        self.dunning = DunningPolicy()
         self.base_url = ""
         self.request: RequestInfo | None = None
         #: called with every event right after it is created (webhook delivery hooks in here)

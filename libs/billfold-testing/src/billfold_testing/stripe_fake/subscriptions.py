@@ -153,15 +153,32 @@ def set_status(state: FakeState, sub: Json, status: str) -> None:
 
 
 def on_invoice_paid(state: FakeState, inv: Json) -> None:
-    sub = state.find("subscription", inv["subscription"] or "")
+    sub = state.find("subscription", invoices.subscription_of(inv) or "")
     if sub and sub["status"] in ("incomplete", "past_due", "unpaid"):
         set_status(state, sub, "active")
 
 
 def on_invoice_payment_failed(state: FakeState, inv: Json) -> None:
-    sub = state.find("subscription", inv["subscription"] or "")
+    # A send_invoice subscription falls past_due at the due date (not modelled), not when a
+    # customer's payment attempt fails.
+    if inv["collection_method"] != "charge_automatically":
+        return
+    sub = state.find("subscription", invoices.subscription_of(inv) or "")
     if sub and sub["status"] == "active":
         set_status(state, sub, "past_due")
+
+
+def on_retries_exhausted(state: FakeState, inv: Json) -> None:
+    """Every Smart Retry failed: the subscription ends as the dunning policy says."""
+    sub = state.find("subscription", invoices.subscription_of(inv) or "")
+    if sub is None or sub["status"] not in ("active", "past_due"):
+        return
+    after = state.dunning.after_retries
+    if after == "canceled":
+        sub["cancellation_details"]["reason"] = "payment_failed"
+        cancel_now(state, sub, "payment_failed")
+    elif after == "unpaid":
+        set_status(state, sub, "unpaid")
 
 
 def invoice_for_current_period(

@@ -35,6 +35,8 @@ CREATE TABLE mirror.stripe_accounts (
     -- Where several sites share an account, a customer without metadata billfold_site
     -- belongs to the account's default site.
     is_default         boolean NOT NULL DEFAULT false,
+    -- Last reconciliation (billing_sync.reconcile): NULL until the first, a backfill.
+    reconciled_at      timestamptz,
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now()
 );

@@ -25,6 +25,7 @@ class CustomerRef:
     site_id: str
     stripe_id: str
     default_payment_method: str | None
+    deleted: bool = False
 
 
 def new_customer_id() -> str:
@@ -40,14 +41,20 @@ async def _sites(ctx: SyncContext) -> list[str]:
 async def find(ctx: SyncContext, stripe_id: str) -> CustomerRef | None:
     """The mirrored customer with this Stripe id in any site of this Stripe account."""
     row = await ctx.conn.fetchrow(
-        "SELECT id, site_id, stripe_id, default_payment_method FROM mirror.customers "
+        "SELECT id, site_id, stripe_id, default_payment_method, deleted_at FROM mirror.customers "
         "WHERE stripe_id = $1 AND site_id = ANY($2::text[])",
         stripe_id,
         await _sites(ctx),
     )
     if row is None:
         return None
-    return CustomerRef(row["id"], row["site_id"], row["stripe_id"], row["default_payment_method"])
+    return CustomerRef(
+        row["id"],
+        row["site_id"],
+        row["stripe_id"],
+        row["default_payment_method"],
+        deleted=row["deleted_at"] is not None,
+    )
 
 
 async def resolve(ctx: SyncContext, stripe_id: str) -> CustomerRef | None:
@@ -82,7 +89,9 @@ async def _mark_deleted(ctx: SyncContext, stripe_id: str) -> CustomerRef | None:
             ),
             row["id"],
         )
-        return CustomerRef(row["id"], row["site_id"], stripe_id, row["default_payment_method"])
+        return CustomerRef(
+            row["id"], row["site_id"], stripe_id, row["default_payment_method"], deleted=True
+        )
     return await find(ctx, stripe_id)
 
 

@@ -51,6 +51,11 @@ async def refresh(ctx: SyncContext, stripe_id: str) -> None:
     if getattr(inv, "deleted", False):
         await _mark_deleted(ctx, stripe_id)
         return
+    await apply(ctx, inv)
+
+
+async def apply(ctx: SyncContext, inv: stripe.Invoice) -> None:
+    """Write an invoice fetched after the caller took its customer's lock."""
     customer_id = ref_id(inv.customer)
     if inv.id is None or customer_id is None:
         return

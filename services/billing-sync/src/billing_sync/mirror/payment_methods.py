@@ -36,9 +36,14 @@ async def refresh(ctx: SyncContext, stripe_id: str) -> None:
             await _mark_detached(ctx, stripe_id)
             return
         raise
+    await apply(ctx, pm)
+
+
+async def apply(ctx: SyncContext, pm: stripe.PaymentMethod) -> None:
+    """Write a payment method fetched after the caller took its customer's lock."""
     stripe_customer = ref_id(pm.customer)
     if stripe_customer is None:  # detached (or never attached): not the customer's any more
-        await _mark_detached(ctx, stripe_id)
+        await _mark_detached(ctx, pm.id)
         return
     customer = await customers.resolve(ctx, stripe_customer)
     if customer is None:

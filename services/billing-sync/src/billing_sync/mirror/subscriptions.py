@@ -82,6 +82,11 @@ async def refresh(ctx: SyncContext, stripe_id: str) -> None:
         if is_missing(exc):
             return  # never mirrored, or not this account's: nothing to show
         raise
+    await apply(ctx, sub)
+
+
+async def apply(ctx: SyncContext, sub: stripe.Subscription) -> None:
+    """Write a subscription fetched (with ``EXPAND``) after the caller took its lock."""
     customer = await customers.resolve(ctx, str(ref_id(sub.customer)))
     if customer is None:
         return
