@@ -159,3 +159,12 @@ async def test_cross_site_post_is_refused(api: Client, portal: Client, tenant: T
     )
     assert resp.status == 403
     await enter(portal, created)  # still unused
+
+
+async def test_head_never_uses_a_link(
+    api: Client, portal: Client, tenant: Tenant, db_pool: asyncpg.Pool
+) -> None:
+    multi = await create_link(api, tenant, single_use=False)
+    resp = await portal.head(link_path(multi), allow_redirects=False)
+    assert resp.status == 200
+    assert await _uses(db_pool, multi["id"]) == 0

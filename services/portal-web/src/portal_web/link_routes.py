@@ -77,7 +77,9 @@ async def _enter(request: web.Request, link: links.Link, embedded: bool) -> web.
 @routes.get("/r/{token}")
 async def show_link(request: web.Request) -> web.StreamResponse:
     link = await _live_link(request)
-    if not link.single_use:
+    # HEAD (aiohttp answers it with this handler) only looks, even for a multi-use link:
+    # link checkers send it, and it must not create sessions or record uses.
+    if not link.single_use and request.method == "GET":
         return await _enter(request, link, credentials.wants_frame(request, False))
     return render(request, "link.html")
 
