@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
-from .conftest import Client, Tenant, add_invoice, add_subscription, create_link, enter
+from billfold.db import DB_POOL
+from billfold.settings import Settings
+from portal_web.app import create_app
+
+from .conftest import (
+    Client,
+    Tenant,
+    add_invoice,
+    add_subscription,
+    create_link,
+    enter,
+    texts,
+)
 
 
 async def test_health_and_readiness(portal: Client) -> None:
@@ -35,3 +49,17 @@ async def test_page_budgets(
     assert len(await css.read()) < 20_000
     assert len(await js.read()) < 10_000
     assert css.headers["Cache-Control"].startswith("public")
+
+
+async def test_database_down_is_an_html_500_page(
+    aiohttp_client: Any, bf_settings: Settings
+) -> None:
+    portal: Client = await aiohttp_client(create_app(bf_settings))
+    await portal.app[DB_POOL].close()  # Postgres gone for this replica
+    resp = await portal.get("/r/bfl_" + "a" * 43)
+    html = await resp.text()
+    assert resp.status == 500
+    assert resp.content_type == "text/html"
+    assert "This page can't be shown right now." in texts(html)
+    assert "Traceback" not in html
+    assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]

@@ -14,11 +14,14 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from billfold.http.middlewares import Handler, Middleware
+from billfold.logs import get_logger
 from portal_web import branding, credentials, i18n
 from portal_web.browser_sessions import Principal
 from portal_web.i18n import gettext as _
 from portal_web.sites import Site
 from portal_web.state import PRINCIPAL, SETTINGS, SITE
+
+log = get_logger("portal_web.pages")
 
 _NOT_PAGES = ("/healthz", "/readyz", "/metrics", "/static/", "/brand/")
 
@@ -89,6 +92,10 @@ def _messages(kind: str) -> tuple[str, str]:
         "bad_request": (
             _("Something went wrong"),
             _("The request could not be completed. Go back and try again."),
+        ),
+        "server_error": (
+            _("Something went wrong"),
+            _("This page can't be shown right now. Please try again in a few minutes."),
         ),
     }[kind]
 
@@ -176,5 +183,19 @@ def errors_middleware() -> Middleware:
             if exc.status == 405 and "Allow" in exc.headers:
                 response.headers["Allow"] = exc.headers["Allow"]
             return response
+        except Exception:
+            # A bug or a dependency down (Postgres): a page in the customer's words, not
+            # the JSON error the API middleware would give; the traceback goes to the log.
+            log.exception(
+                "page_failed",
+                route=request.match_info.route.resource.canonical
+                if request.match_info.route.resource
+                else "unmatched",
+            )
+            try:
+                return error_page(request, PageError(500, "server_error"))
+            except Exception:  # rendering failed too: the JSON 500 below us
+                log.exception("error_page_failed")
+                raise
 
     return middleware
