@@ -191,3 +191,11 @@ async def test_framed_url_opened_top_level_is_refused(
     assert f'href="{framed}invoices"' in await ok.text()  # links keep the prefix
     pasted = await portal.get(framed + "plan", headers={"Sec-Fetch-Dest": "document"})
     assert pasted.status == 401
+
+
+def test_link_index_key_is_session_apis(bf_settings: Settings) -> None:
+    # The fast path's revocation signal is session-api's key: the two must never drift.
+    from portal_web.browser_sessions import link_key
+    from session_api.portal_sessions import link_index
+
+    assert link_key(bf_settings, "ab" * 32) == link_index.key(bf_settings, "ab" * 32)
