@@ -105,6 +105,14 @@ async def _customer_with_data(pool: asyncpg.Pool, **tenant_args: Any) -> Tenant:
     await add_subscription(pool, tenant, items=[{"product": "Pro plan", "unit_amount": 4900}])
     await add_invoice(pool, tenant, number="INV-0042", status="open", due="2099-01-01")
     await add_invoice(pool, tenant, number="INV-0041", status="paid", created="2027-01-01")
+    await pool.execute(
+        "INSERT INTO mirror.payment_methods (stripe_id, site_id, customer_id, "
+        "stripe_customer_id, type, card_brand, card_last4, card_exp_month, card_exp_year, "
+        "is_default) VALUES ($1, $2, $3, 'cus_x', 'card', 'visa', '4242', 12, 2027, true)",
+        f"pm_{tenant.slug}",
+        tenant.site_id,
+        tenant.customer_ids[0],
+    )
     return tenant
 
 
@@ -215,7 +223,7 @@ async def test_axe_finds_no_serious_violations(
         await page.goto(f"{live.base}/r/{created['token']}")
         await page.get_by_role("button", name="Continue").click()
         await page.wait_for_url(f"{live.base}/p/plan")
-        for path in ("/p/plan", "/p/invoices"):
+        for path in ("/p/plan", "/p/invoices", "/p/payment-methods", "/p/usage", "/p/profile"):
             await page.goto(live.base + path)
             await _check(axe, page, path, width)
             # No horizontal scrolling of the page itself, down to 360 px.

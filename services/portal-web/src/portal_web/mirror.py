@@ -173,3 +173,102 @@ async def invoices(
         pages=pages,
         total=int(total),
     )
+
+
+# --- Payment methods, usage, profile ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentMethod:
+    id: str
+    type: str
+    card_brand: str | None
+    card_last4: str | None
+    card_exp_month: int | None
+    card_exp_year: int | None
+    is_default: bool
+
+
+_PAYMENT_METHODS = """
+SELECT pm.stripe_id, pm.type, pm.card_brand, pm.card_last4, pm.card_exp_month,
+       pm.card_exp_year,
+       (pm.is_default OR pm.stripe_id IS NOT DISTINCT FROM c.default_payment_method) AS dflt
+FROM mirror.payment_methods pm
+JOIN mirror.customers c ON c.id = pm.customer_id AND c.site_id = pm.site_id
+WHERE pm.site_id = $1 AND pm.customer_id = $2 AND pm.detached_at IS NULL
+ORDER BY dflt DESC, pm.created DESC NULLS LAST, pm.stripe_id
+LIMIT 50
+"""
+
+
+async def payment_methods(db: Executor, site_id: str, customer_id: str) -> list[PaymentMethod]:
+    rows = await db.fetch(_PAYMENT_METHODS, site_id, customer_id)
+    return [
+        PaymentMethod(
+            id=r["stripe_id"],
+            type=r["type"],
+            card_brand=r["card_brand"],
+            card_last4=r["card_last4"],
+            card_exp_month=r["card_exp_month"],
+            card_exp_year=r["card_exp_year"],
+            is_default=bool(r["dflt"]),
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    meter_name: str | None
+    value: Decimal
+    period_start: datetime
+    period_end: datetime
+
+
+_USAGE = """
+SELECT meter_name, value, period_start, period_end FROM mirror.usage
+WHERE site_id = $1 AND customer_id = $2
+ORDER BY meter_name NULLS LAST, subscription_item_id
+LIMIT 50
+"""
+
+
+async def usage(db: Executor, site_id: str, customer_id: str) -> list[Usage]:
+    rows = await db.fetch(_USAGE, site_id, customer_id)
+    return [
+        Usage(
+            meter_name=r["meter_name"],
+            value=Decimal(r["value"]),
+            period_start=r["period_start"],
+            period_end=r["period_end"],
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str | None
+    email: str | None
+    phone: str | None
+    address: dict[str, Any] | None
+    tax_ids: list[dict[str, Any]]
+
+
+_PROFILE = """
+SELECT name, email, phone, address, tax_ids FROM mirror.customers
+WHERE site_id = $1 AND id = $2 AND deleted_at IS NULL
+"""
+
+
+async def profile(db: Executor, site_id: str, customer_id: str) -> Profile | None:
+    r = await db.fetchrow(_PROFILE, site_id, customer_id)
+    if r is None:
+        return None
+    return Profile(
+        name=r["name"],
+        email=r["email"],
+        phone=r["phone"],
+        address=r["address"] if isinstance(r["address"], dict) else None,
+        tax_ids=[t for t in (r["tax_ids"] or []) if isinstance(t, dict)],
+    )

@@ -26,11 +26,23 @@ log = get_logger("portal_web.pages")
 _NOT_PAGES = ("/healthz", "/readyz", "/metrics", "/static/", "/brand/")
 
 # Sections: URL slug → (sessions' settings key, nav label). Order is the nav's.
-SECTIONS: tuple[tuple[str, str], ...] = (("plan", "subscriptions"), ("invoices", "invoices"))
+SECTIONS: tuple[tuple[str, str], ...] = (
+    ("plan", "subscriptions"),
+    ("invoices", "invoices"),
+    ("payment-methods", "payment_methods"),
+    ("usage", "usage"),
+    ("profile", "profile"),
+)
 
 
 def section_label(slug: str) -> str:
-    return {"plan": _("Plan"), "invoices": _("Invoices")}[slug]
+    return {
+        "plan": _("Plan"),
+        "invoices": _("Invoices"),
+        "payment-methods": _("Payment methods"),
+        "usage": _("Usage"),
+        "profile": _("Profile"),
+    }[slug]
 
 
 def enabled_sections(principal: Principal) -> list[str]:

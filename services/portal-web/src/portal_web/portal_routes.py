@@ -1,4 +1,5 @@
-"""The portal's pages: Plan and Invoices (read only in this slice), and sign-out.
+"""The portal's pages: Plan, Invoices, Payment methods, Usage, Profile (read only so
+far: the actions come through billing-sync's RPC), and sign-out.
 
 Every page first authenticates the browser session (``_principal``): from the cookie
 under ``/p/``, from the path under ``/e/{bfs_…}/``. A section the session hides answers
@@ -137,6 +138,54 @@ async def invoices(request: web.Request) -> web.StreamResponse:
     )
 
 
+async def payment_methods(request: web.Request) -> web.StreamResponse:
+    principal = await _principal(request)
+    _require_section(principal, "payment-methods")
+    views: list[presenters.PaymentMethodView] = []
+    error = False
+    try:
+        found = await mirror.payment_methods(
+            request.app[DB_POOL], principal.site_id, principal.customer_id
+        )
+        views = [presenters.payment_method_view(pm) for pm in found]
+    except Exception as exc:  # the mirror cannot be read: say so, keep the page
+        log.warning("mirror_read_failed", section="payment_methods", error=type(exc).__name__)
+        error = True
+    return render(
+        request, "payment_methods.html", current="payment-methods", methods=views, load_error=error
+    )
+
+
+async def usage(request: web.Request) -> web.StreamResponse:
+    principal = await _principal(request)
+    _require_section(principal, "usage")
+    views: list[presenters.UsageView] = []
+    error = False
+    try:
+        found = await mirror.usage(request.app[DB_POOL], principal.site_id, principal.customer_id)
+        views = [presenters.usage_view(u) for u in found]
+    except Exception as exc:  # the mirror cannot be read: say so, keep the page
+        log.warning("mirror_read_failed", section="usage", error=type(exc).__name__)
+        error = True
+    return render(request, "usage.html", current="usage", meters=views, load_error=error)
+
+
+async def profile(request: web.Request) -> web.StreamResponse:
+    principal = await _principal(request)
+    _require_section(principal, "profile")
+    view: presenters.ProfileView | None = None
+    error = False
+    try:
+        found = await mirror.profile(request.app[DB_POOL], principal.site_id, principal.customer_id)
+        view = presenters.profile_view(found) if found is not None else None
+    except Exception as exc:  # the mirror cannot be read: say so, keep the page
+        log.warning("mirror_read_failed", section="profile", error=type(exc).__name__)
+        error = True
+    return render(
+        request, "profile.html", current="profile", profile=view, load_error=error or view is None
+    )
+
+
 async def sign_out(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     if not credentials.same_origin_post(request, settings):
@@ -157,5 +206,14 @@ def add_routes(app: web.Application) -> None:
         app.router.add_get(base + "/", home)
         app.router.add_get(base + "/plan", plan)
         app.router.add_get(base + "/invoices", invoices)
+        app.router.add_get(base + "/payment-methods", payment_methods)
+        app.router.add_get(base + "/usage", usage)
+        app.router.add_get(base + "/profile", profile)
         app.router.add_post(base + "/sign-out", sign_out)
-    assert {slug for slug, _ in SECTIONS} == {"plan", "invoices"}
+    assert {slug for slug, _ in SECTIONS} == {
+        "plan",
+        "invoices",
+        "payment-methods",
+        "usage",
+        "profile",
+    }

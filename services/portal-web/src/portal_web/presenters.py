@@ -11,10 +11,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from babel.numbers import format_decimal
+
 from portal_web.formatting import date, money
+from portal_web.i18n import current, ngettext
 from portal_web.i18n import gettext as _
-from portal_web.i18n import ngettext
-from portal_web.mirror import Invoice, Item, Subscription
+from portal_web.mirror import Invoice, Item, PaymentMethod, Profile, Subscription, Usage
 
 # --- Plan ---------------------------------------------------------------------------------
 
@@ -221,4 +223,103 @@ def invoice_view(inv: Invoice, now: datetime) -> InvoiceView:
         badge=invoice_badge(inv, now),
         view_url=_https(inv.hosted_invoice_url),
         pdf_url=_https(inv.invoice_pdf),
+    )
+
+
+# --- Payment methods, usage, profile ------------------------------------------------------
+
+_BRANDS = {
+    "visa": "Visa",
+    "mastercard": "Mastercard",
+    "amex": "American Express",
+    "discover": "Discover",
+    "jcb": "JCB",
+    "diners": "Diners Club",
+    "unionpay": "UnionPay",
+    "cartes_bancaires": "Cartes Bancaires",
+}
+
+
+def _type_label(kind: str) -> str:
+    labels = {
+        "sepa_debit": "SEPA Direct Debit",
+        "bacs_debit": "Bacs Direct Debit",
+        "us_bank_account": _("US bank account"),
+        "link": "Link",
+        "paypal": "PayPal",
+    }
+    return labels.get(kind, kind.replace("_", " ").capitalize())
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentMethodView:
+    label: str  # "Visa •••• 4242"
+    expires: str | None  # "Expires 12/2027"
+    is_default: bool
+
+
+def payment_method_view(pm: PaymentMethod) -> PaymentMethodView:
+    if pm.type == "card":
+        brand = _BRANDS.get(pm.card_brand or "", (pm.card_brand or _("Card")).title())
+        label = f"{brand} •••• {pm.card_last4}" if pm.card_last4 else brand
+        expires = None
+        if pm.card_exp_month and pm.card_exp_year:
+            expires = _("Expires %(date)s") % {
+                "date": f"{pm.card_exp_month:02d}/{pm.card_exp_year}"
+            }
+        return PaymentMethodView(label=label, expires=expires, is_default=pm.is_default)
+    label = _type_label(pm.type)
+    return PaymentMethodView(label=label, expires=None, is_default=pm.is_default)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageView:
+    meter: str
+    value: str
+    period: str
+
+
+def usage_view(u: Usage) -> UsageView:
+    return UsageView(
+        meter=u.meter_name or _("Usage"),
+        value=format_decimal(u.value, locale=current().locale),
+        period=_("%(start)s to %(end)s")
+        % {
+            "start": date(u.period_start, style="medium"),
+            "end": date(u.period_end, style="medium"),
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileView:
+    name: str | None
+    email: str | None
+    phone: str | None
+    address: list[str]
+    tax_ids: list[tuple[str, str]]
+
+
+def _address_lines(address: dict[str, Any] | None) -> list[str]:
+    if not address:
+        return []
+    city = " ".join(str(address[k]) for k in ("postal_code", "city") if address.get(k))
+    country = address.get("country")
+    country_name = None
+    if isinstance(country, str) and country:
+        country_name = current().locale.territories.get(country.upper(), country)
+    lines = [address.get("line1"), address.get("line2"), city, address.get("state"), country_name]
+    return [str(line) for line in lines if line]
+
+
+def profile_view(p: Profile) -> ProfileView:
+    return ProfileView(
+        name=p.name,
+        email=p.email,
+        phone=p.phone,
+        address=_address_lines(p.address),
+        tax_ids=[
+            (str(t.get("type", "")).replace("_", " ").upper(), str(t.get("value", "")))
+            for t in p.tax_ids
+        ],
     )
