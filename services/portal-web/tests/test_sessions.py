@@ -199,3 +199,38 @@ def test_link_index_key_is_session_apis(bf_settings: Settings) -> None:
     from session_api.portal_sessions import link_index
 
     assert link_key(bf_settings, "ab" * 32) == link_index.key(bf_settings, "ab" * 32)
+
+
+async def test_hanging_redis_costs_one_timeout_not_one_per_request(
+    aiohttp_client: Callable[..., Any],
+    bf_settings: Settings,
+    api: Client,
+    tenant: Tenant,
+) -> None:
+    # A Redis that accepts connections and never answers (a blackholed node).
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        settings = bf_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{port}/0"})
+        portal: Client = await aiohttp_client(create_portal(settings))
+        created = await create_link(api, tenant)
+        await enter(portal, created)
+        validator = portal.app[VALIDATOR]
+        started = time.monotonic()
+        for _ in range(5):
+            assert (await portal.get("/p/plan")).status == 200
+        elapsed = time.monotonic() - started
+        # Without the back-off each request would wait the client's 0.5 s timeout.
+        assert validator.redis_skipped >= 1
+        assert elapsed < 2.0, elapsed
+    finally:
+        for writer in held:
+            writer.transport.abort()
+        server.close()
+        await server.wait_closed()
