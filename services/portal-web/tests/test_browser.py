@@ -53,6 +53,8 @@ async def _frame_page(request: web.Request) -> web.Response:
     src = request.query["src"]
     html = (
         "<!doctype html><html lang=en><title>Tenant app</title><h1>Tenant</h1>"
+        "<script>window.heights = []; addEventListener('message', "
+        "e => window.heights.push([e.origin, e.data]));</script>"
         f'<iframe id=portal title="Billing" src="{src}" width=900 height=700></iframe>'
     )
     return web.Response(text=html, content_type="text/html")
@@ -162,6 +164,12 @@ async def test_framed_on_allowed_origin_with_third_party_cookies_blocked(
     await frame.get_by_role("cell", name="INV-0042", exact=True).wait_for()
     # No cookie carried any of it.
     assert [c for c in await context.cookies() if c["name"].endswith("bf_session")] == []
+    # The frame told its parent (and only its parent's origin) how tall it is.
+    await page.wait_for_function("window.heights.length > 0")
+    origin, data = (await page.evaluate("window.heights"))[-1]
+    assert origin == live.base
+    assert data["type"] == "billfold:height"
+    assert data["height"] > 100
 
 
 async def test_framing_on_another_origin_is_refused(
