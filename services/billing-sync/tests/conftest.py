@@ -179,8 +179,8 @@ class Synced:
             raise AssertionError(f"events not processed: {[dict(r) for r in stuck]}") from None
 
     async def outbox(self) -> list[dict[str, Any]]:
-        """The mirror's change events for this site still in (or published from) the
-        outbox: the test keeps the relay's publishes in a table of its own."""
+        """The mirror's change events for this site, in enqueue order: they stay in the
+        outbox because this app's broker address answers nothing."""
         rows = await self.pool.fetch(
             "SELECT payload::text AS p FROM mirror.outbox WHERE payload->>'site_id' = $1 "
             "ORDER BY id",

@@ -7,8 +7,11 @@ from typing import Any
 import stripe
 from aiohttp import ClientSession
 
+from billing_sync import accounts
+from billing_sync.secrets import SecretBox
+
 from .compare import mismatches
-from .conftest import Eventually, Synced
+from .conftest import Eventually, Synced, new_site
 
 Api = stripe.StripeClient
 
@@ -262,3 +265,38 @@ async def test_duplicates_make_one_outbox_event_per_change(
             "SELECT id FROM mirror.customers WHERE stripe_id = $1", customer.id
         )
     }
+
+
+async def test_sites_sharing_an_account_split_customers_by_metadata(
+    synced: Synced, eventually: Eventually, box: SecretBox
+) -> None:
+    # A second site on the same Stripe account (same key), not its default.
+    other = await new_site(synced.pool)
+    async with synced.pool.acquire() as conn:
+        second = await accounts.configure(conn, box, other, api_key=synced.api_key)
+    assert second.is_default is False
+    api = synced.api
+    mine = await api.v1.customers.create_async(params={"email": "mine@example.com"})
+    theirs = await api.v1.customers.create_async(
+        params={"email": "theirs@example.com", "metadata": {"billfold_site": other}}
+    )
+    card = await api.v1.payment_methods.attach_async("pm_card_visa", params={"customer": theirs.id})
+    await synced.settled(eventually)
+
+    async def site_of(table: str, stripe_id: str) -> str:
+        # `table` is one of this test's literals.
+        return str(
+            await synced.pool.fetchval(
+                f"SELECT site_id FROM mirror.{table} WHERE stripe_id = $1",  # noqa: S608
+                stripe_id,
+            )
+        )
+
+    assert await site_of("customers", mine.id) == synced.site_id  # the account's default
+    assert await site_of("customers", theirs.id) == other
+    assert await site_of("payment_methods", card.id) == other
+    # The metadata moves the customer, and what hangs off it, to the default site.
+    await api.v1.customers.update_async(theirs.id, params={"metadata": {"billfold_site": ""}})
+    await synced.settled(eventually)
+    assert await site_of("customers", theirs.id) == synced.site_id
+    assert await site_of("payment_methods", card.id) == synced.site_id

@@ -160,3 +160,55 @@ async def test_reconciliation_repairs_a_dropped_webhook(
     kinds = [(e["type"], e["data"].get("deleted")) for e in await synced.outbox()]
     assert ("payment_method.updated", True) in kinds
     assert ("customer.updated", True) in kinds
+
+
+async def test_processed_events_are_swept_after_their_retention(
+    db_pool: asyncpg.Pool, settings: BillingSyncSettings, box: SecretBox
+) -> None:
+    site = await new_site(db_pool)
+    rows = {
+        "evt_old_done": "now() - interval '31 days'",
+        "evt_new_done": "now() - interval '1 day'",
+        "evt_old_pending": "NULL",
+    }
+    for event_id, processed in rows.items():
+        await db_pool.execute(
+            "INSERT INTO mirror.stripe_events (id, site_id, type, payload, received_at, "  # noqa: S608
+            f"processed_at) VALUES ($1, $2, 'customer.updated', '{{}}', "
+            f"now() - interval '40 days', {processed})",
+            f"{event_id}_{site}",
+            site,
+        )
+    gateway = StripeGateway(settings)
+    try:
+        swept = await Reconciler(settings, db_pool, gateway, box).sweep()
+    finally:
+        await gateway.close()
+    assert swept >= 1
+    left = {
+        r["id"]
+        for r in await db_pool.fetch("SELECT id FROM mirror.stripe_events WHERE site_id = $1", site)
+    }
+    assert left == {f"evt_new_done_{site}", f"evt_old_pending_{site}"}
+
+
+async def test_replicas_claim_each_account_once_per_interval(
+    db_pool: asyncpg.Pool, settings: BillingSyncSettings, box: SecretBox
+) -> None:
+    # Only this test's accounts are due.
+    await db_pool.execute("UPDATE mirror.stripe_accounts SET reconciled_at = now()")
+    key = f"sk_test_{secrets.token_hex(12)}"
+    first, shared, alone = [await new_site(db_pool) for _ in range(3)]
+    async with db_pool.acquire() as conn:
+        await accounts.configure(conn, box, first, api_key=key)
+        await accounts.configure(conn, box, shared, api_key=key)  # same account, not default
+        await accounts.configure(conn, box, alone, api_key=f"sk_test_{secrets.token_hex(12)}")
+    gateway = StripeGateway(settings)
+    try:
+        replicas = [Reconciler(settings, db_pool, gateway, box) for _ in range(3)]
+        claimed = await asyncio.gather(*(r.claim() for r in replicas))
+        claimed += await asyncio.gather(*(r.claim() for r in replicas))
+    finally:
+        await gateway.close()
+    # One claim per account (its default site), whichever replica got it; none twice.
+    assert sorted(c for c in claimed if c) == sorted([first, alone])

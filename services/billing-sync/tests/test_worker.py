@@ -22,7 +22,15 @@ def _fetches(kind: str) -> float:
 
 
 async def _accepted(synced: Synced) -> list[str]:
+    """This test's accepted, unprocessed events. A worker claims every site's due events,
+    so events earlier tests left pending (their app stopped first) are parked, or the
+    test's own worker would count them too."""
     await asyncio.to_thread(synced.fake.drain)
+    await synced.pool.execute(
+        "UPDATE mirror.stripe_events SET next_attempt_at = 'infinity' "
+        "WHERE site_id <> $1 AND processed_at IS NULL",
+        synced.site_id,
+    )
     rows = await synced.pool.fetch(
         "SELECT id FROM mirror.stripe_events WHERE site_id = $1 AND processed_at IS NULL",
         synced.site_id,

@@ -12,7 +12,8 @@ draft deleted while its event was lost) are refreshed one by one, which marks th
 ``billfold sync --site S`` runs it once with a progress line; every replica runs
 :class:`Reconciler`, which claims one due account at a time (``reconciled_at`` older
 than ``reconcile_interval``, ``FOR UPDATE SKIP LOCKED``), so replicas share the work and
-a newly configured site is backfilled on the next check.
+a newly configured site is backfilled on the next check. The same loop sweeps processed
+Stripe events past ``stripe_events_retention_days``.
 """
 
 from __future__ import annotations
@@ -186,11 +187,35 @@ class Reconciler:
             self.runs += 1
         return done
 
+    async def sweep(self) -> int:
+        """Delete processed Stripe events past their retention, a batch at a time (given-up
+        ones stay for whoever investigates); returns how many went."""
+        total = 0
+        while True:
+            deleted = await self.pool.fetchval(
+                """
+                WITH gone AS (
+                    DELETE FROM mirror.stripe_events WHERE id IN (
+                        SELECT id FROM mirror.stripe_events
+                        WHERE processed_at < now() - make_interval(days => $1)
+                        LIMIT 1000
+                    ) RETURNING 1
+                ) SELECT count(*) FROM gone
+                """,
+                self.settings.stripe_events_retention_days,
+            )
+            total += int(deleted)
+            if deleted < 1000 or self._stopping.is_set():
+                return total
+
     async def _run(self) -> None:
         every = min(CHECK_EVERY, self.settings.reconcile_interval)
         while not self._stopping.is_set():
             try:
                 await self.run_due()
+                swept = await self.sweep()
+                if swept:
+                    log.info("stripe_events_swept", deleted=swept)
             except Exception as exc:  # the database is unreachable, typically
                 log.warning("stripe_reconcile_loop_failed", error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):

@@ -38,6 +38,10 @@ class BillingSyncSettings(Settings):
     # up to this many attempts, then left for reconciliation (and an error log line).
     worker_batch_size: int = Field(default=50, ge=1, le=500)
     worker_max_attempts: int = Field(default=12, ge=1, le=100)
+    # Processed Stripe events are kept this long, then swept. Stripe retries a delivery
+    # for up to 3 days, so the dedupe by event id outlives any redelivery (and one that
+    # came later still would only refresh the object again).
+    stripe_events_retention_days: int = Field(default=30, ge=4, le=3650)
     # Events for one object arriving within this window share one fetch from Stripe.
     coalesce_window: float = Field(default=0.05, ge=0.0, le=5.0)
 

@@ -185,7 +185,7 @@ _ERROR_CODES = (
     "body_invalid_json, body_invalid_form, body_invalid_encoding, unsupported_media_type, "
     "body_too_large, request_malformed, "
     "route_not_found, method_not_allowed, api_key_invalid, insufficient_scope, "
-    "idempotency_key_in_use, internal_error"
+    "idempotency_key_in_use, request_timeout, service_busy, internal_error"
 )
 
 SCHEMAS: dict[str, Schema] = {
@@ -300,9 +300,13 @@ _HTTP_ERRORS = {
 # What a request that needs Postgres can meet besides.
 _SERVICE_ERRORS = {
     **_HTTP_ERRORS,
-    "503": _error(
-        "The service cannot serve now (Postgres unreachable or overloaded); retry later."
-    ),
+    "503": {
+        **_error(
+            "The service cannot serve now (Postgres unreachable, or no database connection"
+            " came free in time: service_busy); retry after Retry-After when it is given."
+        ),
+        "headers": {"Retry-After": {"description": "Seconds.", "schema": {"type": "string"}}},
+    },
 }
 
 

@@ -12,8 +12,10 @@ from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from billfold.http.body import read_bytes
 from billfold.http.errors import ApiError
 from session_api import forms
+from session_api.state import SETTINGS
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -84,9 +86,10 @@ async def read_body(request: web.Request) -> Params:
     """The body's parameters; none when there is no body."""
     if not request.body_exists:
         return Params({})
-    # read() raises 413 (via client_max_size) for a body that lied about its length.
+    # read() raises 413 (via client_max_size) for a body that lied about its length;
+    # a body that has not all arrived within body_read_timeout is a 408.
     try:
-        raw = await request.read()
+        raw = await read_bytes(request, request.app[SETTINGS].body_read_timeout)
     except RequestPayloadError:
         # A body aiohttp could not decode: Content-Encoding gzip/deflate over bytes that
         # are not, a broken chunked encoding. The client's fault, so a 400, not a 500.
