@@ -106,6 +106,19 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package billing-sync
 
 # ---------------------------------------------------------------------------
+# build-portal-web: portal-web (templates, static files and catalogues are package
+# data of its wheel) and what it depends on, nothing more
+# ---------------------------------------------------------------------------
+FROM builder AS build-portal-web
+RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=bind,source=uv.lock,target=uv.lock \
+    --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
+    uv sync --frozen --no-dev --no-install-workspace --package portal-web
+COPY . /src
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable --package portal-web
+
+# ---------------------------------------------------------------------------
 # Final images. The venv stays owned by root: the app user can read, not modify it.
 # ---------------------------------------------------------------------------
 
@@ -119,6 +132,12 @@ FROM runtime AS billing-sync
 COPY --from=build-billing-sync /opt/venv /opt/venv
 EXPOSE 8082
 CMD ["python", "-m", "billing_sync"]
+
+# portal-web: the customer portal (links, browser sessions, pages)
+FROM runtime AS portal-web
+COPY --from=build-portal-web /opt/venv /opt/venv
+EXPOSE 8081
+CMD ["python", "-m", "portal_web"]
 
 # session-api (kept last so a plain `docker build .` produces it)
 FROM runtime AS session-api

@@ -47,8 +47,9 @@ run: bootstrap ## migrate, start every service in the foreground, load demo data
 # pytest's exit status goes straight to make: 1 (failures) and 5 (no tests
 # collected) both fail the target. Extra arguments: make test PYTEST_ARGS='-k foo'.
 test: bootstrap ## run the whole test suite
-	@# Browser tests (none yet) will need Debian's chromium; when they land:
-	@# command -v chromium >/dev/null || apt-get install -y chromium
+	@# portal-web's browser tests drive Debian's Chromium (Playwright cannot download
+	@# browsers here); install it when missing (needs root and apt-get).
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 	$(RUN) pytest $(PYTEST_ARGS)
 
 lint: sync ## ruff check, ruff format --check, mypy --strict

@@ -37,6 +37,8 @@ READ_KEYS = {
     "expires_at",
     "created_at",
     "used_at",
+    "used_ip",
+    "used_user_agent",
     "revoked_at",
 }
 
@@ -56,7 +58,7 @@ async def test_get_never_returns_token(client: TestClient[Any, Any], tenant: Ten
     assert resp.status == 200
     assert set(body) == READ_KEYS
     assert created["token"] not in await resp.text()
-    for k in READ_KEYS - {"used_at", "revoked_at"}:
+    for k in READ_KEYS - {"used_at", "used_ip", "used_user_agent", "revoked_at"}:
         assert body[k] == created[k], k
     assert body["used_at"] is None
     assert body["revoked_at"] is None
@@ -309,3 +311,29 @@ async def test_site_without_sessions_lists_empty(
     fresh = await make_tenant(db_pool, n_customers=0)
     body = await (await client.get("/v1/portal_sessions", headers=fresh.auth)).json()
     assert body == {"object": "list", "url": "/v1/portal_sessions", "data": [], "has_more": False}
+
+
+async def test_get_and_list_show_the_use_portal_web_recorded(
+    client: TestClient[Any, Any], tenant: Tenant, db_pool: asyncpg.Pool
+) -> None:
+    # portal-web records a link's use in its own schema; session-api reads it from there.
+    created = await create_session(client, tenant)
+    untouched = await create_session(client, tenant)
+    await db_pool.execute(
+        "INSERT INTO web.link_uses (portal_session_id, site_id, used_at, ip, user_agent) "
+        "VALUES ($1, $2, '2027-01-02T03:04:05Z', '198.51.100.7', 'Mozilla/5.0 (Test)')",
+        created["id"],
+        tenant.site_id,
+    )
+    resp = await client.get(f"/v1/portal_sessions/{created['id']}", headers=tenant.auth)
+    body = await resp.json()
+    assert body["status"] == "used"
+    assert body["used_at"] == "2027-01-02T03:04:05Z"
+    assert body["used_ip"] == "198.51.100.7"
+    assert body["used_user_agent"] == "Mozilla/5.0 (Test)"
+    resp = await client.get("/v1/portal_sessions", headers=tenant.auth)
+    listed = {s["id"]: s for s in (await resp.json())["data"]}
+    assert listed[created["id"]]["used_ip"] == "198.51.100.7"
+    assert listed[created["id"]]["status"] == "used"
+    assert listed[untouched["id"]]["used_at"] is None
+    assert listed[untouched["id"]]["status"] == "active"

@@ -97,6 +97,8 @@ _SESSION_PROPS: dict[str, Schema] = {
     "expires_at": _TIME,
     "created_at": _TIME,
     "used_at": _nullable(_TIME),
+    "used_ip": {"type": ["string", "null"], "description": "Where the link was used from."},
+    "used_user_agent": {"type": ["string", "null"], "description": "The browser that used it."},
     "revoked_at": _nullable(_TIME),
 }
 

@@ -20,6 +20,21 @@ _COLUMNS = (
     "id, customer_id, single_use, sections, flow, return_url, locale, send_email, "
     "created_at, expires_at, used_at, revoked_at"
 )
+# What GET and list read: the session row plus its use, which portal-web records in its
+# own schema (``web.link_uses``, the winner of a single-use link); session-api may read
+# it, never write it. A plain subquery, so the WHERE fragments below keep their column
+# names and Postgres still plans them on portal_sessions' indexes.
+_READ_SOURCE = """(
+    SELECT ps.id, ps.site_id, ps.customer_id, ps.single_use, ps.sections, ps.flow,
+        ps.return_url, ps.locale, ps.send_email, ps.created_at, ps.expires_at,
+        COALESCE(lu.used_at, ps.used_at) AS used_at,
+        COALESCE(lu.ip, ps.used_ip) AS used_ip,
+        COALESCE(lu.user_agent, ps.used_user_agent) AS used_user_agent,
+        ps.revoked_at
+    FROM portal.portal_sessions ps
+    LEFT JOIN web.link_uses lu ON lu.portal_session_id = ps.id
+) AS s"""
+_READ_COLUMNS = _COLUMNS + ", used_ip, used_user_agent"
 
 # The create path in ONE statement (one round trip, atomic without BEGIN/COMMIT): find
 # the customer, check the API key is still live (so callers may skip the key lookup,
@@ -216,7 +231,7 @@ async def create_many_with_events(
 
 async def get(conn: Executor, site_id: str, session_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM portal.portal_sessions WHERE site_id = $1 AND id = $2",  # noqa: S608
+        f"SELECT {_READ_COLUMNS} FROM {_READ_SOURCE} WHERE site_id = $1 AND id = $2",  # noqa: S608
         site_id,
         session_id,
     )
@@ -249,7 +264,7 @@ async def page(
         where.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
     args.append(limit + 1)
     return await conn.fetch(
-        f"SELECT {_COLUMNS} FROM portal.portal_sessions WHERE {' AND '.join(where)} "  # noqa: S608 - fixed fragments
+        f"SELECT {_READ_COLUMNS} FROM {_READ_SOURCE} WHERE {' AND '.join(where)} "  # noqa: S608 - fixed fragments
         f"ORDER BY created_at DESC, id DESC LIMIT ${len(args)}",
         *args,
     )

@@ -172,5 +172,7 @@ def session_json(row: Any, now: datetime) -> dict[str, Any]:
         "expires_at": iso(row["expires_at"]),
         "created_at": iso(row["created_at"]),
         "used_at": iso(row["used_at"]),
+        "used_ip": row["used_ip"],
+        "used_user_agent": row["used_user_agent"],
         "revoked_at": iso(row["revoked_at"]),
     }

@@ -160,6 +160,8 @@ def finish(settings: Settings, draft: Draft, key_live: bool, customer_id: str | 
         "expires_at": iso(new.expires_at),
         "created_at": iso(new.created_at),
         "used_at": None,
+        "used_ip": None,
+        "used_user_agent": None,
         "revoked_at": None,
     }
     return Created(body=body, token_hash=new.token_hash, expires_at=new.expires_at)

@@ -1,0 +1,114 @@
+"""The portal-web aiohttp application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from billfold import bus, cache, db, outbox
+from billfold.http import malformed
+from billfold.http.health import add_health_routes
+from billfold.http.middlewares import standard_middlewares
+from billfold.settings import Settings
+from portal_web import branding, i18n, link_routes, portal_routes
+from portal_web.browser_sessions import Validator
+from portal_web.links import SCHEMA
+from portal_web.pages import errors_middleware
+from portal_web.security import headers_middleware
+from portal_web.sites import SiteCache
+from portal_web.state import SETTINGS, SITES, VALIDATOR
+
+SERVICE = "portal-web"
+HERE = Path(__file__).parent
+STATIC_MAX_AGE = 3600
+
+
+async def _check_postgres(app: web.Application) -> None:
+    await db.check(app[db.DB_POOL])
+
+
+async def _check_redis(app: web.Application) -> None:
+    await cache.check(app[cache.REDIS])
+
+
+async def _check_rabbitmq(app: web.Application) -> None:
+    await app[bus.BUS].check()
+
+
+async def _validator(app: web.Application) -> AsyncIterator[None]:
+    app[VALIDATOR] = Validator(app[SETTINGS], app[cache.REDIS], app[db.DB_POOL])
+    yield
+
+
+async def brand_css(request: web.Request) -> web.StreamResponse:
+    site = await request.app[SITES].get(request.app[db.DB_POOL], request.match_info["site"])
+    if site is None:
+        raise web.HTTPNotFound
+    response = web.Response(text=branding.css(site), content_type="text/css")
+    if request.match_info["version"] == branding.version(site):
+        response.headers["Cache-Control"] = "public, max-age=86400, immutable"
+    else:
+        response.headers["Cache-Control"] = "no-cache"
+    return response
+
+
+async def _static_cache(_: web.Request, response: web.StreamResponse) -> None:
+    if "Cache-Control" not in response.headers:
+        response.headers["Cache-Control"] = f"public, max-age={STATIC_MAX_AGE}"
+
+
+def templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,  # every output escaped; a customer named <script> is text
+        extensions=["jinja2.ext.i18n"],
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.install_gettext_callables(i18n.gettext, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
+    return env
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[
+            *standard_middlewares(SERVICE, settings.max_body_bytes),
+            headers_middleware(settings),
+            errors_middleware(),
+        ],
+        client_max_size=settings.max_body_bytes,
+    )
+    malformed.install(app)
+    app[SETTINGS] = settings
+    app[SITES] = SiteCache()
+    env = templates()
+    app[aiohttp_jinja2.APP_KEY] = env
+    app.on_response_prepare.append(_static_cache)
+    app.cleanup_ctx.extend(
+        [
+            db.pool_context(settings),
+            cache.redis_context(settings),
+            _validator,
+            # Starts even while RabbitMQ is unreachable: portal_session.used waits in
+            # the outbox; no page depends on the broker.
+            bus.bus_context(settings, name=SERVICE),
+            outbox.relay_context(settings, SCHEMA),
+        ]
+    )
+    # Postgres is the truth (links, sessions, the mirror): required. Redis (a cache with
+    # a Postgres fallback) and RabbitMQ (events wait in the outbox) only degrade us.
+    add_health_routes(
+        app,
+        required={"postgres": _check_postgres},
+        optional={"redis": _check_redis, "rabbitmq": _check_rabbitmq},
+    )
+    app.router.add_routes(link_routes.routes)
+    portal_routes.add_routes(app)
+    app.router.add_get("/brand/{site}/{version}.css", brand_css)
+    app.router.add_static("/static/", HERE / "static", append_version=False)
+    return app

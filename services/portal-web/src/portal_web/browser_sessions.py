@@ -1,0 +1,262 @@
+"""Browser sessions: what a used link turns into, checked on every request.
+
+A browser session is a ``bfs_`` token held by the browser (see ``credentials``), stored
+as its SHA-256 in ``web.browser_sessions`` and bound to one portal session: it expires
+with it and dies with its revocation.
+
+Every request checks it. The fast path is ONE Redis round trip (a small script): the
+cached entry for the token AND the existence of session-api's link index key for the
+portal session. session-api deletes that key when it revokes (after the commit, before
+its 204), so a revoke refuses the next request at once, with RabbitMQ playing no part.
+Anything else (no entry, no link key, Redis down, slow or flushed) falls back to
+Postgres, the truth: ``portal.portal_sessions.revoked_at`` and ``expires_at`` joined to
+the browser session. A cache entry lives ``CACHE_SECONDS`` at most, which bounds the
+one stale case (session-api could not delete the link key while portal-web could still
+read Redis) to that long.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from billfold import cache, tokens
+from billfold.logs import get_logger
+from billfold.settings import Settings
+from portal_web.dbtypes import Conn, Executor
+
+log = get_logger("portal_web.browser_sessions")
+
+CACHE_SECONDS = 15
+# After a Redis failure, go straight to Postgres for this long: a Redis that hangs
+# would otherwise cost every request the client's timeout (0.5 s) instead of one.
+REDIS_BACKOFF_SECONDS = 1.0
+_REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+
+
+def cache_key(settings: Settings, token_hash: str) -> str:
+    return cache.key(settings, "web", "bs", token_hash)
+
+
+def link_key(settings: Settings, link_hash: str) -> str:
+    """session-api's link index key (``session_api.portal_sessions.link_index.key``):
+    present while the link is live, deleted by a revoke."""
+    return cache.key(settings, "link", link_hash)
+
+
+@dataclass(frozen=True, slots=True)
+class Created:
+    id: str
+    token: str
+
+
+async def create(
+    conn: Conn,
+    *,
+    portal_session_id: str,
+    site_id: str,
+    customer_id: str,
+    expires_at: datetime,
+    embedded: bool,
+) -> Created:
+    token = tokens.generate(tokens.BROWSER_SESSION_PREFIX)
+    session_id = f"bs_{secrets.token_hex(12)}"
+    await conn.execute(
+        """
+        INSERT INTO web.browser_sessions
+            (id, token_hash, portal_session_id, site_id, customer_id, embedded, expires_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        """,
+        session_id,
+        tokens.hash_token(token),
+        portal_session_id,
+        site_id,
+        customer_id,
+        embedded,
+        expires_at,
+    )
+    return Created(id=session_id, token=token)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is asking: a live browser session and what its portal session allows."""
+
+    id: str
+    token: str
+    portal_session_id: str
+    link_hash: str
+    site_id: str
+    customer_id: str
+    embedded: bool
+    expires_at: datetime
+    sections: dict[str, dict[str, bool]]
+    locale: str | None
+    return_url: str | None
+
+    def cache_value(self) -> bytes:
+        return orjson.dumps(
+            {
+                "id": self.id,
+                "ps": self.portal_session_id,
+                "lh": self.link_hash,
+                "site": self.site_id,
+                "cu": self.customer_id,
+                "emb": self.embedded,
+                "exp": self.expires_at.timestamp(),
+                "sec": self.sections,
+                "loc": self.locale,
+                "ret": self.return_url,
+            }
+        )
+
+    @classmethod
+    def from_cache(cls, token: str, raw: bytes) -> Principal:
+        v: dict[str, Any] = orjson.loads(raw)
+        return cls(
+            id=v["id"],
+            token=token,
+            portal_session_id=v["ps"],
+            link_hash=v["lh"],
+            site_id=v["site"],
+            customer_id=v["cu"],
+            embedded=v["emb"],
+            expires_at=datetime.fromtimestamp(v["exp"], UTC),
+            sections=v["sec"],
+            locale=v["loc"],
+            return_url=v["ret"],
+        )
+
+
+class Refusal(enum.Enum):
+    """Why a browser session is refused; the page says which in plain words."""
+
+    UNKNOWN = "unknown"  # never existed, or signed out
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    reason: Refusal
+    site_id: str | None = None
+    return_url: str | None = None
+
+
+# KEYS[1]: the browser session's cache entry; ARGV[1]: the link index key prefix. The
+# entry starts with the 64-hex link hash, so the script needs no JSON decoding. Returns
+# the entry only if the link key exists too.
+_CHECK = """
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+if redis.call('EXISTS', ARGV[1] .. string.sub(v, 1, 64)) == 0 then return false end
+return string.sub(v, 65)
+"""
+
+_FALLBACK = """
+SELECT bs.id, bs.portal_session_id, bs.site_id, bs.customer_id, bs.embedded,
+       bs.ended_at, ps.token_hash AS link_hash, ps.expires_at, ps.revoked_at,
+       ps.sections, ps.locale, ps.return_url
+FROM web.browser_sessions bs
+JOIN portal.portal_sessions ps ON ps.id = bs.portal_session_id AND ps.site_id = bs.site_id
+WHERE bs.token_hash = $1
+"""
+
+
+class Validator:
+    """Checks a ``bfs_`` token on each request (see the module docstring)."""
+
+    def __init__(self, settings: Settings, redis: aioredis.Redis, db: Executor) -> None:
+        self._settings = settings
+        self._redis = redis
+        self._db = db
+        self._check = redis.register_script(_CHECK)
+        self._link_prefix = link_key(settings, "")
+        self._redis_down_until = 0.0
+        self.fallbacks = 0  # Postgres lookups, for tests and curiosity
+        self.redis_skipped = 0  # requests that did not even try Redis (backing off)
+
+    async def validate(self, token: str, now: datetime) -> Principal | Refused:
+        if not token.startswith(tokens.BROWSER_SESSION_PREFIX) or len(token) > 128:
+            return Refused(Refusal.UNKNOWN)
+        token_hash = tokens.hash_token(token)
+        raw = None
+        redis_ok = time.monotonic() >= self._redis_down_until
+        if not redis_ok:
+            self.redis_skipped += 1
+        else:
+            try:
+                raw = await self._check(
+                    keys=[cache_key(self._settings, token_hash)], args=[self._link_prefix]
+                )
+            except _REDIS_FAILURES as exc:
+                redis_ok = False
+                self._redis_down_until = time.monotonic() + REDIS_BACKOFF_SECONDS
+                log.debug("browser_session_cache_unavailable", error=type(exc).__name__)
+        if raw:
+            principal = Principal.from_cache(token, raw)
+            if principal.expires_at > now:
+                return principal
+            return Refused(Refusal.EXPIRED, principal.site_id, principal.return_url)
+        self.fallbacks += 1
+        row = await self._db.fetchrow(_FALLBACK, token_hash)
+        if row is None or row["ended_at"] is not None:
+            return Refused(Refusal.UNKNOWN, row["site_id"] if row is not None else None)
+        if row["revoked_at"] is not None:
+            return Refused(Refusal.REVOKED, row["site_id"], row["return_url"])
+        if row["expires_at"] <= now:
+            return Refused(Refusal.EXPIRED, row["site_id"], row["return_url"])
+        principal = _principal(token, row)
+        if redis_ok:
+            await self._remember(token_hash, principal, now)
+        return principal
+
+    async def _remember(self, token_hash: str, principal: Principal, now: datetime) -> None:
+        ttl = min(CACHE_SECONDS, math.floor((principal.expires_at - now).total_seconds()))
+        if ttl <= 0:
+            return
+        value = principal.link_hash.encode("ascii") + principal.cache_value()
+        try:
+            await self._redis.set(cache_key(self._settings, token_hash), value, ex=ttl)
+        except _REDIS_FAILURES as exc:
+            log.debug("browser_session_cache_write_failed", error=type(exc).__name__)
+
+    async def forget(self, token: str) -> None:
+        try:
+            await self._redis.delete(cache_key(self._settings, tokens.hash_token(token)))
+        except _REDIS_FAILURES as exc:  # the row's ended_at is the truth; the entry expires
+            log.warning("browser_session_cache_delete_failed", error=type(exc).__name__)
+
+
+def _principal(token: str, row: asyncpg.Record) -> Principal:
+    return Principal(
+        id=row["id"],
+        token=token,
+        portal_session_id=row["portal_session_id"],
+        link_hash=row["link_hash"],
+        site_id=row["site_id"],
+        customer_id=row["customer_id"],
+        embedded=row["embedded"],
+        expires_at=row["expires_at"],
+        sections=row["sections"],
+        locale=row["locale"],
+        return_url=row["return_url"],
+    )
+
+
+async def end(db: Executor, principal: Principal) -> None:
+    """Sign out: this browser session only (the portal session stays with session-api)."""
+    await db.execute(
+        "UPDATE web.browser_sessions SET ended_at = now() WHERE id = $1 AND ended_at IS NULL",
+        principal.id,
+    )

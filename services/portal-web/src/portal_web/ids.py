@@ -1,0 +1,9 @@
+"""Clock helper (one place, so tests and code agree on UTC)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,213 @@
+"""Rendering: the common page context, and error pages instead of JSON for the browser.
+
+Handlers raise :class:`PageError` (or let aiohttp raise its 404/405); the middleware
+renders the branded page in the request's language, with a way back and never a word
+about whose link or account it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from billfold.http.middlewares import Handler, Middleware
+from billfold.logs import get_logger
+from portal_web import branding, credentials, i18n
+from portal_web.browser_sessions import Principal
+from portal_web.i18n import gettext as _
+from portal_web.sites import Site
+from portal_web.state import PRINCIPAL, SETTINGS, SITE
+
+log = get_logger("portal_web.pages")
+
+_NOT_PAGES = ("/healthz", "/readyz", "/metrics", "/static/", "/brand/")
+
+# Sections: URL slug → (sessions' settings key, nav label). Order is the nav's.
+SECTIONS: tuple[tuple[str, str], ...] = (
+    ("plan", "subscriptions"),
+    ("invoices", "invoices"),
+    ("payment-methods", "payment_methods"),
+    ("usage", "usage"),
+    ("profile", "profile"),
+)
+
+
+def section_label(slug: str) -> str:
+    return {
+        "plan": _("Plan"),
+        "invoices": _("Invoices"),
+        "payment-methods": _("Payment methods"),
+        "usage": _("Usage"),
+        "profile": _("Profile"),
+    }[slug]
+
+
+def enabled_sections(principal: Principal) -> list[str]:
+    return [slug for slug, key in SECTIONS if principal.sections.get(key, {}).get("enabled")]
+
+
+@dataclass
+class PageError(Exception):
+    """An error page: ``kind`` picks the words (see ``_MESSAGES``)."""
+
+    status: int
+    kind: str
+    return_url: str | None = None
+
+
+def _messages(kind: str) -> tuple[str, str]:
+    # Plain words; none of them names the customer or the account.
+    return {
+        "link_unknown": (
+            _("This link doesn't work"),
+            _("The link is not valid. Check that you copied all of it, or ask for a new one."),
+        ),
+        "link_used": (
+            _("This link has already been used"),
+            _("For your security, each link works only once. Ask for a new link to continue."),
+        ),
+        "link_expired": (
+            _("This link has expired"),
+            _("Links work for a limited time. Ask for a new link to continue."),
+        ),
+        "link_revoked": (
+            _("This link is no longer valid"),
+            _("The link was cancelled. Ask for a new link to continue."),
+        ),
+        "session_ended": (
+            _("Your session has ended"),
+            _("Open the billing portal again from the place that sent you here."),
+        ),
+        "session_revoked": (
+            _("Your session was closed"),
+            _("Access to this billing portal was withdrawn. Ask for a new link to continue."),
+        ),
+        "session_expired": (
+            _("Your session has expired"),
+            _("Sessions last a limited time. Open the billing portal again to continue."),
+        ),
+        "signed_out": (
+            _("You are signed out"),
+            _("You can close this page."),
+        ),
+        "not_found": (
+            _("Page not found"),
+            _("There is nothing at this address."),
+        ),
+        "forbidden": (
+            _("Not allowed"),
+            _("This action is not available in this session."),
+        ),
+        "bad_request": (
+            _("Something went wrong"),
+            _("The request could not be completed. Go back and try again."),
+        ),
+        "server_error": (
+            _("Something went wrong"),
+            _("This page can't be shown right now. Please try again in a few minutes."),
+        ),
+    }[kind]
+
+
+def context(request: web.Request, **extra: Any) -> dict[str, Any]:
+    """What every template gets: site, branding, language, the URL prefix, nav."""
+    site = request.get(SITE)
+    principal = request.get(PRINCIPAL)
+    page_locale = i18n.current()
+    ctx: dict[str, Any] = {
+        "site": site,
+        "lang": page_locale.language,
+        "brand_css": (
+            f"/brand/{site.id}/{branding.version(site)}.css" if site is not None else None
+        ),
+        "principal": principal,
+        "prefix": (credentials.prefix(principal.embedded, principal.token) if principal else None),
+        "csrf": credentials.csrf_token(principal.token) if principal else None,
+        "nav": (
+            [(slug, section_label(slug)) for slug in enabled_sections(principal)]
+            if principal
+            else []
+        ),
+        "return_url": principal.return_url if principal else None,
+        "embedded": bool(principal and principal.embedded),
+        "current": None,
+    }
+    ctx.update(extra)
+    return ctx
+
+
+def render(request: web.Request, template: str, status: int = 200, **extra: Any) -> web.Response:
+    response = aiohttp_jinja2.render_template(
+        template, request, context(request, **extra), status=status
+    )
+    # Pages show a customer's billing data or carry tokens: never into a shared cache.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def activate_locale(request: web.Request, session_locale: str | None, site: Site | None) -> None:
+    i18n.activate(
+        i18n.negotiate(
+            session_locale,
+            request.headers.get("Accept-Language"),
+            site.default_locale if site else None,
+        )
+    )
+
+
+def error_page(request: web.Request, error: PageError) -> web.Response:
+    if not i18n.is_active():  # the handler may have chosen it, knowing the session
+        activate_locale(request, None, request.get(SITE))
+    title, text = _messages(error.kind)
+    response = render(
+        request,
+        "message.html",
+        status=error.status,
+        title=title,
+        text=text,
+        back_url=error.return_url,
+        kind=error.kind,
+    )
+    if error.kind in ("session_ended", "session_revoked", "session_expired", "signed_out"):
+        credentials.clear_cookie(response, request.app[SETTINGS])
+    return response
+
+
+def errors_middleware() -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        i18n.reset()
+        if request.path.startswith(_NOT_PAGES):
+            return await handler(request)
+        try:
+            return await handler(request)
+        except PageError as exc:
+            return error_page(request, exc)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            kind = {404: "not_found", 403: "forbidden"}.get(exc.status, "bad_request")
+            status = exc.status if exc.status in (404, 403, 405, 413) else 400
+            response = error_page(request, PageError(status, kind))
+            if exc.status == 405 and "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
+        except Exception:
+            # A bug or a dependency down (Postgres): a page in the customer's words, not
+            # the JSON error the API middleware would give; the traceback goes to the log.
+            log.exception(
+                "page_failed",
+                route=request.match_info.route.resource.canonical
+                if request.match_info.route.resource
+                else "unmatched",
+            )
+            try:
+                return error_page(request, PageError(500, "server_error"))
+            except Exception:  # rendering failed too: the JSON 500 below us
+                log.exception("error_page_failed")
+                raise
+
+    return middleware

@@ -1,0 +1,325 @@
+"""What the Plan and Invoices sections say, in the page's language.
+
+Templates only lay these out; every word and number is decided here (and so tested
+without a browser).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from babel.numbers import format_decimal
+
+from portal_web.formatting import date, money
+from portal_web.i18n import current, ngettext
+from portal_web.i18n import gettext as _
+from portal_web.mirror import Invoice, Item, PaymentMethod, Profile, Subscription, Usage
+
+# --- Plan ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Badge:
+    text: str
+    tone: str  # ok, info, warn, bad, muted: a CSS class; the words carry the meaning
+
+
+@dataclass(frozen=True, slots=True)
+class TierRow:
+    range: str
+    price: str
+
+
+@dataclass(frozen=True, slots=True)
+class PriceLine:
+    product: str
+    price: str  # "€49.00 / month", "5 seats × $12.00 / month", "Tiered, per month"  # noqa: RUF003
+    tiers: list[TierRow]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanView:
+    id: str
+    lines: list[PriceLine]
+    badge: Badge
+    period: str | None
+    next_charge: str | None
+    ends: str | None
+
+
+def interval_text(interval: str | None, count: int) -> str:
+    if interval == "day":
+        return ngettext("day", "%(num)d days", count) % {"num": count}
+    if interval == "week":
+        return ngettext("week", "%(num)d weeks", count) % {"num": count}
+    if interval == "month":
+        return ngettext("month", "%(num)d months", count) % {"num": count}
+    if interval == "year":
+        return ngettext("year", "%(num)d years", count) % {"num": count}
+    return ""
+
+
+def _per(amount: str, item: Item) -> str:
+    interval = interval_text(item.interval, item.interval_count)
+    if not interval:
+        return amount
+    return _("%(amount)s / %(interval)s") % {"amount": amount, "interval": interval}
+
+
+def _tier_amount(tier: dict[str, Any], currency: str) -> str:
+    unit = tier.get("unit_amount_decimal") or tier.get("unit_amount")
+    flat = tier.get("flat_amount_decimal") or tier.get("flat_amount")
+    parts = []
+    if unit is not None and Decimal(unit) != 0:
+        parts.append(_("%(amount)s per unit") % {"amount": money(Decimal(unit), currency)})
+    if flat is not None and Decimal(flat) != 0:
+        parts.append(_("%(amount)s flat fee") % {"amount": money(Decimal(flat), currency)})
+    return " + ".join(parts) or money(0, currency)
+
+
+def tier_rows(item: Item) -> list[TierRow]:
+    rows: list[TierRow] = []
+    start = 1
+    currency = item.currency or ""
+    for tier in item.tiers:
+        up_to = tier.get("up_to")
+        if up_to is None:
+            label = _("%(start)d and above") % {"start": start}
+        else:
+            label = _("%(start)d to %(end)d") % {"start": start, "end": int(up_to)}
+        rows.append(TierRow(range=label, price=_tier_amount(tier, currency)))
+        if up_to is not None:
+            start = int(up_to) + 1
+    return rows
+
+
+def price_line(item: Item) -> PriceLine:
+    product = item.product_name or _("Subscription")
+    currency = item.currency or ""
+    unit = money(item.unit_amount, currency) if item.unit_amount is not None else ""
+    tiers: list[TierRow] = []
+    if item.price_model in ("graduated", "volume"):
+        interval = interval_text(item.interval, item.interval_count)
+        if item.price_model == "graduated":
+            price = _("Tiered price, per %(interval)s") % {"interval": interval}
+        else:
+            price = _("Volume price, per %(interval)s") % {"interval": interval}
+        if item.quantity > 1:
+            price = _("%(quantity)d units, %(price)s") % {"quantity": item.quantity, "price": price}
+        tiers = tier_rows(item)
+    elif item.price_model == "metered":
+        price = _per(_("%(amount)s per unit used") % {"amount": unit}, item)
+    elif item.price_model == "per_unit" or item.quantity > 1:
+        seats = ngettext("%(num)d seat", "%(num)d seats", item.quantity) % {"num": item.quantity}
+        times = _("%(seats)s × %(amount)s")  # noqa: RUF001 - the multiplication sign
+        price = _per(times % {"seats": seats, "amount": unit}, item)
+    else:
+        price = _per(unit, item)
+    return PriceLine(product=product, price=price, tiers=tiers)
+
+
+def badge(sub: Subscription, now: datetime) -> Badge:
+    if sub.status == "canceled" or (sub.ended_at is not None and sub.ended_at <= now):
+        return Badge(_("Canceled"), "muted")
+    ends = sub.cancel_at or (sub.current_period_end if sub.cancel_at_period_end else None)
+    if ends is not None:
+        return Badge(_("Cancels %(date)s") % {"date": date(ends, style="medium")}, "warn")
+    if sub.status == "trialing":
+        if sub.trial_end is not None:
+            return Badge(
+                _("Trial ends %(date)s") % {"date": date(sub.trial_end, style="medium")}, "info"
+            )
+        return Badge(_("Trial"), "info")
+    if sub.status == "active":
+        return Badge(_("Active"), "ok")
+    if sub.status == "past_due":
+        return Badge(_("Past due"), "bad")
+    if sub.status == "unpaid":
+        return Badge(_("Unpaid"), "bad")
+    if sub.status == "paused":
+        return Badge(_("Paused"), "muted")
+    if sub.status == "incomplete":
+        return Badge(_("Awaiting payment"), "warn")
+    if sub.status == "incomplete_expired":
+        return Badge(_("Expired"), "muted")
+    return Badge(sub.status, "muted")
+
+
+def plan_view(sub: Subscription, now: datetime) -> PlanView:
+    period = None
+    if sub.current_period_start is not None and sub.current_period_end is not None:
+        period = _("%(start)s to %(end)s") % {
+            "start": date(sub.current_period_start),
+            "end": date(sub.current_period_end),
+        }
+    ending = sub.cancel_at or (sub.current_period_end if sub.cancel_at_period_end else None)
+    live = sub.status not in ("canceled", "incomplete_expired")
+    next_charge = None
+    ends = None
+    if not live:
+        period = None
+        if sub.ended_at is not None:
+            ends = _("Ended on %(date)s") % {"date": date(sub.ended_at)}
+    elif ending is not None:
+        ends = _("Your plan stays active until %(date)s, then it ends.") % {"date": date(ending)}
+    elif sub.next_charge_at is not None and sub.next_charge_amount is not None:
+        next_charge = _("%(amount)s on %(date)s") % {
+            "amount": money(sub.next_charge_amount, sub.next_charge_currency or sub.currency),
+            "date": date(sub.next_charge_at),
+        }
+    return PlanView(
+        id=sub.id,
+        lines=[price_line(i) for i in sub.items],
+        badge=badge(sub, now),
+        period=period,
+        next_charge=next_charge,
+        ends=ends,
+    )
+
+
+# --- Invoices -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceView:
+    number: str
+    issued: str
+    due: str
+    amount: str
+    badge: Badge
+    view_url: str | None
+    pdf_url: str | None
+
+
+def invoice_badge(inv: Invoice, now: datetime) -> Badge:
+    if inv.status == "paid":
+        return Badge(_("Paid"), "ok")
+    if inv.status == "void":
+        return Badge(_("Void"), "muted")
+    if inv.due_date is not None and inv.due_date < now:
+        days = max(1, (now - inv.due_date).days)
+        return Badge(
+            ngettext("Overdue by %(num)d day", "Overdue by %(num)d days", days) % {"num": days},
+            "bad",
+        )
+    return Badge(_("Open"), "info")
+
+
+def _https(url: str | None) -> str | None:
+    # Only Stripe-hosted https links become hrefs: a javascript: URL in the mirror must
+    # never turn into a link (autoescaping does not stop that).
+    return url if url and url.startswith("https://") else None
+
+
+def invoice_view(inv: Invoice, now: datetime) -> InvoiceView:
+    return InvoiceView(
+        number=inv.number or "—",
+        issued=date(inv.created, style="medium"),
+        due=date(inv.due_date, style="medium"),
+        amount=money(inv.total, inv.currency),
+        badge=invoice_badge(inv, now),
+        view_url=_https(inv.hosted_invoice_url),
+        pdf_url=_https(inv.invoice_pdf),
+    )
+
+
+# --- Payment methods, usage, profile ------------------------------------------------------
+
+_BRANDS = {
+    "visa": "Visa",
+    "mastercard": "Mastercard",
+    "amex": "American Express",
+    "discover": "Discover",
+    "jcb": "JCB",
+    "diners": "Diners Club",
+    "unionpay": "UnionPay",
+    "cartes_bancaires": "Cartes Bancaires",
+}
+
+
+def _type_label(kind: str) -> str:
+    labels = {
+        "sepa_debit": "SEPA Direct Debit",
+        "bacs_debit": "Bacs Direct Debit",
+        "us_bank_account": _("US bank account"),
+        "link": "Link",
+        "paypal": "PayPal",
+    }
+    return labels.get(kind, kind.replace("_", " ").capitalize())
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentMethodView:
+    label: str  # "Visa •••• 4242"
+    expires: str | None  # "Expires 12/2027"
+    is_default: bool
+
+
+def payment_method_view(pm: PaymentMethod) -> PaymentMethodView:
+    if pm.type == "card":
+        brand = _BRANDS.get(pm.card_brand or "", (pm.card_brand or _("Card")).title())
+        label = f"{brand} •••• {pm.card_last4}" if pm.card_last4 else brand
+        expires = None
+        if pm.card_exp_month and pm.card_exp_year:
+            expires = _("Expires %(date)s") % {
+                "date": f"{pm.card_exp_month:02d}/{pm.card_exp_year}"
+            }
+        return PaymentMethodView(label=label, expires=expires, is_default=pm.is_default)
+    label = _type_label(pm.type)
+    return PaymentMethodView(label=label, expires=None, is_default=pm.is_default)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageView:
+    meter: str
+    value: str
+    period: str
+
+
+def usage_view(u: Usage) -> UsageView:
+    return UsageView(
+        meter=u.meter_name or _("Usage"),
+        value=format_decimal(u.value, locale=current().locale),
+        period=_("%(start)s to %(end)s")
+        % {
+            "start": date(u.period_start, style="medium"),
+            "end": date(u.period_end, style="medium"),
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileView:
+    name: str | None
+    email: str | None
+    phone: str | None
+    address: list[str]
+    tax_ids: list[tuple[str, str]]
+
+
+def _address_lines(address: dict[str, Any] | None) -> list[str]:
+    if not address:
+        return []
+    city = " ".join(str(address[k]) for k in ("postal_code", "city") if address.get(k))
+    country = address.get("country")
+    country_name = None
+    if isinstance(country, str) and country:
+        country_name = current().locale.territories.get(country.upper(), country)
+    lines = [address.get("line1"), address.get("line2"), city, address.get("state"), country_name]
+    return [str(line) for line in lines if line]
+
+
+def profile_view(p: Profile) -> ProfileView:
+    return ProfileView(
+        name=p.name,
+        email=p.email,
+        phone=p.phone,
+        address=_address_lines(p.address),
+        tax_ids=[
+            (str(t.get("type", "")).replace("_", " ").upper(), str(t.get("value", "")))
+            for t in p.tax_ids
+        ],
+    )

@@ -1,0 +1,66 @@
+"""The site (tenant) a page belongs to: its branding, support email, framing origins.
+
+Read from session-api's ``portal.sites`` (portal-web may read it; it never writes it)
+and kept in process for a short while: branding changes rarely, and every page needs it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from portal_web.dbtypes import Executor
+
+CACHE_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    id: str
+    slug: str
+    name: str
+    logo_url: str | None
+    primary_color: str | None
+    accent_color: str | None
+    support_email: str | None
+    default_locale: str
+    frame_ancestors: tuple[str, ...]
+
+
+_SQL = """
+SELECT id, slug, name, logo_url, primary_color, accent_color, support_email,
+       default_locale, frame_ancestors
+FROM portal.sites WHERE id = $1
+"""
+
+
+class SiteCache:
+    """Sites by id, each kept ``CACHE_SECONDS``: a branding change shows within that."""
+
+    def __init__(self, ttl: float = CACHE_SECONDS) -> None:
+        self._ttl = ttl
+        self._entries: dict[str, tuple[float, Site | None]] = {}
+
+    async def get(self, db: Executor, site_id: str) -> Site | None:
+        now = time.monotonic()
+        hit = self._entries.get(site_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        row = await db.fetchrow(_SQL, site_id)
+        site = None
+        if row is not None:
+            site = Site(
+                id=row["id"],
+                slug=row["slug"],
+                name=row["name"],
+                logo_url=row["logo_url"],
+                primary_color=row["primary_color"],
+                accent_color=row["accent_color"],
+                support_email=row["support_email"],
+                default_locale=row["default_locale"],
+                frame_ancestors=tuple(row["frame_ancestors"]),
+            )
+        if len(self._entries) >= 10_000:
+            self._entries.clear()
+        self._entries[site_id] = (now + self._ttl, site)
+        return site

@@ -1,0 +1,233 @@
+"""Fixtures for portal-web tests: portal-web and session-api over the run's slice.
+
+Links are made the way production makes them: through session-api's POST (which also
+writes the Redis link index portal-web's fast path reads). Mirror rows (subscriptions,
+invoices) are inserted by the tests straight into the slice's ``mirror`` tables: in
+production billing-sync writes them; here they are fixtures.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import re
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest_asyncio
+from aiohttp.test_utils import TestClient
+
+from billfold.settings import Settings
+from portal_web.app import create_app as create_portal
+from session_api.app import create_app as create_session_api
+from session_api.customers import repository as customers
+from session_api.keys import repository as keys
+from session_api.sites import repository as sites
+
+Client = TestClient[Any, Any]
+
+
+@dataclass
+class Tenant:
+    site_id: str
+    slug: str
+    name: str
+    key: str
+    customer_ids: list[str] = field(default_factory=list)
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+async def make_tenant(
+    pool: asyncpg.Pool,
+    *,
+    name: str | None = None,
+    primary_color: str | None = "#635bff",
+    support_email: str | None = "help@example.com",
+    frame_ancestors: list[str] | None = None,
+    default_sections: dict[str, Any] | None = None,
+    customer_name: str = "Ada Lovelace",
+) -> Tenant:
+    slug = f"t-{secrets.token_hex(5)}"
+    async with pool.acquire() as conn:
+        site = await sites.create(
+            conn,
+            slug=slug,
+            name=name or f"Acme {slug}",
+            primary_color=primary_color,
+            support_email=support_email,
+            frame_ancestors=frame_ancestors or [],
+        )
+        if default_sections is not None:
+            await conn.execute(
+                "UPDATE portal.sites SET default_sections = $2 WHERE id = $1",
+                site.id,
+                default_sections,
+            )
+        _, secret = await keys.create(conn, site.id, "secret", None)
+        customer = await customers.upsert(
+            conn,
+            site.id,
+            external_id="ext-1",
+            email="ada@example.com",
+            name=customer_name,
+            stripe_id=f"cus_{secrets.token_hex(6)}",
+        )
+    return Tenant(
+        site_id=site.id, slug=slug, name=site.name, key=secret, customer_ids=[customer.id]
+    )
+
+
+@pytest_asyncio.fixture
+async def tenant(db_pool: asyncpg.Pool) -> Tenant:
+    return await make_tenant(db_pool)
+
+
+@pytest_asyncio.fixture
+async def api(aiohttp_client: Callable[..., Any], bf_settings: Settings) -> Client:
+    """session-api, to create and revoke links as a tenant backend does."""
+    client: Client = await aiohttp_client(create_session_api(bf_settings))
+    return client
+
+
+@pytest_asyncio.fixture
+async def portal(aiohttp_client: Callable[..., Any], bf_settings: Settings) -> Client:
+    client: Client = await aiohttp_client(create_portal(bf_settings))
+    return client
+
+
+async def create_link(api: Client, tenant: Tenant, **params: Any) -> dict[str, Any]:
+    params.setdefault("customer", tenant.customer_ids[0])
+    resp = await api.post("/v1/portal_sessions", json=params, headers=tenant.auth)
+    body: dict[str, Any] = await resp.json()
+    assert resp.status == 201, body
+    return body
+
+
+def link_path(created: dict[str, Any]) -> str:
+    return f"/r/{created['token']}"
+
+
+async def enter(portal: Client, created: dict[str, Any]) -> str:
+    """Use a link like a browser at top level: POST, follow nothing; returns the portal
+    URL it redirected to (the cookie stays in the client's jar)."""
+    resp = await portal.post(link_path(created), allow_redirects=False)
+    assert resp.status == 303, await resp.text()
+    return resp.headers["Location"]
+
+
+def texts(html: str) -> str:
+    """The page's text without tags, spaces collapsed (for 'the page says X')."""
+    return html_lib.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))).strip()
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+async def add_subscription(
+    pool: asyncpg.Pool,
+    tenant: Tenant,
+    *,
+    status: str = "active",
+    items: list[dict[str, Any]],
+    currency: str = "usd",
+    cancel_at_period_end: bool = False,
+    trial_end: datetime | None = None,
+    period: tuple[str, str] = ("2027-02-01", "2027-03-01"),
+    next_charge: tuple[str, int] | None = ("2027-03-01", 4900),
+) -> str:
+    sub_id = f"sub_{secrets.token_hex(6)}"
+    customer = tenant.customer_ids[0]
+    start, end = at(period[0]), at(period[1])
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            """
+            INSERT INTO mirror.subscriptions (stripe_id, site_id, customer_id,
+                stripe_customer_id, status, currency, cancel_at_period_end, trial_end,
+                current_period_start, current_period_end, next_charge_at,
+                next_charge_amount, next_charge_currency, created)
+            VALUES ($1, $2, $3, 'cus_x', $4, $5, $6, $7, $8, $9, $10, $11, $5, now())
+            """,
+            sub_id,
+            tenant.site_id,
+            customer,
+            status,
+            currency,
+            cancel_at_period_end,
+            trial_end,
+            start,
+            end,
+            at(next_charge[0]) if next_charge else None,
+            next_charge[1] if next_charge else None,
+        )
+        for item in items:
+            await conn.execute(
+                """
+                INSERT INTO mirror.subscription_items (stripe_id, subscription_id, site_id,
+                    price_id, product_name, price_model, unit_amount, tiers, quantity,
+                    interval, interval_count, currency)
+                VALUES ($1, $2, $3, 'price_x', $4, $5, $6, $7, $8, $9, $10, $11)
+                """,
+                f"si_{secrets.token_hex(6)}",
+                sub_id,
+                tenant.site_id,
+                item.get("product", "Pro"),
+                item.get("model", "flat"),
+                item.get("unit_amount"),
+                item.get("tiers"),
+                item.get("quantity", 1),
+                item.get("interval", "month"),
+                item.get("interval_count", 1),
+                currency,
+            )
+    return sub_id
+
+
+async def add_invoice(
+    pool: asyncpg.Pool,
+    tenant: Tenant,
+    *,
+    number: str,
+    status: str = "paid",
+    total: int = 4900,
+    currency: str = "usd",
+    created: str = "2027-02-01",
+    due: str | None = None,
+    customer_id: str | None = None,
+    site_id: str | None = None,
+) -> str:
+    invoice_id = f"in_{secrets.token_hex(6)}"
+    await pool.execute(
+        """
+        INSERT INTO mirror.invoices (stripe_id, site_id, customer_id, stripe_customer_id,
+            number, status, created, due_date, total, amount_remaining, currency,
+            hosted_invoice_url, invoice_pdf)
+        VALUES ($1, $2, $3, 'cus_x', $4, $5, $6, $7, $8, 0, $9, $10, $11)
+        """,
+        invoice_id,
+        site_id or tenant.site_id,
+        customer_id or tenant.customer_ids[0],
+        number,
+        status,
+        at(created),
+        at(due) if due else None,
+        total,
+        currency,
+        f"https://invoice.stripe.com/i/{invoice_id}",
+        f"https://pay.stripe.com/invoice/{invoice_id}/pdf",
+    )
+    return invoice_id
+
+
+@pytest_asyncio.fixture
+async def entered(
+    api: Client, portal: Client, tenant: Tenant
+) -> AsyncIterator[tuple[dict[str, Any], str]]:
+    created = await create_link(api, tenant, return_url="https://app.example.com/account")
+    yield created, await enter(portal, created)
