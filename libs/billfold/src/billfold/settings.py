@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from billfold.sealing import check_public_key
+
 ENV_PREFIX = "BILLFOLD_"
 
 
@@ -43,6 +45,9 @@ class Settings(BaseSettings):
     # Delivery limit for quorum queues before a message goes to the dead-letter queue.
     delivery_limit: int = Field(default=5, ge=1, le=100)
     default_session_ttl: int = Field(default=3600, ge=60, le=604800)
+    # The notifier's public key (billfold.sealing): producers seal links and sign-in
+    # codes to it. Unset: a producer refuses to email (send_email) with a 4xx.
+    notifier_public_key: str | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -64,6 +69,13 @@ class Settings(BaseSettings):
         if not value.startswith(("amqp://", "amqps://")):
             raise ValueError("must start with amqp:// or amqps://")
         return value
+
+    @field_validator("notifier_public_key")
+    @classmethod
+    def _notifier_key(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return check_public_key(value)
 
     @field_validator("portal_base_url")
     @classmethod
