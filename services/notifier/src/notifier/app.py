@@ -25,6 +25,8 @@ SERVICE = "notifier"
 log = get_logger("notifier.app")
 
 SETTINGS: web.AppKey[NotifierSettings] = web.AppKey("settings", NotifierSettings)
+# Set once the consumer is registered (tests and readiness wait on it).
+CONSUMING: web.AppKey[asyncio.Event] = web.AppKey("consuming", asyncio.Event)
 WEBHOOK_SENDER: web.AppKey[WebhookSender] = web.AppKey("webhook_sender", WebhookSender)
 
 
@@ -38,6 +40,8 @@ async def _check_rabbitmq(app: web.Application) -> None:
 
 def _consumer_context() -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
+        app[CONSUMING] = asyncio.Event()
+
         async def start() -> None:
             # The bus connects in the background while RabbitMQ is down; queued
             # deliveries are still sent meanwhile.
@@ -52,6 +56,7 @@ def _consumer_context() -> Callable[[web.Application], AsyncIterator[None]]:
                 consumer=consumer.CONSUMER,
                 prefetch=64,
             )
+            app[CONSUMING].set()
 
         task = asyncio.create_task(start(), name="notifier-consumer-start")
         yield

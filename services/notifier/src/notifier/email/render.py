@@ -39,7 +39,8 @@ class _Catalog(gettext.NullTranslations):
         return self.gettext(msgid1 if n == 1 else msgid2)
 
 
-def _load_catalog(lang: str) -> gettext.NullTranslations:
+@lru_cache(maxsize=len(LANGUAGES))
+def catalog(lang: str) -> gettext.NullTranslations:
     path = LOCALES / lang / "LC_MESSAGES" / "messages.po"
     if not path.exists():
         return gettext.NullTranslations()
@@ -58,8 +59,7 @@ def environment(lang: str) -> Environment:
         extensions=["jinja2.ext.i18n"],
         keep_trailing_newline=True,
     )
-    catalog = _load_catalog(lang)
-    env.install_gettext_translations(catalog, newstyle=True)  # type: ignore[attr-defined]
+    env.install_gettext_translations(catalog(lang), newstyle=True)  # type: ignore[attr-defined]
     return env
 
 
@@ -100,10 +100,10 @@ def render(kind: str, lang: str, locale: Locale, site: Site, **context: Any) -> 
         "portal_link": "Manage your billing with %(site)s",
         "login_code": "Your sign-in code for %(site)s",
     }
-    subject = env.globals["gettext"](subject_ids[kind], site=site.name)  # type: ignore[operator]
+    subject = catalog(lang).gettext(subject_ids[kind]) % {"site": site.name}
     values["subject"] = subject
     return Rendered(
-        subject=str(subject),
+        subject=subject,
         text=env.get_template(f"{kind}.txt").render(values),
         html=env.get_template(f"{kind}.html").render(values),
     )
