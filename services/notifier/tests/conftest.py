@@ -32,6 +32,7 @@ from billfold.events import (
 )
 from billfold.logs import configure_logging
 from billfold.settings import Settings
+from billfold_testing.infra import Slice
 from billfold_testing.smtp_sink import SmtpSink
 from notifier.app import CONSUMING, create_app
 from notifier.settings import NotifierSettings
@@ -55,9 +56,12 @@ class Keys:
 
 
 @pytest.fixture(scope="session")
-def keys() -> Keys:
-    pair = sealing.generate_keypair()
-    return Keys(pair.public, pair.private, base64.urlsafe_b64encode(os.urandom(32)).decode())
+def keys(bf_slice: Slice) -> Keys:
+    # The run's pair (billfold_testing.infra), so session-api under test seals to it too.
+    public = bf_slice.settings.notifier_public_key
+    assert public is not None
+    data = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    return Keys(public, bf_slice.notifier_private_key, data)
 
 
 class LogCapture:
