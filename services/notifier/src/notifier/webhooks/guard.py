@@ -26,6 +26,10 @@ class UnsafeUrl(ValueError):
     """The URL is not an acceptable webhook target."""
 
 
+class Refused(OSError):
+    """Raised by the resolver at connect time; the HTTP client wraps it."""
+
+
 def forbidden(address: str) -> bool:
     try:
         ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
@@ -101,7 +105,7 @@ class GuardedResolver(AbstractResolver):
         results = await self.inner.resolve(host, port, family)
         bad = [r["host"] for r in results if forbidden(r["host"])]
         if bad:
-            raise OSError(f"{host} resolves to a non-public address ({', '.join(bad)})")
+            raise Refused(f"{host} resolves to a non-public address ({', '.join(bad)})")
         return results
 
     async def close(self) -> None:

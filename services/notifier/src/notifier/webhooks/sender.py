@@ -73,7 +73,11 @@ class WebhookSender:
         except TimeoutError:
             error = f"no answer within {self.settings.webhook_timeout:g} s"
         except aiohttp.ClientError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:300]
+            cause = exc.__cause__ or getattr(exc, "os_error", None)
+            if isinstance(cause, guard.Refused):
+                error = f"refused: {cause}"
+            else:
+                error = f"{type(exc).__name__}: {exc}"[:300]
         finally:
             elapsed = int((time.monotonic() - started) * 1000)
         await endpoints.log_attempt(self.pool, delivery.id, endpoint.id, status, error, elapsed)
