@@ -94,6 +94,18 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package session-api
 
 # ---------------------------------------------------------------------------
+# build-notifier: the notifier and what it depends on
+# ---------------------------------------------------------------------------
+FROM builder AS build-notifier
+RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=bind,source=uv.lock,target=uv.lock \
+    --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
+    uv sync --frozen --no-dev --no-install-workspace --package notifier
+COPY . /src
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable --package notifier
+
+# ---------------------------------------------------------------------------
 # Final images. The venv stays owned by root: the app user can read, not modify it.
 # ---------------------------------------------------------------------------
 
@@ -101,6 +113,12 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 FROM runtime AS migrate
 COPY --from=build-all /opt/venv /opt/venv
 CMD ["billfold", "migrate"]
+
+# notifier: emails and tenant webhooks; /healthz, /readyz, /metrics on 8083
+FROM runtime AS notifier
+COPY --from=build-notifier /opt/venv /opt/venv
+EXPOSE 8083
+CMD ["python", "-m", "notifier"]
 
 # session-api (kept last so a plain `docker build .` produces it)
 FROM runtime AS session-api
