@@ -81,17 +81,29 @@ class SmtpSink:
         self.failures: list[str] = []
         self.echo = False
         self._server: asyncio.Server | None = None
+        self._sessions: list[SMTP] = []
         self._arrived = asyncio.Event()
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: SMTP(_Handler(self), hostname="sink.localhost"), self.host, self.port
-        )
+        self._server = await loop.create_server(self._session, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
+    def _session(self) -> SMTP:
+        session = SMTP(_Handler(self), hostname="sink.localhost")
+        # Keep only live ones: a long `make run` sees many short connections.
+        self._sessions = [s for s in self._sessions if s.transport and not s.transport.is_closing()]
+        self._sessions.append(session)
+        return session
+
     async def stop(self) -> None:
+        """Stop listening and drop every open connection (clients that keep SMTP
+        connections open must see the server go away too)."""
+        sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            if session.transport is not None:
+                session.transport.close()
         server, self._server = self._server, None
         if server is not None:
             server.close()

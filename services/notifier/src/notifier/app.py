@@ -27,6 +27,7 @@ log = get_logger("notifier.app")
 SETTINGS: web.AppKey[NotifierSettings] = web.AppKey("settings", NotifierSettings)
 # Set once the consumer is registered (tests and readiness wait on it).
 CONSUMING: web.AppKey[asyncio.Event] = web.AppKey("consuming", asyncio.Event)
+EMAIL_SENDER: web.AppKey[EmailSender] = web.AppKey("email_sender", EmailSender)
 WEBHOOK_SENDER: web.AppKey[WebhookSender] = web.AppKey("webhook_sender", WebhookSender)
 
 
@@ -67,18 +68,18 @@ def _consumer_context() -> Callable[[web.Application], AsyncIterator[None]]:
     return ctx
 
 
-async def _webhook_sender(app: web.Application) -> AsyncIterator[None]:
-    sender = WebhookSender(app[db.DB_POOL], app[SETTINGS])
-    app[WEBHOOK_SENDER] = sender
+async def _senders_context(app: web.Application) -> AsyncIterator[None]:
+    email = EmailSender(app[db.DB_POOL], app[SETTINGS])
+    webhook = WebhookSender(app[db.DB_POOL], app[SETTINGS])
+    app[EMAIL_SENDER] = email
+    app[WEBHOOK_SENDER] = webhook
     yield
-    await sender.close()
+    await email.close()
+    await webhook.close()
 
 
 def _senders(app: web.Application) -> dict[str, Sender]:
-    return {
-        "email": EmailSender(app[db.DB_POOL], app[SETTINGS]),
-        "webhook": app[WEBHOOK_SENDER],
-    }
+    return {"email": app[EMAIL_SENDER], "webhook": app[WEBHOOK_SENDER]}
 
 
 def create_app(settings: NotifierSettings) -> web.Application:
@@ -92,7 +93,7 @@ def create_app(settings: NotifierSettings) -> web.Application:
         [
             db.pool_context(settings),
             bus.bus_context(settings, name=SERVICE),
-            _webhook_sender,
+            _senders_context,
             # Before the consumer: stops after it, so deliveries it scheduled get sent.
             dispatcher_context(settings, _senders),
             _consumer_context(),

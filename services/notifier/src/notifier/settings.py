@@ -38,6 +38,8 @@ class NotifierSettings(Settings):
     smtp_url: str = "smtp://127.0.0.1:1025"
     smtp_starttls: bool = False
     smtp_timeout: float = Field(default=10.0, gt=0, le=120)
+    # SMTP connections one replica keeps open and sends over in parallel.
+    smtp_pool_size: int = Field(default=8, ge=1, le=100)
     # Sender when the site has none of its own (notify.senders); the display name is
     # the site's name.
     mail_from: str = "billing@billfold.localhost"

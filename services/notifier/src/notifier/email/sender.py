@@ -21,7 +21,7 @@ class EmailSender:
         self.pool = pool
         self.settings = settings
         self.private_key = settings.notifier_private_key
-        self.smtp = smtp.SmtpConfig.from_settings(settings)
+        self.smtp = smtp.SmtpPool(smtp.SmtpConfig.from_settings(settings), settings.smtp_pool_size)
         self.domain = settings.mail_from.rpartition("@")[2] or "billfold.localhost"
 
     def _open(self, sealed: str | None, what: str) -> str:
@@ -81,4 +81,7 @@ class EmailSender:
             to=to,
             message_id=message_id,
         )
-        await smtp.send(self.smtp, msg)
+        await self.smtp.send(msg)
+
+    async def close(self) -> None:
+        await self.smtp.close()

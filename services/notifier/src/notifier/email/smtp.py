@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
@@ -56,18 +59,79 @@ def classify(exc: BaseException) -> DeliveryFailed:
     return transient(f"smtp unavailable: {type(exc).__name__}")
 
 
-async def send(config: SmtpConfig, message: EmailMessage) -> None:
-    """Hand ``message`` to the SMTP server; raise ``DeliveryFailed`` if it did not accept it."""
-    try:
-        await aiosmtplib.send(
-            message,
-            hostname=config.host,
-            port=config.port,
-            use_tls=config.use_tls,
-            start_tls=config.start_tls,
-            username=config.username,
-            password=config.password,
-            timeout=config.timeout,
+_SMTP_ERRORS = (aiosmtplib.SMTPException, OSError, TimeoutError)
+
+
+class SmtpPool:
+    """Up to ``size`` SMTP connections kept open between messages.
+
+    A connection per message costs a TCP (and TLS) handshake, EHLO, AUTH and QUIT each
+    time; reusing them is what lets one replica keep up with bursts. A connection that
+    failed in any way is closed, never reused; one idle longer than ``max_idle`` (servers
+    drop idle clients) is closed instead of being tried.
+    """
+
+    def __init__(self, config: SmtpConfig, size: int, max_idle: float = 10.0) -> None:
+        self.config = config
+        self.max_idle = max_idle
+        self._slots = asyncio.Semaphore(size)
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+
+    def _client(self) -> aiosmtplib.SMTP:
+        c = self.config
+        return aiosmtplib.SMTP(
+            hostname=c.host,
+            port=c.port,
+            use_tls=c.use_tls,
+            start_tls=c.start_tls,
+            username=c.username,
+            password=c.password,
+            timeout=c.timeout,
         )
-    except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-        raise classify(exc) from exc
+
+    def _take(self) -> aiosmtplib.SMTP | None:
+        now = time.monotonic()
+        while self._idle:
+            client, since = self._idle.pop()
+            if client.is_connected and now - since < self.max_idle:
+                return client
+            _discard(client)
+        return None
+
+    async def send(self, message: EmailMessage) -> None:
+        """Hand ``message`` to the SMTP server; raise ``DeliveryFailed`` if it did not
+        accept it."""
+        async with self._slots:
+            client = self._take()
+            if client is not None:
+                try:
+                    await client.send_message(message)
+                except aiosmtplib.SMTPServerDisconnected:
+                    # The server closed the idle connection before our command: nothing
+                    # was sent, so a fresh connection may try.
+                    _discard(client)
+                except _SMTP_ERRORS as exc:
+                    _discard(client)
+                    raise classify(exc) from exc
+                else:
+                    self._idle.append((client, time.monotonic()))
+                    return
+            client = self._client()
+            try:
+                await client.connect()
+                await client.send_message(message)
+            except _SMTP_ERRORS as exc:
+                _discard(client)
+                raise classify(exc) from exc
+            self._idle.append((client, time.monotonic()))
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for client, _ in idle:
+            with contextlib.suppress(*_SMTP_ERRORS):
+                await client.quit(timeout=2)
+
+
+def _discard(client: aiosmtplib.SMTP) -> None:
+    with contextlib.suppress(Exception):
+        client.close()
