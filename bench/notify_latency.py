@@ -192,7 +192,9 @@ async def run(args: argparse.Namespace, piece: Slice) -> None:
     finally:
         for proc in procs:
             proc.terminate()
-            proc.wait(timeout=15)
+        # In a thread: the sink on this loop must keep answering their QUITs.
+        for proc in procs:
+            await asyncio.to_thread(proc.wait, 15)
         await sink.stop()
 
 

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from email.message import EmailMessage
+from email.message import Message
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
@@ -98,7 +98,7 @@ class SmtpPool:
             _discard(client)
         return None
 
-    async def send(self, message: EmailMessage) -> None:
+    async def send(self, message: Message) -> None:
         """Hand ``message`` to the SMTP server; raise ``DeliveryFailed`` if it did not
         accept it."""
         async with self._slots:
@@ -127,9 +127,13 @@ class SmtpPool:
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
-        for client, _ in idle:
+
+        async def quit(client: aiosmtplib.SMTP) -> None:
             with contextlib.suppress(*_SMTP_ERRORS):
                 await client.quit(timeout=2)
+            _discard(client)
+
+        await asyncio.gather(*(quit(client) for client, _ in idle))
 
 
 def _discard(client: aiosmtplib.SMTP) -> None:
