@@ -116,3 +116,30 @@ async def test_sender_per_site(
     sender = mail.message["From"].addresses[0]
     assert (sender.display_name, sender.addr_spec) == ("Acme Billing", "billing@acme.example")
     assert mail.envelope_from == "billing@acme.example"
+
+
+async def test_retention_sweep_deletes_old_sent_deliveries_only(
+    db_pool: asyncpg.Pool, keys: Any, h: Any
+) -> None:
+    from notifier import deliveries
+
+    tenant = await h.make_tenant(db_pool)
+    ids = {}
+    for status, age in (("sent", 40), ("sent", 1), ("dead", 40), ("pending", 40)):
+        event, _ = h.session_created(keys, tenant)
+        async with db_pool.acquire() as conn:
+            await deliveries.add_email(conn, event)
+        await db_pool.execute(
+            "UPDATE notify.deliveries SET status = $2, "
+            "sent_at = CASE WHEN $2 = 'sent' THEN now() - make_interval(days => $3) END "
+            "WHERE event_id = $1",
+            event.id,
+            status,
+            age,
+        )
+        ids[(status, age)] = event.id
+    await deliveries.sweep(db_pool, older_than_days=30)
+    left = {key for key, event_id in ids.items() if await h.delivery_rows(db_pool, event_id)}
+    assert left == {("sent", 1), ("dead", 40), ("pending", 40)}
+    # Leave nothing pending for a later test's dispatcher.
+    await db_pool.execute("DELETE FROM notify.deliveries WHERE site_id = $1", tenant.site_id)

@@ -14,13 +14,14 @@ from billfold.http import malformed
 from billfold.http.health import add_health_routes
 from billfold.http.middlewares import standard_middlewares
 from billfold.logs import get_logger
-from notifier import consumer
+from notifier import consumer, deliveries
 from notifier.dispatcher import Sender, dispatcher_context
 from notifier.email.sender import EmailSender
 from notifier.settings import NotifierSettings
 from notifier.webhooks.sender import WebhookSender
 
 SERVICE = "notifier"
+SWEEP_EVERY = 600.0
 
 log = get_logger("notifier.app")
 
@@ -78,6 +79,27 @@ async def _senders_context(app: web.Application) -> AsyncIterator[None]:
     await webhook.close()
 
 
+async def _retention_sweeper(app: web.Application) -> AsyncIterator[None]:
+    """Delete sent deliveries past the retention period, every few minutes."""
+    settings = app[SETTINGS]
+
+    async def loop() -> None:
+        while True:
+            try:
+                deleted = await deliveries.sweep(app[db.DB_POOL], settings.delivery_retention_days)
+                if deleted:
+                    log.info("deliveries_swept", deleted=deleted)
+            except Exception as exc:  # the next round retries
+                log.warning("deliveries_sweep_failed", error=type(exc).__name__)
+            await asyncio.sleep(SWEEP_EVERY)
+
+    task = asyncio.create_task(loop(), name="notifier-retention")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def _senders(app: web.Application) -> dict[str, Sender]:
     return {"email": app[EMAIL_SENDER], "webhook": app[WEBHOOK_SENDER]}
 
@@ -97,6 +119,7 @@ def create_app(settings: NotifierSettings) -> web.Application:
             # Before the consumer: stops after it, so deliveries it scheduled get sent.
             dispatcher_context(settings, _senders),
             _consumer_context(),
+            _retention_sweeper,
         ]
     )
     # Postgres holds the deliveries: without it nothing can be sent or recorded.

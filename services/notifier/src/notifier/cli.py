@@ -207,7 +207,8 @@ def webhook_list(site: str | None) -> None:
 @webhook_group.command("remove")
 @click.argument("endpoint_id")
 def webhook_remove(endpoint_id: str) -> None:
-    """Stop sending to an endpoint (pending deliveries to it are dropped)."""
+    """Stop sending to an endpoint (its pending deliveries become dead letters with the
+    reason "endpoint removed")."""
 
     async def work(_: NotifierSettings, conn: asyncpg.Connection) -> bool:
         return await endpoints.remove(conn, endpoint_id)

@@ -167,3 +167,19 @@ async def replay(conn: asyncpg.Connection, delivery_ids: list[str] | None) -> li
     if rows:
         await announce(conn)
     return [row["id"] for row in rows]
+
+
+async def sweep(pool: asyncpg.Pool, older_than_days: float, limit: int = 5000) -> int:
+    """Delete sent deliveries (and their attempt log) older than the retention period.
+
+    Dead ones stay until an operator replays them. Deduplication does not depend on
+    these rows: the consumer's ``processed_events`` keeps every event id.
+    """
+    status = await pool.execute(
+        "DELETE FROM notify.deliveries WHERE id IN ("
+        "SELECT id FROM notify.deliveries WHERE status = 'sent' "
+        "AND sent_at < now() - make_interval(secs => $1) LIMIT $2)",
+        older_than_days * 86400,
+        limit,
+    )
+    return int(status.rsplit(" ", 1)[1])

@@ -59,6 +59,8 @@ class NotifierSettings(Settings):
     dispatch_concurrency: int = Field(default=32, ge=1, le=500)
     dispatch_lease: float = Field(default=60.0, gt=0, le=3600)
     dispatch_poll: float = Field(default=5.0, gt=0, le=60)
+    # Sent deliveries (and the webhook delivery log) are kept this long.
+    delivery_retention_days: float = Field(default=30.0, gt=0, le=3650)
 
     @field_validator("smtp_url")
     @classmethod
