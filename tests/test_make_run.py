@@ -3,6 +3,8 @@ key and customer, and Ctrl-C stops everything it started."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
 import shutil
@@ -11,6 +13,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from email.message import EmailMessage
 from pathlib import Path
 
 from billfold_testing.infra import Slice
@@ -122,7 +125,11 @@ def test_run_prints_a_working_key_and_ctrl_c_stops_everything(
         assert "Manage your billing" in mail_lines[-2]
         emls = list((tmp_path / "mail").glob("*.eml"))
         assert len(emls) == 1
-        assert emailed["url"] in emls[0].read_text()
+        saved = email.message_from_bytes(emls[0].read_bytes(), policy=email.policy.default)
+        assert isinstance(saved, EmailMessage)
+        plain = saved.get_body(preferencelist=("plain",))
+        assert plain is not None
+        assert emailed["url"] in plain.get_content()
 
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=30) == 130  # the conventional status of a Ctrl-C exit

@@ -117,7 +117,8 @@ _CREATE_PROPS: dict[str, Schema] = {
     "send_email": {
         "type": "boolean",
         "default": False,
-        "description": "Also email the link to the customer (notifier).",
+        "description": "Also email the link to the customer (notifier). Refused with "
+        "400 email_unavailable when this server has no notifier public key.",
     },
 }
 
@@ -126,7 +127,7 @@ _ERROR_CODES = (
     "body_invalid_json, body_invalid_form, body_invalid_encoding, unsupported_media_type, "
     "body_too_large, "
     "route_not_found, method_not_allowed, api_key_invalid, insufficient_scope, "
-    "idempotency_key_in_use, internal_error"
+    "idempotency_key_in_use, email_unavailable, internal_error"
 )
 
 SCHEMAS: dict[str, Schema] = {

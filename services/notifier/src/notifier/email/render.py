@@ -7,6 +7,7 @@ from __future__ import annotations
 import gettext
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.charset import QP, Charset
 from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
@@ -28,6 +29,9 @@ TEMPLATES = PACKAGE / "templates"
 LOCALES = PACKAGE / "locales"
 LANGUAGES = ("en", "de")  # en is the source language: its catalog is the msgids
 DEFAULT_COLOR = "#2f6feb"
+# Quoted-printable bodies: 7-bit safe for any server, and readable in a raw .eml.
+_UTF8_QP = Charset("utf-8")
+_UTF8_QP.body_encoding = QP
 
 
 class _Catalog(gettext.NullTranslations):
@@ -138,6 +142,6 @@ def message(
     msg["Auto-Submitted"] = "auto-generated"
     if site.support_email:
         msg["Reply-To"] = site.support_email
-    msg.attach(MIMEText(rendered.text, "plain", "utf-8"))
-    msg.attach(MIMEText(rendered.html, "html", "utf-8"))
+    msg.attach(MIMEText(rendered.text, "plain", _UTF8_QP))  # type: ignore[arg-type]
+    msg.attach(MIMEText(rendered.html, "html", _UTF8_QP))  # type: ignore[arg-type]
     return msg
