@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from email.message import EmailMessage
@@ -131,6 +132,11 @@ def test_run_prints_a_working_key_and_ctrl_c_stops_everything(
         assert plain is not None
         assert emailed["url"] in plain.get_content()
 
+        # Keep reading what the services print while they stop: a full pipe would block
+        # their (synchronous) log writes and so their shutdown.
+        assert proc.stdout is not None
+        drain = threading.Thread(target=proc.stdout.read, daemon=True)
+        drain.start()
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=30) == 130  # the conventional status of a Ctrl-C exit
         deadline = time.monotonic() + 15
