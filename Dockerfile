@@ -119,6 +119,18 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package portal-web
 
 # ---------------------------------------------------------------------------
+# build-notifier: the notifier and what it depends on
+# ---------------------------------------------------------------------------
+FROM builder AS build-notifier
+RUN --mount=type=cache,target=/root/.cache/uv \
+    --mount=type=bind,source=uv.lock,target=uv.lock \
+    --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
+    uv sync --frozen --no-dev --no-install-workspace --package notifier
+COPY . /src
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable --package notifier
+
+# ---------------------------------------------------------------------------
 # Final images. The venv stays owned by root: the app user can read, not modify it.
 # ---------------------------------------------------------------------------
 
@@ -138,6 +150,12 @@ FROM runtime AS portal-web
 COPY --from=build-portal-web /opt/venv /opt/venv
 EXPOSE 8081
 CMD ["python", "-m", "portal_web"]
+
+# notifier: emails and tenant webhooks; /healthz, /readyz, /metrics on 8083
+FROM runtime AS notifier
+COPY --from=build-notifier /opt/venv /opt/venv
+EXPOSE 8083
+CMD ["python", "-m", "notifier"]
 
 # session-api (kept last so a plain `docker build .` produces it)
 FROM runtime AS session-api

@@ -103,7 +103,38 @@ fi
 log "applying migrations"
 "$billfold" migrate
 
-# --- 2. services ------------------------------------------------------------------
+# --- 2. development notifier keys and SMTP sink ---------------------------------------
+# The notifier's key pair is made on first run and kept under var/ (never a key in the
+# repository); variables already set in the environment win.
+var_dir=${BILLFOLD_RUN_VAR_DIR:-var}
+mkdir -p "$var_dir"
+keys_file="$var_dir/notifier-keys.env"
+if [[ ! -s $keys_file ]]; then
+  (umask 077 && "$billfold" notifier keygen >"$keys_file.tmp") && mv "$keys_file.tmp" "$keys_file"
+  log "created a development notifier key pair in $keys_file"
+fi
+while IFS= read -r line; do
+  key=${line%%=*}
+  # Not IFS='=' splitting: that would eat the base64 padding at the end of the value.
+  [[ $key == BILLFOLD_NOTIFIER_* && -z ${!key:-} ]] && export "$key=${line#*=}"
+done <"$keys_file"
+
+# Mail goes to a local SMTP sink (each message an .eml under $var_dir/mail, and a line
+# with recipient, subject and link) unless BILLFOLD_SMTP_URL points somewhere else.
+export BILLFOLD_SMTP_URL=${BILLFOLD_SMTP_URL:-smtp://127.0.0.1:1025}
+sink_pid=()
+if [[ $BILLFOLD_SMTP_URL =~ ^smtp://(127\.0\.0\.1|localhost):([0-9]+)/?$ ]]; then
+  sink_port=${BASH_REMATCH[2]}
+  log "starting smtp-sink on 127.0.0.1:$sink_port (mail in $var_dir/mail)"
+  "${own_group[@]}" "$py" -m billfold_testing.smtp_sink --port "$sink_port" --dir "$var_dir/mail" \
+    > >(trap '' INT TERM; exec sed -u "s/^/[smtp-sink] /") 2>&1 &
+  pids+=("$!")
+  sink_pid=("$!")
+  names+=("smtp-sink")
+  ports+=("")
+fi
+
+# --- 3. services ------------------------------------------------------------------
 # A service is any services/<name>/src/<module>/__main__.py (`python -m <module>`).
 for main in services/*/src/*/__main__.py; do
   [[ -e $main ]] || continue
@@ -122,14 +153,15 @@ for main in services/*/src/*/__main__.py; do
   names+=("$name")
   ports+=("$port")
 done
-if ((${#pids[@]} == 0)); then
+if ((${#pids[@]} == ${#sink_pid[@]})); then
   log "no service to start yet (no services/*/src/*/__main__.py)"
   exit 1
 fi
 
-# --- 3. wait until every service says its dependencies answer ----------------------
+# --- 4. wait until every service says its dependencies answer ----------------------
 for i in "${!pids[@]}"; do
   name=${names[$i]} pid=${pids[$i]} port=${ports[$i]}
+  [[ $name == smtp-sink ]] && continue  # a plain SMTP server: no /readyz
   if [[ -z $port ]]; then
     log "$name: no known port (set BILLFOLD_${name//-/_}_PORT); not waiting for it"
     continue
@@ -150,7 +182,7 @@ for i in "${!pids[@]}"; do
   log "$name ready at http://$probe_host:$port"
 done
 
-# --- 4. demo data and a curl line to paste -------------------------------------------
+# --- 5. demo data and a curl line to paste -------------------------------------------
 api_url="http://$probe_host:$(port_of session-api)"
 if demo_json=$("$billfold" demo); then
   "$py" - "$demo_json" "$api_url" <<'PY'
@@ -183,7 +215,7 @@ else
   log "billfold demo failed (see above); the services keep running"
 fi
 
-# --- 5. foreground until Ctrl-C or until a service dies ----------------------------
+# --- 6. foreground until Ctrl-C or until a service dies ----------------------------
 log "running ${names[*]}; Ctrl-C stops them"
 status=0
 wait -n "${pids[@]}" || status=$?

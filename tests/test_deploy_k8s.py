@@ -21,7 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
 KUBE_VERSION = "1.33.0"
 SECRET_TEMPLATE = "secret.example.yaml"
-SECRET_KEYS = {"BILLFOLD_DATABASE_URL", "BILLFOLD_REDIS_URL", "BILLFOLD_AMQP_URL"}
+SECRET_KEYS = {
+    "BILLFOLD_DATABASE_URL",
+    "BILLFOLD_REDIS_URL",
+    "BILLFOLD_AMQP_URL",
+    "BILLFOLD_NOTIFIER_PUBLIC_KEY",
+}
+# Created out of band (secret.example.yaml says how); only the notifier mounts it.
+NOTIFIER_SECRET = "billfold-notifier-secrets"
 
 Doc = dict[str, Any]
 
@@ -138,6 +145,17 @@ def test_workloads_read_the_configmap_and_the_secret() -> None:
             sources = container.get("envFrom", [])
             assert {"configMapRef": {"name": configmap["metadata"]["name"]}} in sources, name
             assert {"secretRef": {"name": secret["metadata"]["name"]}} in sources, name
+
+
+def test_only_the_notifier_mounts_its_private_key() -> None:
+    mounting = {
+        name
+        for name, spec in pod_specs()
+        for container in spec["containers"]
+        if {"secretRef": {"name": NOTIFIER_SECRET}} in container.get("envFrom", [])
+    }
+    assert mounting == {"Deployment/notifier"}
+    assert NOTIFIER_SECRET in (K8S / SECRET_TEMPLATE).read_text()
 
 
 def probe_port(container: Doc, probe: Doc) -> int:

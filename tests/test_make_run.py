@@ -3,14 +3,18 @@ key and customer, and Ctrl-C stops everything it started."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
+from email.message import EmailMessage
 from pathlib import Path
 
 from billfold_testing.infra import Slice
@@ -44,14 +48,25 @@ def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> lis
     raise AssertionError(f"no {marker!r} within {timeout}s:\n" + "".join(lines))
 
 
-def test_run_prints_a_working_key_and_ctrl_c_stops_everything(bf_slice: Slice) -> None:
+def test_run_prints_a_working_key_and_ctrl_c_stops_everything(
+    bf_slice: Slice, tmp_path: Path
+) -> None:
     port = _free_port()
+    notifier_port = _free_port()
+    smtp_port = _free_port()
     env = {
         **os.environ,
         **bf_slice.env,
         "BILLFOLD_SESSION_API_PORT": str(port),
+        "BILLFOLD_NOTIFIER_PORT": str(notifier_port),
+        "BILLFOLD_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+        "BILLFOLD_RUN_VAR_DIR": str(tmp_path),
         "UV": shutil.which("uv") or "uv",
     }
+    # No notifier keys given: run.sh makes a development pair on first run.
+    for name in list(env):
+        if name.startswith("BILLFOLD_NOTIFIER_") and name != "BILLFOLD_NOTIFIER_PORT":
+            del env[name]
     proc = subprocess.Popen(
         ["bash", "scripts/run.sh"],
         cwd=ROOT,
@@ -89,12 +104,47 @@ def test_run_prints_a_working_key_and_ctrl_c_stops_everything(bf_slice: Slice) -
         assert created["customer"] == customer
         assert created["status"] == "active"
 
+        # send_email: the notifier mails the link to the development SMTP sink, which
+        # prints it and keeps the message as an .eml file.
+        keys = tmp_path / "notifier-keys.env"
+        assert keys.stat().st_mode & 0o777 == 0o600
+        assert "BILLFOLD_NOTIFIER_PRIVATE_KEY=" in keys.read_text()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/portal_sessions",
+            data=json.dumps({"customer": customer, "send_email": True}).encode(),
+            headers={
+                "Authorization": f"Bearer {demo['api_key']}",
+                "Content-Type": "application/json",
+            },
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 201
+            emailed = json.loads(resp.read())
+        mail_lines = _read_until(proc, "link: ", timeout=30)
+        assert mail_lines[-1].strip().endswith(f"link: {emailed['url']}")
+        assert "Manage your billing" in mail_lines[-2]
+        emls = list((tmp_path / "mail").glob("*.eml"))
+        assert len(emls) == 1
+        saved = email.message_from_bytes(emls[0].read_bytes(), policy=email.policy.default)
+        assert isinstance(saved, EmailMessage)
+        plain = saved.get_body(preferencelist=("plain",))
+        assert plain is not None
+        assert emailed["url"] in plain.get_content()
+
+        # Keep reading what the services print while they stop: a full pipe would block
+        # their (synchronous) log writes and so their shutdown.
+        assert proc.stdout is not None
+        drain = threading.Thread(target=proc.stdout.read, daemon=True)
+        drain.start()
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=30) == 130  # the conventional status of a Ctrl-C exit
         deadline = time.monotonic() + 15
         while _port_open(port) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not _port_open(port), "session-api still listening after Ctrl-C"
+        assert not _port_open(notifier_port), "notifier still listening after Ctrl-C"
+        assert not _port_open(smtp_port), "smtp sink still listening after Ctrl-C"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

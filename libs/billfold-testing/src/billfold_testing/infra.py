@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import asyncpg
 import redis
 
+from billfold import sealing
 from billfold.db import apply_migrations
 from billfold.settings import Settings
 
@@ -36,6 +37,7 @@ class Slice:
     name: str
     settings: Settings
     env: dict[str, str] = field(default_factory=dict)
+    notifier_private_key: str = field(default="", repr=False)
 
 
 def _with_path(url: str, path: str) -> str:
@@ -121,12 +123,16 @@ def create_slice(base: Settings | None = None) -> Slice:
     apply_migrations(database_url)
     _create_vhost(base.amqp_url, name)
     amqp_url = _with_path(base.amqp_url, "/" + name)
+    # A notifier key pair per run: producers seal to the public half, the notifier
+    # under test opens with the private half (billfold.sealing).
+    pair = sealing.generate_keypair()
     settings = base.model_copy(
         update={
             "database_url": database_url,
             "amqp_url": amqp_url,
             "redis_prefix": f"bft:{name}:",
             "log_format": "json",
+            "notifier_public_key": pair.public,
         }
     )
     env = {
@@ -135,8 +141,10 @@ def create_slice(base: Settings | None = None) -> Slice:
         "BILLFOLD_REDIS_URL": settings.redis_url,
         "BILLFOLD_REDIS_PREFIX": settings.redis_prefix,
         "BILLFOLD_LOG_FORMAT": "json",
+        "BILLFOLD_NOTIFIER_PUBLIC_KEY": pair.public,
+        "BILLFOLD_NOTIFIER_PRIVATE_KEY": pair.private,
     }
-    return Slice(name=name, settings=settings, env=env)
+    return Slice(name=name, settings=settings, env=env, notifier_private_key=pair.private)
 
 
 def destroy_slice(piece: Slice) -> None:

@@ -28,3 +28,6 @@ class LogCapture:
 
     def lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.text().splitlines() if line.strip()]
+
+    def events(self) -> list[str]:
+        return [line.get("event", "") for line in self.lines()]

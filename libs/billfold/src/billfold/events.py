@@ -39,6 +39,9 @@ class PortalSessionData(_Data):
     at: datetime | None = None
     ip: str | None = None
     user_agent: str | None = None
+    # created with send_email: the link URL sealed to the notifier (billfold.sealing);
+    # never the readable link.
+    sealed_link: str | None = None
 
 
 class LoginCodeRequestedData(_Data):
@@ -46,6 +49,8 @@ class LoginCodeRequestedData(_Data):
     email: str
     locale: str | None = None
     expires_at: datetime
+    # The 6-digit code sealed to the notifier (billfold.sealing); never the code itself.
+    sealed_code: str | None = None
 
 
 # The mirror's change events (billing-sync): ids are Billfold's customer id (cu_…) and

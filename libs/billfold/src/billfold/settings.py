@@ -17,6 +17,8 @@ from typing import Literal, TypeVar, overload
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from billfold.sealing import check_public_key
+
 ENV_PREFIX = "BILLFOLD_"
 
 
@@ -56,6 +58,9 @@ class Settings(BaseSettings):
     # How often session-api looks for sessions that expired, to emit
     # portal_session.expired (seconds: the event's worst-case lateness).
     expiry_sweep_interval: float = Field(default=30.0, gt=0, le=3600)
+    # The notifier's public key (billfold.sealing): producers seal links and sign-in
+    # codes to it. Unset: a producer refuses to email (send_email) with a 4xx.
+    notifier_public_key: str | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -77,6 +82,13 @@ class Settings(BaseSettings):
         if not value.startswith(("amqp://", "amqps://")):
             raise ValueError("must start with amqp:// or amqps://")
         return value
+
+    @field_validator("notifier_public_key")
+    @classmethod
+    def _notifier_key(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return check_public_key(value)
 
     @field_validator("portal_base_url")
     @classmethod

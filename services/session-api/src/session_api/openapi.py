@@ -136,7 +136,8 @@ _CREATE_PROPS: dict[str, Schema] = {
     "send_email": {
         "type": "boolean",
         "default": False,
-        "description": "Also email the link to the customer (notifier).",
+        "description": "Also email the link to the customer (notifier). Refused with "
+        "400 email_unavailable when this server has no notifier public key.",
     },
 }
 
@@ -185,7 +186,7 @@ _ERROR_CODES = (
     "body_invalid_json, body_invalid_form, body_invalid_encoding, unsupported_media_type, "
     "body_too_large, request_malformed, "
     "route_not_found, method_not_allowed, api_key_invalid, insufficient_scope, "
-    "idempotency_key_in_use, request_timeout, service_busy, internal_error"
+    "idempotency_key_in_use, request_timeout, service_busy, email_unavailable, internal_error"
 )
 
 SCHEMAS: dict[str, Schema] = {

@@ -15,7 +15,7 @@ import asyncpg
 import redis.asyncio as aioredis
 import structlog
 
-from billfold import outbox, tokens
+from billfold import outbox, sealing, tokens
 from billfold.events import PortalSessionCreated, PortalSessionData, PortalSessionRevoked
 from billfold.http.errors import ApiError, not_found
 from billfold.settings import Settings
@@ -78,15 +78,42 @@ class Draft:
     token: str = field(repr=False)
 
 
-def prepare(owner: KeyOwner, params: CreatePortalSession, request_id: str | None) -> Draft:
+def email_unavailable() -> ApiError:
+    return ApiError(
+        400,
+        "invalid_request_error",
+        "email_unavailable",
+        "Emailing links is not configured on this server; create the session without "
+        "send_email and deliver the url yourself.",
+        "send_email",
+    )
+
+
+def prepare(
+    owner: KeyOwner,
+    params: CreatePortalSession,
+    request_id: str | None,
+    *,
+    settings: Settings | None = None,
+) -> Draft:
     """Everything about a new session that needs no database: ids, token, expiry,
-    resolved sections, and its ``portal_session.created`` event."""
+    resolved sections, and its ``portal_session.created`` event.
+
+    With ``send_email`` the event carries the link sealed to the notifier's public key
+    (the only readable copy goes back in the response); without that key the request
+    is refused rather than the email silently lost."""
+    public_key = settings.notifier_public_key if settings is not None else None
+    if params.send_email and public_key is None:
+        raise email_unavailable()
     param, ident, external = customer_ref(params)
     now = utcnow()
     ttl = params.ttl_seconds or owner.site_default_ttl or DEFAULT_TTL
     expires_at = now + timedelta(seconds=ttl)
     session_id = new_id("ps")
     token = tokens.generate(tokens.LINK_TOKEN_PREFIX)
+    sealed_link = None
+    if params.send_email and settings is not None and public_key is not None:
+        sealed_link = sealing.seal(public_key, link_url(settings, token))
     sections = resolve_sections(owner.site_default_sections, params.sections)
     flow = params.flow.model_dump() if params.flow is not None else None
     # Validated construction on purpose: pydantic-core's validation (~5 µs here) is
@@ -103,6 +130,7 @@ def prepare(owner: KeyOwner, params: CreatePortalSession, request_id: str | None
             send_email=params.send_email,
             locale=params.locale,
             return_url=params.return_url,
+            sealed_link=sealed_link,
         ),
     )
     new = repository.NewSession(
@@ -176,7 +204,7 @@ async def create(
 ) -> Created:
     """Create a session and its event in one statement on ``conn`` (the caller's
     transaction, if it has one: the idempotent path)."""
-    draft = prepare(owner, params, request_id)
+    draft = prepare(owner, params, request_id, settings=settings)
     key_live, customer_id = await repository.create_with_event(conn, draft.new)
     return finish(settings, draft, key_live, customer_id)
 
@@ -190,7 +218,7 @@ async def create_batched(
 ) -> Created:
     """``create`` through the group commit: the statement is shared with concurrent
     creates, the outcome is this request's own."""
-    draft = prepare(owner, params, request_id)
+    draft = prepare(owner, params, request_id, settings=settings)
     key_live, customer_id = await batcher.create(draft.new)
     return finish(settings, draft, key_live, customer_id)
 

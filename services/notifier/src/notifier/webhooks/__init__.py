@@ -1,0 +1,1 @@
+"""Signed webhooks to tenant endpoints."""
