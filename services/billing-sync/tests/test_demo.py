@@ -22,7 +22,7 @@ from billing_sync.app import create_app
 from billing_sync.secrets import SecretBox
 from billing_sync.settings import BillingSyncSettings
 
-from .conftest import new_site
+from .conftest import Eventually, Synced, new_site
 
 
 async def _cli(*args: str, stripe_fake: StripeFake) -> subprocess.CompletedProcess[str]:
@@ -171,3 +171,28 @@ async def test_demo_refuses_a_live_key_and_an_unconfigured_site(
     assert done.returncode == 2
     assert "live-mode" in done.stderr
     assert stripe_fake.event_types() == []  # nothing was written at Stripe
+
+
+async def test_a_deleted_customer_gives_its_external_id_to_a_live_one(
+    synced: Synced, eventually: Eventually
+) -> None:
+    """What a restarted fake Stripe (or a tenant re-creating a customer) leads to: the
+    live customer takes the external id, so session-api finds it by that id."""
+    api, pool = synced.api, synced.pool
+    meta = {"external_id": "reborn", "billfold_site": synced.site_id}
+    old = await api.v1.customers.create_async(params={"email": "o@example.com", "metadata": meta})
+    await synced.settled(eventually)
+    await api.v1.customers.delete_async(old.id)
+    new = await api.v1.customers.create_async(params={"email": "n@example.com", "metadata": meta})
+    await synced.settled(eventually)
+    rows = {
+        r["stripe_id"]: r
+        for r in await pool.fetch(
+            "SELECT stripe_id, external_id, deleted_at FROM mirror.customers WHERE site_id = $1",
+            synced.site_id,
+        )
+    }
+    assert rows[new.id]["external_id"] == "reborn"
+    assert rows[new.id]["deleted_at"] is None
+    assert rows[old.id]["external_id"] is None
+    assert rows[old.id]["deleted_at"] is not None
