@@ -169,6 +169,17 @@ async def _subscribe(
     )
 
 
+async def _finalized(w: _Writer, sub: stripe.Subscription) -> str | None:
+    """The subscription's first invoice, finalized now: Stripe leaves a ``send_invoice``
+    subscription's first invoice a draft for about an hour (the fake finalizes it at once)."""
+    if not sub.latest_invoice:
+        return None
+    inv = str(getattr(sub.latest_invoice, "id", sub.latest_invoice))
+    if (await w.v1.invoices.retrieve_async(inv)).status == "draft":
+        await w.v1.invoices.finalize_invoice_async(inv, options=w.opts("finalize", inv))
+    return inv
+
+
 async def _story(w: _Writer, person: Person, customer: str, prices: dict[str, str]) -> None:
     """The customer's cards, subscriptions and invoices."""
     ext = person.external_id
@@ -196,11 +207,12 @@ async def _story(w: _Writer, person: Person, customer: str, prices: dict[str, st
     elif ext == "demo-edsger":
         invoiced = {"collection_method": "send_invoice", "days_until_due": 30}
         # An open invoice, due in 30 days.
-        await _subscribe(w, customer, "invoiced", prices[STARTER.lookup_key], **invoiced)
+        sub = await _subscribe(w, customer, "invoiced", prices[STARTER.lookup_key], **invoiced)
+        await _finalized(w, sub)
         # A void invoice: its subscription was called off, the invoice voided.
         voided = await _subscribe(w, customer, "voided", prices[TIERED.lookup_key], **invoiced)
-        if voided.latest_invoice:
-            inv = str(getattr(voided.latest_invoice, "id", voided.latest_invoice))
+        inv = await _finalized(w, voided)
+        if inv is not None:
             await w.v1.invoices.void_invoice_async(inv, options=w.opts("void", inv))
         await w.v1.subscriptions.cancel_async(voided.id, options=w.opts("cancel", voided.id))
         # An unpaid one: a card that attaches but declines every charge.
