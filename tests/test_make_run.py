@@ -1,11 +1,12 @@
-"""`make run`'s script end to end: it migrates, starts the services, prints a working API
-key and customer, and Ctrl-C stops everything it started."""
+"""`make run`'s script end to end: it migrates, starts the fake Stripe and the services,
+creates the demo customers in Stripe, prints a working API key, customer and portal link
+(whose Plan page shows the customer's subscription), and Ctrl-C stops everything."""
 
 from __future__ import annotations
 
 import email
-import http.cookiejar
 import email.policy
+import http.cookiejar
 import json
 import os
 import shutil
