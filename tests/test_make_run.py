@@ -181,6 +181,8 @@ def test_run_prints_a_working_key_and_ctrl_c_stops_everything(
         assert not _port_open(port), "session-api still listening after Ctrl-C"
         assert not _port_open(notifier_port), "notifier still listening after Ctrl-C"
         assert not _port_open(smtp_port), "smtp sink still listening after Ctrl-C"
+        assert not _port_open(stripe_port), "fake Stripe still listening after Ctrl-C"
+        assert not _port_open(billing_port), "billing-sync still listening after Ctrl-C"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
