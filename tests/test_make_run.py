@@ -20,6 +20,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from billfold_testing.infra import Slice
+from billfold_testing.stripe_fake.fixtures import StripeFake
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -183,6 +184,56 @@ def test_run_prints_a_working_key_and_ctrl_c_stops_everything(
         assert not _port_open(smtp_port), "smtp sink still listening after Ctrl-C"
         assert not _port_open(stripe_port), "fake Stripe still listening after Ctrl-C"
         assert not _port_open(billing_port), "billing-sync still listening after Ctrl-C"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_run_with_a_stripe_of_its_own_fills_the_mirror_by_listing(
+    bf_slice: Slice, tmp_path: Path, stripe_fake: StripeFake
+) -> None:
+    """BILLFOLD_STRIPE_API_KEY (and here a base: this fake stands in for real Stripe) set:
+    run.sh starts no fake, and with no public webhook URL (BILLFOLD_RUN_WEBHOOK_URL) the
+    demo reaches the mirror through `billfold sync`."""
+    ports = {
+        name: _free_port() for name in ("SESSION_API", "NOTIFIER", "PORTAL_WEB", "BILLING_SYNC")
+    }
+    portal_base = f"http://127.0.0.1:{ports['PORTAL_WEB']}"
+    env = {
+        **os.environ,
+        **bf_slice.env,
+        **{f"BILLFOLD_{name}_PORT": str(port) for name, port in ports.items()},
+        "BILLFOLD_PORTAL_BASE_URL": portal_base,
+        "BILLFOLD_STRIPE_API_KEY": stripe_fake.api_key,
+        "BILLFOLD_STRIPE_API_BASE": stripe_fake.base_url,
+        "BILLFOLD_SMTP_URL": f"smtp://127.0.0.1:{_free_port()}",
+        "BILLFOLD_RUN_VAR_DIR": str(tmp_path),
+        "UV": shutil.which("uv") or "uv",
+    }
+    env.pop("BILLFOLD_RUN_WEBHOOK_URL", None)
+    proc = subprocess.Popen(
+        ["bash", "scripts/run.sh"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        lines = _read_until(proc, "Try it", timeout=180)
+        assert not any(line.startswith("[stripe-fake]") for line in lines)  # none started
+        start = next(i for i, line in enumerate(lines) if line.rstrip() == "{")
+        end = next(i for i in range(start, len(lines)) if lines[i].rstrip() == "}")
+        demo = json.loads("".join(lines[start : end + 1]))
+        assert len(demo["customers"]) == 6
+        assert stripe_fake.client().v1.webhook_endpoints.list().data == []  # no webhooks
+        assert "Team (per seat)" in _portal_plan_page(demo["portal_url"], portal_base)
+        assert proc.stdout is not None
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
