@@ -27,8 +27,11 @@ SECRET_KEYS = {
     "BILLFOLD_AMQP_URL",
     "BILLFOLD_NOTIFIER_PUBLIC_KEY",
 }
-# Created out of band (secret.example.yaml says how); only the notifier mounts it.
+# Created out of band (secret.example.yaml says how); each mounted by one Deployment alone.
 NOTIFIER_SECRET = "billfold-notifier-secrets"
+BILLING_SYNC_SECRET = "billfold-billing-sync-secrets"
+# Every service with its port (BILLFOLD_<NAME>_PORT): each must have its manifests.
+SERVICE_PORTS = {"session-api": 8080, "portal-web": 8081, "billing-sync": 8082, "notifier": 8083}
 
 Doc = dict[str, Any]
 
@@ -156,6 +159,44 @@ def test_only_the_notifier_mounts_its_private_key() -> None:
     }
     assert mounting == {"Deployment/notifier"}
     assert NOTIFIER_SECRET in (K8S / SECRET_TEMPLATE).read_text()
+
+
+def test_only_billing_sync_mounts_the_stripe_secrets() -> None:
+    mounting = {
+        name
+        for name, spec in pod_specs()
+        for container in containers(spec)
+        if {"secretRef": {"name": BILLING_SYNC_SECRET}} in container.get("envFrom", [])
+        or BILLING_SYNC_SECRET in yaml.safe_dump(container)
+    }
+    assert mounting == {"Deployment/billing-sync"}
+    template = (K8S / SECRET_TEMPLATE).read_text()
+    assert BILLING_SYNC_SECRET in template
+    # The template says which keys go into it; the shared Secret holds neither.
+    for key in ("BILLFOLD_STRIPE_API_KEY", "BILLFOLD_BILLING_SECRETS_KEY"):
+        assert f"--from-literal={key}=" in template, key
+        assert key not in SECRET_KEYS
+        (configmap,) = of_kind("ConfigMap")
+        assert key not in configmap["data"], key
+
+
+def test_every_service_is_deployed_on_its_port() -> None:
+    deployments = {d["metadata"]["name"]: d for d in of_kind("Deployment")}
+    assert set(deployments) == set(SERVICE_PORTS)
+    for name, port in SERVICE_PORTS.items():
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        variable = "BILLFOLD_" + name.upper().replace("-", "_") + "_PORT"
+        assert env.get(variable) == str(port), f"{name}: {env}"
+        assert [p["containerPort"] for p in container["ports"]] == [port], name
+        (service,) = [s for s in of_kind("Service") if s["metadata"]["name"] == name]
+        assert [p["port"] for p in service["spec"]["ports"]] == [port], name
+
+
+def test_release_script_checks_every_secret() -> None:
+    script = (K8S / "release.sh").read_text()
+    for secret in ("billfold-secrets", NOTIFIER_SECRET, BILLING_SYNC_SECRET):
+        assert secret in script, secret
 
 
 def probe_port(container: Doc, probe: Doc) -> int:
