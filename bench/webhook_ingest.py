@@ -19,8 +19,9 @@ the site is marked reconciled so no backfill makes rows appear by another road. 
    acceptance itself; the poll period adds up to ``--poll`` s.
 2. saturation: ``--burst`` signed events (``customer.updated`` for the same customers) as
    fast as ``--concurrency`` connections allow, to billing-sync and then to the bare
-   handler; accepted/s for each and their ratio (goal: >= 0.5). Then how long
-   billing-sync's worker took to process the whole burst.
+   handler (once billing-sync's worker has processed the burst, so the baseline does not
+   share the CPU with it); accepted/s for each, their ratio (goal: >= 0.5), and how long
+   the worker took to process the burst after the last one was accepted.
 
 Every event must be answered 200 and every steady customer must appear; it fails otherwise.
 """
@@ -80,6 +81,12 @@ async def wait_ready(url: str, timeout: float = 60, headers: dict[str, str] | No
                 pass
             await asyncio.sleep(0.2)
     raise RuntimeError(f"{url} did not become ready")
+
+
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    """User + system CPU time the process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -316,27 +323,31 @@ async def run(args: argparse.Namespace, piece: Slice) -> None:
             async with aiohttp.ClientSession() as http:
                 await asyncio.gather(*(bare.post(http, event("customer.created", c)) for c in warm))
 
-            # 1. steady rate, open loop
+            # 1. steady rate, open loop; CPU used per event by billing-sync and the fake
+            cpu_before = [cpu_seconds(p) for p in procs[:2]]
             accepted_rate, accepted, visible = await steady(args, sync, poller, customers)
+            cpu_ms = [
+                (cpu_seconds(p) - before) * 1000 / total
+                for p, before in zip(procs[:2], cpu_before, strict=True)
+            ]
         finally:
             polling.cancel()
 
-        # 2. saturation: billing-sync, then the bare handler, same payload sizes
-        updated = [
-            event("customer.updated", customers[i % len(customers)]) for i in range(args.burst)
-        ]
-        sync_rate = await saturate(sync, updated, args.concurrency)
+        # 2. saturation: billing-sync, then (once its worker is idle again, so the
+        # baseline does not share the CPU with it) the bare handler; same payload sizes.
+        def burst() -> list[str]:
+            return [
+                event("customer.updated", customers[i % len(customers)]) for i in range(args.burst)
+            ]
+
+        sync_rate = await saturate(sync, burst(), args.concurrency)
         burst_done = time.monotonic()
-        bare_rate = await saturate(
-            bare,
-            [event("customer.updated", customers[i % len(customers)]) for i in range(args.burst)],
-            args.concurrency,
-        )
         while (left := await unprocessed(pool, site_id)) > 0:
             if time.monotonic() - burst_done > 300:
                 raise RuntimeError(f"{left} events still unprocessed after 300 s")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
         drained = time.monotonic() - burst_done
+        bare_rate = await saturate(bare, burst(), args.concurrency)
         failed = await pool.fetchval(
             "SELECT count(*) FROM mirror.stripe_events "
             "WHERE site_id = $1 AND failed_at IS NOT NULL",
@@ -362,6 +373,10 @@ async def run(args: argparse.Namespace, piece: Slice) -> None:
     print(
         f"  sent -> mirror row visible: p50 {pct(visible, 0.5):.0f} ms, p99 "
         f"{pct(visible, 0.99):.0f} ms, max {max(visible):.0f} ms  (goal: p99 < 250 ms)"
+    )
+    print(
+        f"  CPU per event: billing-sync {cpu_ms[1]:.1f} ms, fake Stripe {cpu_ms[0]:.1f} ms "
+        f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
     )
     print(f"saturation: {args.burst} events, {args.concurrency} connections")
     print(f"  billing-sync accepted {sync_rate:.0f}/s; bare verify+INSERT {bare_rate:.0f}/s")
