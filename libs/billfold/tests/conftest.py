@@ -6,6 +6,8 @@ and queues named at random that are deleted afterwards.
 
 The helpers a test needs (``Tables``, ``Consumers``, ``Relays``, a cuttable link to the
 broker) are handed out as fixtures too, so that each test reads as its scenario.
+
+Every test of the package leaves logging as it found it (``_logging_restored``).
 """
 
 # The schema in these f-strings is the test's own random identifier, never input.
@@ -16,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,7 +33,12 @@ import structlog
 
 from billfold.bus import Bus
 from billfold.events import Event, PortalSessionUsed
+<<<<<<< HEAD
 from billfold.outbox import OutboxRelay, enqueue, outbox_ddl
+=======
+from billfold.logs import restore_logging_state, save_logging_state
+from billfold.outbox import OutboxRelay, enqueue
+>>>>>>> main
 from billfold.settings import Settings
 from billfold_testing.tcp_proxy import TcpProxy
 
@@ -44,6 +51,17 @@ def _test_schema_ddl(schema: str) -> str:
         # What a handler "did": not unique on purpose, so a double effect would show.
         + f"CREATE TABLE {schema}.effects (event_id text NOT NULL, request_id text, seq integer);"
     )
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """Whatever a test does to logging (``configure_logging`` onto its own stream, at
+    its own level), the next test, of this package or another, finds it as it was."""
+    state = save_logging_state()
+    try:
+        yield
+    finally:
+        restore_logging_state(state)
 
 
 def rand(prefix: str) -> str:
@@ -327,11 +345,50 @@ def consumers(bus: Bus, amqp: Amqp, tables: Tables) -> Consumers:
 # --- a broker link that can be cut ---------------------------------------------------------
 
 
+class HoldingProxy(TcpProxy):
+    """A :class:`TcpProxy` that can also hold back what the server sends (RabbitMQ's
+    publisher confirms): a publish then provably stays in flight until the test cuts
+    the link or lets the replies through."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        super().__init__(target_host, target_port)
+        self._replies = asyncio.Event()
+        self._replies.set()
+
+    def hold_replies(self) -> None:
+        self._replies.clear()
+
+    def release_replies(self) -> None:
+        self._replies.set()
+
+    async def _pipe(
+        self,
+        src: asyncio.StreamReader,
+        dst: asyncio.StreamWriter,
+        pair: tuple[asyncio.StreamWriter, asyncio.StreamWriter],
+    ) -> None:
+        if dst is not pair[0]:  # client to server: as TcpProxy
+            await super()._pipe(src, dst, pair)
+            return
+        # Server to client: the same loop, waiting while replies are held.
+        try:
+            while data := await src.read(65536):
+                await self._replies.wait()
+                dst.write(data)
+                await dst.drain()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            for writer in pair:
+                writer.transport.abort()
+                self._writers.discard(writer)
+
+
 @pytest_asyncio.fixture
-async def amqp_proxy(settings: Settings) -> AsyncIterator[TcpProxy]:
-    """A cuttable link to RabbitMQ, open at first."""
+async def amqp_proxy(settings: Settings) -> AsyncIterator[HoldingProxy]:
+    """A cuttable link to RabbitMQ (that can hold the broker's replies), open at first."""
     target = urlsplit(settings.amqp_url)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5672)
+    proxy = HoldingProxy(target.hostname or "127.0.0.1", target.port or 5672)
     await proxy.start()
     try:
         yield proxy

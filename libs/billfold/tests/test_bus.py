@@ -17,12 +17,14 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aio_pika
 import pytest
 from aiohttp import web
 
 from billfold import bus as bus_module
 from billfold.bus import BUS, DLX, Bus, bus_context
 from billfold.db import create_pool
+from billfold.events import dump_event
 from billfold.outbox import relay_context
 from billfold.settings import Settings
 from billfold_testing.tcp_proxy import TcpProxy
@@ -39,8 +41,9 @@ async def test_round_trip_with_request_id(
     seen = consumers.seen
     assert seen[0]["context"]["request_id"] == "req_round_trip"
     assert seen[0]["context"]["event_id"] == event.id
-    # Acked after commit: once the consumer is gone (an unacked message would return to
-    # the queue), nothing is left and nothing is dead.
+    # Acked (that it is acked only after the commit is the next test's): once the
+    # consumer is gone (an unacked message would return to the queue), nothing is left
+    # and nothing is dead.
     await bus.close()
     await asyncio.sleep(0.2)
     assert await amqp.count(queue) == 0
@@ -53,6 +56,100 @@ async def test_round_trip_with_request_id(
 
 async def _is(value: Any, expected: Any) -> bool:
     return bool(await value == expected)
+
+
+async def test_a_message_is_acked_only_once_its_transaction_committed(
+    bus: Bus, amqp: Any, bf_slice: Any, tables: Any, make_event: Any, eventually: Any
+) -> None:
+    # The handler's transaction cannot commit while the test holds a conflicting row of
+    # a deferred unique constraint (checked at COMMIT, which then waits for us). So the
+    # handler has returned, the commit is pending, and the message must still be unacked.
+    schema, pool = tables.schema, tables.pool
+    await pool.execute(
+        f"CREATE TABLE {schema}.gate (k text, "
+        "CONSTRAINT gate_k UNIQUE (k) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    pids: list[int] = []
+
+    async def handle(event: Any, conn: Any) -> None:
+        await conn.execute(f"INSERT INTO {schema}.effects (event_id) VALUES ($1)", event.id)
+        await conn.execute(f"INSERT INTO {schema}.gate (k) VALUES ('k')")
+        pids.append(conn.get_server_pid())
+
+    queue = amqp.quorum_queue_name()
+    async with pool.acquire() as holder:
+        blocker = holder.transaction()
+        await blocker.start()
+        try:
+            await holder.execute(f"INSERT INTO {schema}.gate (k) VALUES ('k')")
+            await bus.consume(
+                queue, ["portal_session.*"], handle, pool=pool, schema=schema, consumer="t"
+            )
+            event = make_event()
+            await bus.publish(event)
+
+            async def commit_waits() -> bool:
+                return (
+                    bool(pids)
+                    and await pool.fetchval(
+                        "SELECT wait_event_type FROM pg_stat_activity WHERE pid = $1", pids[0]
+                    )
+                    == "Lock"
+                )
+
+            await eventually(commit_waits, timeout=10)
+            assert await tables.effects() == []  # not committed …
+            # … and not acked (the broker's counters lag a little: wait for them).
+            await eventually(lambda: _is(_queue_counts(bf_slice.name, queue), (0, 1)), timeout=15)
+            assert await tables.effects() == []  # still held
+        finally:
+            await blocker.rollback()
+    await eventually(lambda: tables.effects_are(event.id))
+    # Committed: now the ack follows (ready 0, unacked 0), and nothing was redelivered.
+    await eventually(lambda: _is(_queue_counts(bf_slice.name, queue), (0, 0)), timeout=15)
+    assert pids == [pids[0]]
+
+
+async def _queue_counts(vhost: str, queue: str) -> tuple[int, int]:
+    """(ready, unacked) messages of ``queue`` as the broker counts them."""
+    exe = shutil.which("rabbitmqctl")
+    assert exe is not None
+    proc = await asyncio.create_subprocess_exec(
+        exe,
+        "-q",
+        "list_queues",
+        "-p",
+        vhost,
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+        "--formatter",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0
+    row = next(r for r in json.loads(out) if r["name"] == queue)
+    return int(row["messages_ready"]), int(row["messages_unacknowledged"])
+
+
+async def test_a_message_header_request_id_is_used_only_if_short_and_plain(
+    bus: Bus, consumers: Any, tables: Any, make_event: Any, eventually: Any
+) -> None:
+    await consumers.start()
+    for header in ("x" * 65, "has space", "ok-id.1:2_3"):
+        event = make_event()
+        await bus.publish_raw(
+            event.routing_key,
+            dump_event(event),
+            message_id=event.id,
+            headers={"x-request-id": header},
+        )
+        await eventually(lambda: len(consumers.seen) == 1)
+        (seen,) = consumers.seen
+        consumers.seen.clear()
+        expected = header if header == "ok-id.1:2_3" else None
+        assert seen["context"].get("request_id") == expected, header
 
 
 async def test_queue_is_quorum_with_dead_lettering(
@@ -366,7 +463,7 @@ async def test_bus_context_starts_the_app_and_relay_while_the_broker_is_down(
         # The relay shares the unconnected bus: its publish fails at once, the row stays.
         await eventually(attempted, timeout=5)
         error = (await tables.outbox_row(event.id))["last_error"]
-        assert error.startswith("ConnectionError: "), error
+        assert error.startswith("BusUnavailable: "), error  # a ConnectionError
 
         await amqp_proxy.restore()
         assert await amqp.drain_ids(queue, want=1, timeout=30) == [event.id]
@@ -378,3 +475,99 @@ async def test_bus_context_starts_the_app_and_relay_while_the_broker_is_down(
         await runner.cleanup()
     with pytest.raises(ConnectionError):
         await app[BUS].check()
+
+
+# --- what "connected" means: the channel too, not only the connection -------------------
+
+
+async def test_a_publish_while_the_channel_is_being_restored_raises_connection_error(
+    proxied: Settings,
+    amqp: Any,
+    amqp_proxy: TcpProxy,
+    make_event: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    eventually: Any,
+) -> None:
+    # aio-pika marks its connection connected before it reopens the channels on it. The
+    # test holds every channel's reopen at a gate, so the bus sits in exactly that window
+    # (connection back, channel not restored) for as long as the test looks at it.
+    bus = await Bus.connect(proxied, name="test-restoring", reconnect_interval=0.1)
+    gate, restoring = asyncio.Event(), asyncio.Event()
+    real_reopen = aio_pika.RobustChannel.reopen
+
+    async def gated_reopen(channel: aio_pika.RobustChannel) -> None:
+        restoring.set()
+        await gate.wait()
+        await real_reopen(channel)
+
+    monkeypatch.setattr(aio_pika.RobustChannel, "reopen", gated_reopen)
+    try:
+        queue = await amqp.queue()
+        await amqp_proxy.cut()
+        await eventually(lambda: not bus.connected, timeout=5)
+        await asyncio.wait_for(restoring.wait(), 5)  # the channel's reopen began
+        await amqp_proxy.restore()
+        link = bus._link
+        assert link is not None
+        await eventually(link.connection.connected.is_set, timeout=15)  # connection back …
+        assert link.channel.is_closed  # … its channel held at the gate
+
+        assert not bus.connected
+        with pytest.raises(ConnectionError, match="amqp connection is restoring its channel"):
+            await bus.check()
+        with pytest.raises(ConnectionError, match="restoring its channel"):
+            await bus.publish(make_event())
+        with pytest.raises(ConnectionError):
+            await bus.publish_raw("portal_session.used", b"{}", message_id="m1", headers={})
+
+        gate.set()
+        await eventually(lambda: bus.connected, timeout=10)
+        await bus.check()
+        event = make_event()
+        await bus.publish(event)
+        assert await amqp.drain_ids(queue, want=1, timeout=5) == [event.id]
+    finally:
+        gate.set()
+        await bus.close()
+
+
+async def test_a_publish_in_flight_when_the_link_drops_raises_connection_error(
+    proxied: Settings, amqp: Any, amqp_proxy: Any, make_event: Any, eventually: Any
+) -> None:
+    # The broker has the message but its confirm is held back by the proxy: the publish
+    # is in flight, for certain, when the link is cut.
+    bus = await Bus.connect(proxied, name="test-in-flight", reconnect_interval=0.1)
+    try:
+        queue = await amqp.queue()
+        amqp_proxy.hold_replies()
+        publish = asyncio.ensure_future(bus.publish(make_event()))
+        await eventually(lambda: _is(amqp.count(queue.name), 1), timeout=10)
+        assert not publish.done()
+        await amqp_proxy.cut()
+        with pytest.raises(ConnectionError) as raised:
+            await asyncio.wait_for(publish, 10)
+        print(f"\nin-flight publish failed with {raised.value!r} from {raised.value.__cause__!r}")
+        amqp_proxy.release_replies()
+        await amqp_proxy.restore()
+        await eventually(lambda: bus.connected, timeout=15)
+        await bus.publish(make_event())
+    finally:
+        amqp_proxy.release_replies()
+        await bus.close()
+
+
+async def test_a_publish_the_broker_closes_the_channel_for_raises_connection_error(
+    bus: Bus, amqp: Any, settings: Settings, make_event: Any, eventually: Any
+) -> None:
+    # An operator deleted the exchange: the broker closes the publishing channel (404).
+    # aio-pika raises ChannelNotFoundEntity, not a ConnectionError; callers see one type.
+    await amqp.channel.exchange_delete(settings.exchange)
+    with pytest.raises(ConnectionError) as raised:
+        await bus.publish(make_event())
+    assert type(raised.value.__cause__).__name__ == "ChannelNotFoundEntity"
+    # The robust channel reopens and re-declares the exchange: publishing works again.
+    await eventually(lambda: bus.connected, timeout=10)
+    queue = await amqp.queue()
+    event = make_event()
+    await bus.publish(event)
+    assert await amqp.drain_ids(queue, want=1, timeout=5) == [event.id]

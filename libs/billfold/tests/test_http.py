@@ -7,12 +7,15 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from billfold.db import BoundedPool, create_pool
 from billfold.http import health
 from billfold.http.errors import invalid
 from billfold.http.health import add_health_routes
 from billfold.http.middlewares import standard_middlewares
+from billfold.settings import Settings
 
 AiohttpClient = Any
+_BOUNDED: web.AppKey[BoundedPool] = web.AppKey("bounded_pool", BoundedPool)
 
 
 async def _ok(request: web.Request) -> web.Response:
@@ -208,3 +211,58 @@ async def test_readyz_required_failure_wins_over_optional(
 def test_a_check_cannot_be_both_required_and_optional() -> None:
     with pytest.raises(ValueError, match="db"):
         _app({"db": _fine}, {"db": _fine})
+
+
+async def test_declared_length_is_refused_by_our_middleware_not_aiohttps_limit(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    """aiohttp's own limit set far above ours: only our middleware can answer the 413,
+    and it does before the handler runs (so before it authenticates or reads)."""
+    calls: list[str] = []
+
+    async def reads(request: web.Request) -> web.Response:
+        calls.append(request.method)
+        return web.json_response({"size": len(await request.read())})
+
+    app = web.Application(
+        middlewares=standard_middlewares("test-http", 1024), client_max_size=10 * 1024 * 1024
+    )
+    app.router.add_post("/reads", reads)
+    client = await aiohttp_client(app)
+    resp = await client.post("/reads", data=b"x" * 1024)
+    assert resp.status == 200
+    resp = await client.post("/reads", data=b"x" * 1025)
+    assert resp.status == 413
+    assert (await resp.json())["error"]["code"] == "body_too_large"
+    assert calls == ["POST"]  # the handler never saw the refused one
+
+
+async def test_a_saturated_pool_is_a_retryable_503(
+    aiohttp_client: AiohttpClient, bf_settings: Settings
+) -> None:
+    """A handler whose bounded wait for a pool connection ran out (``BoundedPool`` over
+    a real pool held by someone else) answers 503 with Retry-After, not a 500."""
+    held: list[Any] = []
+
+    async def needs_db(request: web.Request) -> web.Response:
+        async with request.app[_BOUNDED].acquire():
+            return web.json_response({"ok": True})
+
+    pool = await create_pool(bf_settings, min_size=1, max_size=1)
+    try:
+        app = web.Application(middlewares=standard_middlewares("test-http", 1024))
+        app[_BOUNDED] = BoundedPool(pool, acquire_timeout=0.2)
+        app.router.add_get("/needs-db", needs_db)
+        client = await aiohttp_client(app)
+        assert (await client.get("/needs-db")).status == 200
+        held.append(await pool.acquire())
+        resp = await client.get("/needs-db")
+        body = await resp.json()
+        assert resp.status == 503, body
+        assert body["error"]["type"] == "api_error"
+        assert body["error"]["code"] == "service_busy"
+        assert resp.headers["Retry-After"] == "1"
+    finally:
+        for conn in held:
+            await pool.release(conn)
+        await pool.close()

@@ -7,7 +7,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from billfold.logs import configure_logging, get_logger, redact_text
+from billfold.logs import (
+    configure_logging,
+    get_logger,
+    redact_text,
+    restore_logging_state,
+    save_logging_state,
+)
 from billfold.settings import Settings
 
 
@@ -79,6 +85,19 @@ def test_secrets_are_redacted_by_shape_and_by_field_name() -> None:
     assert line["key"] == "bf_sk_[redacted]"
 
 
+def test_no_field_is_exempt_from_redaction_request_id_included() -> None:
+    """A request id comes from a caller (X-Request-Id, a message header): it may be a key."""
+    out = _configure()
+    structlog.contextvars.bind_contextvars(request_id="bf_sk_SECRETSECRETSECRET")
+    try:
+        get_logger("x").info("handled", service_note="whsec_SECRETSECRET2")
+    finally:
+        structlog.contextvars.clear_contextvars()
+    assert "SECRETSECRET" not in out.getvalue()
+    (line,) = _lines(out)
+    assert line["request_id"] == "bf_sk_[redacted]"
+
+
 def test_exception_tracebacks_are_redacted() -> None:
     out = _configure()
     try:
@@ -121,6 +140,40 @@ def test_a_logger_in_use_names_the_service_configured_now() -> None:
     log.info("under_two")
     assert [line["service"] for line in _lines(first)] == ["svc-one"]
     assert [line["service"] for line in _lines(second)] == ["svc-two"]
+
+
+def test_a_cached_logger_follows_a_new_service_name() -> None:
+    log = get_logger("cached-service")
+    first = io.StringIO()
+    configure_logging("svc-one", Settings(log_format="json"), stream=first)
+    log.info("one")
+    second = io.StringIO()
+    configure_logging("svc-two", Settings(log_format="json"), stream=second)
+    log.info("two")
+    assert [(line["event"], line["service"]) for line in _lines(first)] == [("one", "svc-one")]
+    assert [(line["event"], line["service"]) for line in _lines(second)] == [("two", "svc-two")]
+
+
+def test_restoring_a_saved_state_undoes_a_reconfiguration_for_every_logger() -> None:
+    """What a test's fixture relies on to leave logging as it found it."""
+    outer = io.StringIO()
+    configure_logging("outer", Settings(log_format="json", log_level="info"), stream=outer)
+    root_handlers = list(logging.getLogger().handlers)
+    state = save_logging_state()
+    cached = get_logger("first-used-inside")
+    inner = _configure()  # another service name, stream and level
+    cached.debug("inside_debug")
+    logging.getLogger("some.library").debug("inside_stdlib")
+    restore_logging_state(state)
+    cached.debug("outside_debug")  # below the restored level
+    cached.info("outside")
+    logging.getLogger("some.library").info("outside_stdlib")
+    assert [line["event"] for line in _lines(inner)] == ["inside_debug", "inside_stdlib"]
+    lines = _lines(outer)
+    assert [line["event"] for line in lines] == ["outside", "outside_stdlib"]
+    assert {line["service"] for line in lines} == {"outer"}
+    assert logging.getLogger().handlers == root_handlers
+    assert logging.getLogger().level == logging.INFO
 
 
 def test_redaction_shortcut_does_not_skip_secrets() -> None:

@@ -194,6 +194,19 @@ async def test_aiohttp_still_answers_parser_errors_in_text_echoing_the_request(
     assert SECRET_PART.encode() in body
 
 
+async def test_aiohttp_still_answers_an_unknown_expect_itself_in_text(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    """Without install(): aiohttp's router answers before any middleware (what
+    ``_ExpectGuard`` exists for)."""
+    client = await aiohttp_client(_app(install=False))
+    resp = await client.post("/echo", data=b"{}", headers={"Expect": "200-ok"})
+    assert resp.status == 417
+    assert resp.content_type == "text/plain"
+    assert "X-Request-Id" not in resp.headers
+    assert "200-ok" in await resp.text()
+
+
 def test_aiohttp_internals_the_override_uses() -> None:
     # The method overridden, with the arguments aiohttp passes it.
     params = list(inspect.signature(web.RequestHandler.handle_error).parameters)
@@ -205,3 +218,14 @@ def test_aiohttp_internals_the_override_uses() -> None:
     # repeats with its subclass).
     source = inspect.getsource(web.Server.__call__)
     assert "RequestHandler(self, loop=self._loop, **self._kwargs)" in source
+    # A connection takes the server's request_handler when it is made (what _ExpectGuard
+    # wraps), and the app handles Expect before its middlewares.
+    assert "manager.request_handler" in inspect.getsource(web.RequestHandler.__init__)
+    assert "hdrs.EXPECT" in inspect.getsource(web.Application._handle)
+    assert "headers" in inspect.signature(web.BaseRequest.clone).parameters
+    # A body aiohttp cannot read raises RequestPayloadError; reading the rest of an unread
+    # body after the response logs it through log_exception (what _RequestHandler
+    # overrides).
+    assert "payload_exception=RequestPayloadError" in inspect.getsource(web.RequestHandler)
+    start = inspect.getsource(web.RequestHandler.start)
+    assert 'self.log_exception("Unhandled exception", exc_info=exc)' in start

@@ -93,6 +93,38 @@ async def test_failed_head_blocks_its_key_only(
     assert await amqp.drain_ids(queue, want=2, timeout=5) == [a1.id, a2.id]
 
 
+async def test_a_row_locked_elsewhere_is_skipped_not_waited_for(
+    schema: str, db_pool: asyncpg.Pool, amqp: Any, tables: Any, make_event: Any, relays: Any
+) -> None:
+    # Another relay (or anyone) holds a lock on one claimable row: this relay's claim
+    # takes the other rows at once (SKIP LOCKED) instead of queueing behind the lock.
+    queue = await amqp.queue()
+    locked, free1, free2 = make_event("ps_a"), make_event("ps_b"), make_event("ps_c")
+    await tables.enqueue([(locked, None), (free1, None), (free2, None)])
+    relay = relays.new()
+    async with db_pool.acquire() as holder:
+        lock = holder.transaction()
+        await lock.start()
+        try:
+            await holder.execute(
+                f"SELECT 1 FROM {schema}.outbox WHERE event_id = $1 FOR UPDATE", locked.id
+            )
+            started = time.monotonic()
+            published = await asyncio.wait_for(relay.run_once(), 5)
+            elapsed = time.monotonic() - started
+            assert published == 2
+            assert elapsed < 2.0, elapsed
+            assert sorted(await amqp.drain_ids(queue, want=2, timeout=5)) == sorted(
+                [free1.id, free2.id]
+            )
+            assert await relay.run_once() == 0  # the locked row is still skipped
+        finally:
+            await lock.rollback()
+    assert await relay.run_once() == 1  # released: now it is claimed
+    assert await amqp.drain_ids(queue, want=1, timeout=5) == [locked.id]
+    assert await tables.outbox_rows() == 0
+
+
 async def test_two_relays_publish_each_event_once_in_key_order(
     amqp: Any, tables: Any, make_event: Any, relays: Any, eventually: Any
 ) -> None:

@@ -1,4 +1,7 @@
 import hashlib
+import hmac
+
+import pytest
 
 from billfold import tokens
 
@@ -22,12 +25,28 @@ def test_key_kinds() -> None:
     assert tokens.key_kind("sk_test_123") is None
 
 
-def test_hash_is_sha256_hex_and_matches_in_constant_time() -> None:
+def test_hash_is_sha256_hex_and_matches_through_compare_digest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Timing cannot be measured reliably in a test; what makes the comparison constant
+    # time is that it goes through hmac.compare_digest, so that is what is checked.
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def recording(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", recording)
     token = tokens.generate(tokens.LINK_TOKEN_PREFIX)
     digest = tokens.hash_token(token)
     assert digest == hashlib.sha256(token.encode()).hexdigest()
     assert tokens.matches(token, digest)
     assert not tokens.matches(token + "x", digest)
+    assert compared == [
+        (digest.encode(), digest.encode()),
+        (tokens.hash_token(token + "x").encode(), digest.encode()),
+    ]
 
 
 def test_hint_shows_only_prefix_and_last_four() -> None:

@@ -6,9 +6,11 @@ never see each other's data and a rerun never trips over an earlier one.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import secrets
+import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -169,6 +171,21 @@ def assert_error(
         assert error["param"] == param, error
 
 
+def closed_port() -> int:
+    """A local port nothing listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def without_broker(settings: Settings) -> Settings:
+    """``settings`` with RabbitMQ unreachable: the app serves, and every event it writes
+    stays in the outbox, where a test can count it."""
+    return settings.model_copy(
+        update={"amqp_url": f"amqp://guest:guest@127.0.0.1:{closed_port()}/"}
+    )
+
+
 def link_key(settings: Settings, token: str) -> str:
     """The Redis key under which the link index keeps the session of ``token``."""
     return link_index.key(settings, tokens.hash_token(token))
@@ -195,3 +212,40 @@ async def watch_events(
         await channel.queue_delete(f"{name}.dlq")
         await connection.close()
         await bus.close()
+
+
+@dataclass
+class RawResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def open_raw(
+    client: TestClient[Any, Any],
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A plain TCP connection to the test server: a test controls every byte and when
+    it is sent (aiohttp's client would send the whole body at once)."""
+    return await asyncio.open_connection(str(client.server.host), int(client.server.port))
+
+
+def request_head(method: str, path: str, headers: dict[str, str]) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: test", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def read_response(reader: asyncio.StreamReader, timeout: float = 10.0) -> RawResponse:
+    """One HTTP/1.1 response (Content-Length framed, as every answer of ours is)."""
+    async with asyncio.timeout(timeout):
+        head = await reader.readuntil(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in header_lines:
+            if line:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return RawResponse(int(status_line.split()[1]), headers, body)

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import base64
+import uuid
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from billfold.settings import Settings
+from session_api.app import create_app
 from session_api.keys import repository as keys
 
-from .conftest import Tenant, assert_error, create_session, make_tenant
+from .conftest import Tenant, assert_error, create_session, make_tenant, without_broker
 
 ENDPOINTS = [
     ("POST", "/v1/portal_sessions"),
@@ -80,6 +84,48 @@ async def test_revoked_key_stops_at_once(
         "SELECT count(*) FROM portal.portal_sessions WHERE site_id = $1", tenant.site_id
     )
     assert count == 1  # the refused create wrote nothing
+
+
+@pytest.mark.parametrize("idempotent", [False, True], ids=["group-commit", "idempotency-key"])
+async def test_valid_create_with_cached_key_revoked_meanwhile(
+    aiohttp_client: Callable[..., Any],
+    bf_settings: Settings,
+    db_pool: asyncpg.Pool,
+    idempotent: bool,
+) -> None:
+    """The owner cache still holds the key, the request is valid: only the create
+    statement's own "is the key live" check can refuse it, and it writes nothing.
+
+    RabbitMQ is unreachable for this app, so every event it writes stays in the outbox
+    and "no event" is a count, not a race with the relay."""
+    tenant = await make_tenant(db_pool)
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(without_broker(bf_settings)))
+    warm = await create_session(client, tenant)  # puts the key's owner in the cache
+    async with db_pool.acquire() as conn:
+        await keys.revoke(conn, tenant.key_id)
+    headers = dict(tenant.auth)
+    idem = str(uuid.uuid4())
+    if idempotent:
+        headers["Idempotency-Key"] = idem
+    resp = await client.post(
+        "/v1/portal_sessions", json={"customer": tenant.customers[1].id}, headers=headers
+    )
+    body = await resp.json()
+    assert_error(resp.status, body, 401, "api_key_invalid")
+    assert "revoked" in body["error"]["message"]
+    sessions = await db_pool.fetch(
+        "SELECT id FROM portal.portal_sessions WHERE site_id = $1", tenant.site_id
+    )
+    assert [r["id"] for r in sessions] == [warm["id"]]
+    events = await db_pool.fetch(
+        "SELECT ordering_key FROM portal.outbox WHERE payload->>'site_id' = $1", tenant.site_id
+    )
+    assert [r["ordering_key"] for r in events] == [warm["id"]]
+    assert not await db_pool.fetchval(
+        "SELECT count(*) FROM portal.idempotency_keys WHERE site_id = $1 AND key = $2",
+        tenant.site_id,
+        idem,
+    )
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,7 @@
 
 A property test drives the API from its own OpenAPI document with schemathesis (skipped
 when schemathesis is not installed); the plain tests below keep each concrete finding of
-hand-written fuzzing as a regression test. Findings whose fix belongs to code being
-changed elsewhere are ``xfail(strict=True)``: they start failing loudly once fixed, so
-the marker must then be removed.
+hand-written fuzzing as a regression test.
 """
 
 from __future__ import annotations
@@ -350,6 +348,10 @@ BAD_BODIES: list[Any] = [
     ("json-huge", JSON, _TTL + b"1" + b"0" * 30 + b"}", {}, 400, _INVALID, "ttl_seconds"),
     ("json-negative", JSON, _TTL + b"-3600}", {}, 400, _INVALID, "ttl_seconds"),
     ("json-bool-ttl", JSON, _TTL + b"true}", {}, 400, _INVALID, "ttl_seconds"),
+    # Strict JSON (issue 6): no last-wins repeat, no 3600.0 for an integer.
+    ("json-dup-key", JSON, b'{"customer": "x", "customer": "<customer>"}', {}, 400,
+     _INVALID, "customer"),
+    ("json-integral-float", JSON, _TTL + b"3600.0}", {}, 400, _INVALID, "ttl_seconds"),
     ("json-null-bool", JSON, b'{"customer": "<customer>", "single_use": null}', {}, 400,
      _INVALID, "single_use"),
     ("json-array-sections", JSON, b'{"customer": "<customer>", "sections": []}', {}, 400,
@@ -462,12 +464,6 @@ async def test_unstorable_parameter_names_are_named_sensibly(
         ),
         pytest.param("APPLICATION/JSON", '{"customer": "<customer>"}', id="upper"),
         pytest.param(JSON, '\ufeff{"customer": "<customer>"}', id="bom"),
-        pytest.param(
-            JSON, '{"customer": "x", "customer": "<customer>"}', id="dup-json-key-last-wins"
-        ),
-        pytest.param(
-            JSON, '{"customer": "<customer>", "ttl_seconds": 3600.0}', id="integral-float"
-        ),
         pytest.param(
             JSON, '{"customer": "<customer>", "flow": null, "sections": null}', id="nulls"
         ),
@@ -961,7 +957,7 @@ async def test_two_idempotency_keys_are_refused(
 
 
 # --------------------------------------------------------------------------------------
-# Known bugs in code being changed elsewhere: strict xfails (see each reason).
+# Malformed HTTP (refused by aiohttp's parser): a JSON error, no echo, no key logged.
 # --------------------------------------------------------------------------------------
 
 # Request bytes with ``{key}`` (the tenant's key), ``{head}``/``{tail}`` (its two halves).

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import time
 from typing import Any
 
 import asyncpg
 from aiohttp.test_utils import TestClient
 
 from billfold import tokens
+from billfold.db import BoundedPool, PoolTimeout, create_pool
 from billfold.events import PortalSessionCreated, parse_event
 from billfold.settings import Settings
 from session_api.keys import repository as keys
@@ -118,6 +120,38 @@ async def test_a_failing_batch_is_retried_row_by_row(db_pool: asyncpg.Pool) -> N
     assert results[2] == (True, tenant.customers[1].id)
     rows, events = await _stored(db_pool, [first.new.session_id, other.new.session_id])
     assert rows == set(events) == {first.new.session_id, other.new.session_id}
+
+
+async def test_a_batch_without_a_free_connection_fails_together_at_once(
+    db_pool: asyncpg.Pool, bf_settings: Settings
+) -> None:
+    """The pool stays saturated past its acquire timeout: every create of the batch gets
+    PoolTimeout (a 503) after ONE wait, not one wait per member retried alone."""
+    tenant = await make_tenant(db_pool)
+    owner = await _owner(db_pool, tenant)
+    pool = await create_pool(bf_settings, min_size=1, max_size=1)
+    try:
+        batcher = CreateBatcher(BoundedPool(pool, acquire_timeout=0.2))
+        drafts = [_draft(owner, customer=tenant.customers[0].id) for _ in range(8)]
+        held = await pool.acquire()
+        try:
+            start = time.perf_counter()
+            results = await asyncio.gather(
+                *(batcher.create(d.new) for d in drafts), return_exceptions=True
+            )
+            took = time.perf_counter() - start
+        finally:
+            await pool.release(held)
+        assert all(isinstance(r, PoolTimeout) for r in results), results
+        assert took < 0.2 * 3, took  # alone, one after the other: 8 waits (1.6 s)
+        assert batcher.statements == 0
+        rows, events = await _stored(db_pool, [d.new.session_id for d in drafts])
+        assert rows == set() == set(events)
+        # With the connection free again, the same batcher writes.
+        assert await batcher.create(drafts[0].new) == (True, tenant.customers[0].id)
+        await batcher.close()
+    finally:
+        await pool.close()
 
 
 async def test_creates_queue_behind_statements_in_flight(db_pool: asyncpg.Pool) -> None:

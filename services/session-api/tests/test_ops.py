@@ -9,7 +9,6 @@ real server.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,20 +21,13 @@ from billfold.settings import Settings
 from billfold_testing.tcp_proxy import TcpProxy
 from session_api.app import create_app
 
-from .conftest import LogCapture, Tenant, create_session, watch_events
-
-
-def _closed_port() -> int:
-    """A local port nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from .conftest import LogCapture, Tenant, closed_port, create_session, watch_events
 
 
 async def _app_without_redis(
     aiohttp_client: Callable[..., Any], bf_settings: Settings
 ) -> TestClient[Any, Any]:
-    settings = bf_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{_closed_port()}/0"})
+    settings = bf_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{closed_port()}/0"})
     return await aiohttp_client(create_app(settings))  # type: ignore[no-any-return]
 
 

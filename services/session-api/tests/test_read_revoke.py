@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -11,7 +14,14 @@ from aiohttp.test_utils import TestClient
 
 from billfold.settings import Settings
 
-from .conftest import Tenant, assert_error, create_session, link_key, make_tenant
+from .conftest import (
+    Tenant,
+    assert_error,
+    create_session,
+    get_session,
+    link_key,
+    make_tenant,
+)
 
 READ_KEYS = {
     "id",
@@ -174,6 +184,63 @@ async def test_revoke(
     # Revoked (unexpired) sessions stay listed, with their status.
     listed = await (await client.get("/v1/portal_sessions", headers=tenant.auth)).json()
     assert [(s["id"], s["status"]) for s in listed["data"]] == [(created["id"], "revoked")]
+
+
+@asynccontextmanager
+async def _outbox_refuses(
+    pool: asyncpg.Pool, routing_key: str, ordering_key: str
+) -> AsyncIterator[None]:
+    """A real database fault: while inside, inserting that one event into the outbox
+    raises (a trigger on ``portal.outbox``, scoped to the event so nothing else fails)."""
+    name = f"test_refuse_{secrets.token_hex(6)}"
+    await pool.execute(
+        f"CREATE FUNCTION portal.{name}() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'outbox refused by test'; END $$"
+    )
+    await pool.execute(
+        f"CREATE TRIGGER {name} BEFORE INSERT ON portal.outbox FOR EACH ROW "
+        f"WHEN (NEW.routing_key = '{routing_key}' AND NEW.ordering_key = '{ordering_key}') "
+        f"EXECUTE FUNCTION portal.{name}()"
+    )
+    try:
+        yield
+    finally:
+        await pool.execute(f"DROP TRIGGER {name} ON portal.outbox")
+        await pool.execute(f"DROP FUNCTION portal.{name}()")
+
+
+async def test_revoke_does_not_commit_without_its_event(
+    client: TestClient[Any, Any],
+    tenant: Tenant,
+    db_pool: asyncpg.Pool,
+    redis_client: aioredis.Redis,
+    bf_settings: Settings,
+) -> None:
+    """The revoke and its event are one transaction: when the event cannot be written,
+    the session stays active (and its link stays indexed), and no event exists."""
+    created = await create_session(client, tenant)
+    key = link_key(bf_settings, created["token"])
+    async with _outbox_refuses(db_pool, "portal_session.revoked", created["id"]):
+        resp = await client.delete(f"/v1/portal_sessions/{created['id']}", headers=tenant.auth)
+        # A dependency failure, not bad input: the one path to a 500.
+        assert_error(resp.status, await resp.json(), 500, "internal_error")
+        row = await db_pool.fetchrow(
+            "SELECT revoked_at FROM portal.portal_sessions WHERE id = $1", created["id"]
+        )
+        assert row is not None
+        assert row["revoked_at"] is None
+        assert (await get_session(client, tenant, created["id"]))["status"] == "active"
+        assert not await db_pool.fetchval(
+            "SELECT count(*) FROM portal.outbox WHERE ordering_key = $1 AND routing_key = $2",
+            created["id"],
+            "portal_session.revoked",
+        )
+        assert await redis_client.exists(key)
+    # Once the outbox takes it, the same request revokes, with its event.
+    resp = await client.delete(f"/v1/portal_sessions/{created['id']}", headers=tenant.auth)
+    assert resp.status == 204
+    assert (await get_session(client, tenant, created["id"]))["status"] == "revoked"
+    assert not await redis_client.exists(key)
 
 
 async def test_revoke_unknown_is_404(client: TestClient[Any, Any], tenant: Tenant) -> None:

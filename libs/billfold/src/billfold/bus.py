@@ -20,6 +20,15 @@ while the service starts and serves (a producer's events wait in its outbox). Un
 first connect succeeds, everything that needs the broker (``publish*``, ``check``,
 ``declare_queue``, ``consume``) raises ``ConnectionError`` at once. After it, both kinds
 behave the same: aio-pika's robust connection reconnects by itself.
+
+"Connected" (:attr:`Bus.connected`, :meth:`Bus.check`, so ``/readyz``) means a publish
+would be attempted now: the connection is up AND the publishing channel has been
+reopened with its exchanges re-declared. aio-pika sets its connection's ``connected``
+before it restores the channels, and a publish in between fails with aiormq's
+``ChannelInvalidStateError`` (a ``RuntimeError``); so the channel's readiness is tracked
+here from its own close and reopen callbacks. Every publish that fails because the
+broker or the channel is away raises :class:`BusUnavailable` (a ``ConnectionError``),
+whatever aio-pika raised; a broker's nack stays ``DeliveryError``.
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ from typing import Any, cast
 
 import aio_pika
 import aio_pika.abc
+import aiormq.exceptions
 import asyncpg
 import structlog
 from aio_pika.connection import make_url
@@ -42,7 +52,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from billfold.events import Event, dump_event, parse_event
-from billfold.logs import get_logger, redact_text
+from billfold.logs import get_logger, plain_request_id, redact_text
 from billfold.settings import Settings
 
 DLX = "billfold.dlx"
@@ -137,6 +147,20 @@ async def _open(
     return _Link(connection, channel, exchange)
 
 
+class BusUnavailable(ConnectionError):
+    """The broker or the publishing channel is away: nothing was (surely) published."""
+
+
+# What aio-pika/aiormq raise when a publish meets a channel or connection that is gone
+# (or not reopened yet); AMQPConnectionError is a ConnectionError already.
+_CHANNEL_GONE: tuple[type[BaseException], ...] = (
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.AMQPChannelError,
+    aiormq.exceptions.AMQPConnectionError,
+    ConnectionError,
+)
+
+
 def _error_text(exc: BaseException) -> str:
     # A connect error can quote the URL; logged only after redaction.
     return redact_text(f"{type(exc).__name__}: {exc}")[:300]
@@ -162,6 +186,8 @@ class Bus:
         self.settings = settings
         self.name = name
         self._link: _Link | None = None
+        # The publishing channel is open with its exchanges declared (see module doc).
+        self._channel_ready = False
         self._connected = asyncio.Event()
         self._connect_task: asyncio.Task[None] | None = None
         self._consumer_channels: list[aio_pika.abc.AbstractChannel] = []
@@ -259,14 +285,27 @@ class Bus:
 
     def _attach(self, link: _Link) -> None:
         self._link = link
+        # _open returned: the channel is open and the exchanges are declared. From now on
+        # a connection or channel loss clears the flag, and only the channel's reopen
+        # (which aio-pika runs after re-declaring the exchanges) sets it again.
+        self._channel_ready = True
+        link.connection.close_callbacks.add(self._on_channel_lost)
+        link.channel.close_callbacks.add(self._on_channel_lost)
+        link.channel.reopen_callbacks.add(self._on_channel_restored)
         self._connected.set()
+
+    def _on_channel_lost(self, *_: object) -> None:
+        self._channel_ready = False
+
+    def _on_channel_restored(self, *_: object) -> None:
+        self._channel_ready = True
 
     def _require(self) -> _Link:
         """The open link, or ``ConnectionError`` at once (never waits for the broker)."""
         if self._closing:
-            raise ConnectionError(f"amqp bus {self.name!r} is closed")
+            raise BusUnavailable(f"amqp bus {self.name!r} is closed")
         if self._link is None:
-            raise ConnectionError(
+            raise BusUnavailable(
                 f"amqp bus {self.name!r} is not connected yet (broker unreachable); "
                 "retrying in the background"
             )
@@ -274,15 +313,28 @@ class Bus:
 
     @property
     def connected(self) -> bool:
-        """True while the connection is up (not before the first connect, not while
-        reconnecting, not after :meth:`close`)."""
+        """True when a publish would be attempted now: the connection is up and the
+        publishing channel is open with its exchanges restored (False before the first
+        connect, while reconnecting or restoring the channel, and after :meth:`close`)."""
         link = self._link
         return (
             not self._closing
             and link is not None
+            and self._channel_ready
             and not link.connection.is_closed
             and link.connection.connected.is_set()
+            and not link.channel.is_closed
         )
+
+    def _state(self) -> str:
+        if self._closing:
+            return "closed"
+        if self._link is None:
+            return "not connected yet"
+        link = self._link
+        if link.connection.is_closed or not link.connection.connected.is_set():
+            return "down"
+        return "restoring its channel"
 
     async def wait_connected(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Wait until the first connect succeeded (at once if it has); ``TimeoutError``
@@ -320,12 +372,15 @@ class Bus:
     ) -> None:
         """Publish already-serialised event JSON; returns once the broker confirmed it.
 
-        Raises ``aio_pika.exceptions.DeliveryError`` on a nack, a connection error while
-        the broker is unreachable (``ConnectionError`` at once if the bus has not
-        connected yet), or ``TimeoutError``. Safe to call concurrently: many
-        confirms in flight on one channel is what makes the outbox relay fast.
+        Raises ``aio_pika.exceptions.DeliveryError`` on a nack, :class:`BusUnavailable`
+        (a ``ConnectionError``) whenever the broker or the channel is away (at once if
+        the bus is not :attr:`connected`), or ``TimeoutError`` if the confirm is late
+        while the connection stays up. Safe to call concurrently: many confirms in
+        flight on one channel is what makes the outbox relay fast.
         """
         exchange = self._require().exchange
+        if not self.connected:
+            raise BusUnavailable(f"amqp bus {self.name!r} is {self._state()}")
         message = aio_pika.Message(
             body,
             message_id=message_id,
@@ -336,7 +391,19 @@ class Bus:
         )
         # Not mandatory: an event nobody has bound a queue for yet is simply not wanted
         # (topic semantics); consumers declare their durable queues at start-up.
-        await exchange.publish(message, routing_key, mandatory=False, timeout=timeout)
+        try:
+            await exchange.publish(message, routing_key, mandatory=False, timeout=timeout)
+        except aiormq.exceptions.DeliveryError:
+            raise  # the broker answered (a nack): not an outage
+        except Exception as exc:
+            # The channel or connection went away mid-publish (or was found gone): one
+            # exception type for callers, whatever aio-pika raised. Anything else that
+            # happened while the link is down counts as the outage too.
+            if isinstance(exc, _CHANNEL_GONE) or not self.connected:
+                raise BusUnavailable(
+                    f"amqp bus {self.name!r}: publish failed, {type(exc).__name__}: {exc}"
+                ) from exc
+            raise
 
     # --- queues and consuming ---------------------------------------------------------
 
@@ -407,20 +474,29 @@ class Bus:
         await queue.consume(worker.on_message, no_ack=False)
         log.info("bus_consuming", queue=queue_name, consumer=consumer, prefetch=prefetch)
 
+    async def open_channel(
+        self, *, publisher_confirms: bool = False, on_return_raises: bool = False
+    ) -> aio_pika.abc.AbstractRobustChannel:
+        """A new robust channel on the bus's connection, closed by :meth:`close`.
+
+        For users that need a channel of their own (``billfold.rpc``: direct reply-to
+        works only on the channel that consumes it). ``ConnectionError`` at once if the
+        bus has not connected yet.
+        """
+        channel = await self._require().connection.channel(
+            publisher_confirms=publisher_confirms, on_return_raises=on_return_raises
+        )
+        self._consumer_channels.append(channel)
+        return channel
+
     # --- lifecycle ----------------------------------------------------------------------
 
     async def check(self) -> None:
-        """Readiness: raise unless the connection is up (connected, not reconnecting,
-        not closed)."""
+        """Readiness: raise ``ConnectionError`` unless :attr:`connected` (a publish would
+        be attempted now)."""
         if not self.connected:
-            state = (
-                "closed"
-                if self._closing
-                else "down"
-                if self._link is not None
-                else "not connected yet"
-            )
-            raise ConnectionError(f"amqp connection is {state}")
+            # A plain ConnectionError: /readyz reports the type's name, kept stable.
+            raise ConnectionError(f"amqp connection is {self._state()}")
 
     async def close(self) -> None:
         """Stop connecting, close consumers (their unacked messages go back to the
@@ -472,7 +548,8 @@ class _Consumer:
         )
 
     async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        request_id = _header_text(message.headers, REQUEST_ID_HEADER)
+        # As for X-Request-Id: only a short plain id is used (and logs redact it anyway).
+        request_id = plain_request_id(_header_text(message.headers, REQUEST_ID_HEADER))
         # Each delivery runs in its own task, so binding here cannot leak into others.
         structlog.contextvars.clear_contextvars()
         if request_id:
@@ -489,7 +566,7 @@ class _Consumer:
             await self._settle(message.reject(requeue=False))
             return
         structlog.contextvars.bind_contextvars(event_id=event.id, event_type=event.type)
-        if not request_id and event.request_id:
+        if not request_id and plain_request_id(event.request_id):
             structlog.contextvars.bind_contextvars(request_id=event.request_id)
         try:
             handled = await self._apply(event)

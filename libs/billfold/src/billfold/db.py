@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from aiohttp import web
+from asyncpg.pool import PoolConnectionProxy
+from prometheus_client import Counter
 
 from billfold.settings import Settings
 
@@ -72,6 +75,62 @@ def pool_context(settings: Settings) -> Callable[[web.Application], AsyncIterato
             await pool.close()
 
     return ctx
+
+
+POOL_TIMEOUTS = Counter(
+    "billfold_db_pool_acquire_timeouts_total",
+    "Requests that found no free pool connection within the acquire timeout",
+)
+
+
+class PoolTimeout(TimeoutError):
+    """No pool connection came free within the allowed wait: the pool is saturated.
+    The HTTP error middleware answers it with a 503 and ``Retry-After``."""
+
+
+class BoundedPool:
+    """The service's pool, where waiting for a connection is bounded.
+
+    asyncpg's ``Pool.acquire()`` waits forever by default, so a pool held by slow work
+    would queue every other request (of every tenant) behind it. Request handlers take
+    connections through this instead: after ``acquire_timeout`` seconds they get
+    :class:`PoolTimeout`. It offers the pool's one-shot query methods too, so it can
+    stand in for the pool wherever a query runs "on the pool".
+    """
+
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float) -> None:
+        self.pool = pool
+        self.acquire_timeout = acquire_timeout
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[PoolConnectionProxy]:
+        try:
+            conn = await self.pool.acquire(timeout=self.acquire_timeout)
+        except TimeoutError:
+            POOL_TIMEOUTS.inc()
+            raise PoolTimeout(
+                f"no database connection free within {self.acquire_timeout:g} s"
+            ) from None
+        try:
+            yield conn
+        finally:
+            await self.pool.release(conn)
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.acquire() as conn:
+            return await conn.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        async with self.acquire() as conn:
+            return await conn.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        async with self.acquire() as conn:
+            return await conn.fetchval(query, *args)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        async with self.acquire() as conn:
+            return await conn.execute(query, *args)
 
 
 async def check(pool: asyncpg.Pool) -> None:

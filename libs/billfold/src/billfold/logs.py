@@ -12,7 +12,12 @@ are therefore rendered natively (no detour through the standard library's ``Logg
 (standard-library) records take the ``ProcessorFormatter`` path, with the same
 processors and renderer. Both write to one :class:`_Sink`, which ``configure_logging``
 re-points, so loggers cached before a reconfiguration (module-level ``get_logger``)
-follow it, and so does the level, which is checked by the first processor.
+follow it, and so does the level, which is checked by the first processor; their
+processors (service name, format) follow too, being one list replaced in place.
+
+:func:`save_logging_state` and :func:`restore_logging_state` put all of that (structlog's
+configuration, the sink, the root handlers and level) back as it was, for code that
+reconfigures logging for a while: tests, above all.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ import re
 import sys
 import threading
 from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 import orjson
 import structlog
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from billfold.settings import Settings
@@ -62,8 +69,10 @@ _SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
 _NEEDLES = ("bf_", "bfl_", "bfs_", "_test_", "_live_", "whsec_", "://")
 _NEEDLES_LOWER = ("bearer", "basic")
 
-# Keys whose values are ours, never a caller's: not redacted (as before).
-_UNREDACTED_KEYS = frozenset({"level", "ts", "service", "logger", "request_id"})
+# A request id taken from a caller (X-Request-Id, a message header): short and plain,
+# nothing that could break a log line. One that fits may still hold a key (bf_sk_…), so
+# request_id is redacted like every other field.
+_PLAIN_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 
 _secret_key_memo: dict[str, bool] = {}
 
@@ -87,6 +96,11 @@ def _may_hold_secret(text: str) -> bool:
             return True
     lowered = text.lower()
     return any(needle in lowered for needle in _NEEDLES_LOWER)
+
+
+def plain_request_id(value: str | None) -> str | None:
+    """``value`` if it is a short plain id (``[A-Za-z0-9._:-]{1,64}``), else None."""
+    return value if value and _PLAIN_REQUEST_ID.fullmatch(value) else None
 
 
 def redact_text(text: str) -> str:
@@ -120,9 +134,8 @@ _PLAIN = (int, float, bool, type(None))
 
 
 def redact_processor(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    # Every field, ours included (request_id can come from a caller): none is exempt.
     for key, value in list(event_dict.items()):
-        if key in _UNREDACTED_KEYS:
-            continue
         if _is_secret_key(key) and value:
             event_dict[key] = REDACTED
         elif type(value) is str:
@@ -204,8 +217,8 @@ class _SinkHandler(logging.Handler):
 
 
 class _ParserErrorFilter(logging.Filter):
-    """Cuts aiohttp's log of a request its HTTP parser refused down to one WARNING line
-    naming the exception class.
+    """Cuts aiohttp's log of a request its HTTP parser refused (or whose body it could not
+    decode) down to one WARNING line naming the exception class.
 
     aiohttp.server logs such a request at ERROR with a traceback, and the exception's
     message quotes the raw request line or header: an API key included. A key split by
@@ -217,7 +230,9 @@ class _ParserErrorFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, HttpProcessingError):
+        if isinstance(exc, RequestPayloadError) and exc.__cause__ is not None:
+            exc = exc.__cause__  # a body aiohttp could not read: name the decoder's error
+        if isinstance(exc, HttpProcessingError | RequestPayloadError):
             record.msg = "http_request_malformed: %s"
             record.args = (type(exc).__name__,)
             record.exc_info = None
@@ -254,6 +269,13 @@ def _filter_by_level(_: WrappedLogger, method_name: str, event_dict: EventDict) 
     return event_dict
 
 
+# The processor list structlog is configured with. configure_logging replaces its
+# contents in place: a logger cached on first use holds this very list, so it follows a
+# reconfiguration (service name, renderer) instead of keeping the processors of the
+# configuration it was first used under.
+_PROCESSORS: list[Processor] = []
+
+
 def configure_logging(service: str, settings: Settings, stream: Any = None) -> None:
     """Configure structlog and the standard library for this process. Idempotent."""
     out = stream or sys.stderr
@@ -277,13 +299,14 @@ def configure_logging(service: str, settings: Settings, stream: Any = None) -> N
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
         _add_service,
     ]
+    _PROCESSORS[:] = [
+        _filter_by_level,
+        *shared,
+        structlog.processors.StackInfoRenderer(),
+        *_format_exc_then_redact(renderer),
+    ]
     structlog.configure(
-        processors=[
-            _filter_by_level,
-            *shared,
-            structlog.processors.StackInfoRenderer(),
-            *_format_exc_then_redact(renderer),
-        ],
+        processors=_PROCESSORS,
         logger_factory=_sink_logger_factory,
         # Level filtering is _filter_by_level's job (it follows reconfiguration).
         wrapper_class=structlog.make_filtering_bound_logger(logging.NOTSET),
@@ -306,6 +329,59 @@ def configure_logging(service: str, settings: Settings, stream: Any = None) -> N
     server_logger = logging.getLogger(_AIOHTTP_SERVER_LOGGER)
     if _PARSER_ERROR_FILTER not in server_logger.filters:
         server_logger.addFilter(_PARSER_ERROR_FILTER)
+
+
+# Named loggers configure_logging changes (besides the root's handlers and level).
+_TOUCHED_LOGGERS = ("aiohttp.access", _AIOHTTP_SERVER_LOGGER)
+
+
+@dataclass(frozen=True)
+class LoggingState:
+    """What :func:`save_logging_state` saw; give it to :func:`restore_logging_state`."""
+
+    structlog_config: dict[str, Any]
+    processors: list[Processor]
+    stream: TextIO
+    level: int
+    root_handlers: list[logging.Handler]
+    root_level: int
+    # name -> (disabled, filters) of each logger in _TOUCHED_LOGGERS
+    loggers: dict[str, tuple[bool, list[Any]]]
+
+
+def save_logging_state() -> LoggingState:
+    """Everything :func:`configure_logging` changes, as it is now."""
+    config = structlog.get_config()
+    root = logging.getLogger()
+    return LoggingState(
+        structlog_config=dict(config),
+        processors=list(config["processors"]),
+        stream=_SINK.stream,
+        level=_SINK.level,
+        root_handlers=list(root.handlers),
+        root_level=root.level,
+        loggers={
+            name: (logging.getLogger(name).disabled, list(logging.getLogger(name).filters))
+            for name in _TOUCHED_LOGGERS
+        },
+    )
+
+
+def restore_logging_state(state: LoggingState) -> None:
+    """Put logging back as :func:`save_logging_state` saw it, loggers already cached
+    included (they hold :data:`_PROCESSORS`, whose contents are restored in place)."""
+    _PROCESSORS[:] = state.processors
+    structlog.configure(**{**state.structlog_config, "processors": _PROCESSORS})
+    with _SINK.lock:
+        _SINK.stream = state.stream
+        _SINK.level = state.level
+    root = logging.getLogger()
+    root.handlers[:] = state.root_handlers
+    root.setLevel(state.root_level)
+    for name, (disabled, filters) in state.loggers.items():
+        logger = logging.getLogger(name)
+        logger.disabled = disabled
+        logger.filters[:] = filters
 
 
 def get_logger(name: str | None = None) -> Any:

@@ -44,9 +44,18 @@ class Settings(BaseSettings):
     db_pool_min: int = Field(default=2, ge=1, le=100)
     db_pool_max: int = Field(default=10, ge=1, le=200)
     max_body_bytes: int = Field(default=65536, ge=1024, le=10 * 1024 * 1024)
+    # A request body must arrive whole within this many seconds (else 408): a client
+    # trickling its body holds its own socket, never longer than this.
+    body_read_timeout: float = Field(default=10.0, gt=0, le=300)
+    # How long a request waits for a free pool connection before a 503 with Retry-After:
+    # a saturated pool sheds load at once instead of queueing every tenant behind it.
+    db_acquire_timeout: float = Field(default=5.0, gt=0, le=60)
     # Delivery limit for quorum queues before a message goes to the dead-letter queue.
     delivery_limit: int = Field(default=5, ge=1, le=100)
     default_session_ttl: int = Field(default=3600, ge=60, le=604800)
+    # How often session-api looks for sessions that expired, to emit
+    # portal_session.expired (seconds: the event's worst-case lateness).
+    expiry_sweep_interval: float = Field(default=30.0, gt=0, le=3600)
 
     @field_validator("database_url")
     @classmethod

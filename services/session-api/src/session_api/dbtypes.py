@@ -1,4 +1,4 @@
-"""What repository functions accept: a pooled connection, a plain one, or the pool."""
+"""What repository functions accept: a pooled connection, a plain one, or a pool."""
 
 from __future__ import annotations
 
@@ -7,5 +7,10 @@ from typing import TypeAlias
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from billfold.db import BoundedPool
+
 Conn: TypeAlias = asyncpg.Connection | PoolConnectionProxy
-Executor: TypeAlias = Conn | asyncpg.Pool
+# Request handlers use the BoundedPool (app[DB]): its wait for a connection is bounded.
+Executor: TypeAlias = Conn | asyncpg.Pool | BoundedPool
+# What hands out connections: ``async with x.acquire() as conn``.
+Acquirer: TypeAlias = asyncpg.Pool | BoundedPool

@@ -1,8 +1,14 @@
 """The OpenAPI 3.1 document of the session API, served at ``/openapi.json``.
 
 Written by hand (it is the contract tenants code against) and kept true by tests: its
-paths must equal the app's routes, it must pass openapi-spec-validator, and real
-responses must validate against its schemas.
+paths must equal the app's routes, it must pass openapi-spec-validator, real responses
+must validate against its schemas, and a client generated from it by a standard
+generator (openapi-python-client) must work against the live service.
+
+For generated clients: the JSON request body is listed first and has its own nested
+schema, the form body a separate flat one (``sections[invoices][enabled]`` is one
+property: generators cannot flatten nested objects the Stripe way); every status the
+service can answer is declared on every operation, with the error schema.
 """
 
 from __future__ import annotations
@@ -55,16 +61,25 @@ def _sections_schema(*, output: bool) -> Schema:
     return _object(props, required=list(props) if output else [])
 
 
+_SUBSCRIPTION_PATTERN = "^sub_[A-Za-z0-9_]{1,250}$"
+_FLOWS = {
+    "PaymentMethodUpdateFlow": _object({"type": {"const": "payment_method_update"}}),
+    "SubscriptionCancelFlow": _object(
+        {
+            "type": {"const": "subscription_cancel"},
+            "subscription": {"type": "string", "pattern": _SUBSCRIPTION_PATTERN},
+        }
+    ),
+}
 _FLOW = {
-    "oneOf": [
-        _object({"type": {"const": "payment_method_update"}}),
-        _object(
-            {
-                "type": {"const": "subscription_cancel"},
-                "subscription": {"type": "string", "pattern": "^sub_[A-Za-z0-9_]{1,250}$"},
-            }
-        ),
-    ],
+    "oneOf": [_ref(name) for name in _FLOWS],
+    "discriminator": {
+        "propertyName": "type",
+        "mapping": {
+            "payment_method_update": "#/components/schemas/PaymentMethodUpdateFlow",
+            "subscription_cancel": "#/components/schemas/SubscriptionCancelFlow",
+        },
+    },
     "description": "Open the portal straight into one action.",
 }
 
@@ -96,14 +111,16 @@ _CREATE_PROPS: dict[str, Schema] = {
         "type": "string",
         "format": "uri",
         "maxLength": 2048,
-        "description": "An absolute http or https URL with a host and a valid port; no "
-        "whitespace, control characters or backslashes.",
+        "description": "An absolute http or https URL valid per RFC 3986 (percent-encode "
+        "anything else), with a host, without credentials (user:pass@), port 1 to 65535 "
+        "when given.",
     },
     "ttl_seconds": {
         "type": "integer",
         "minimum": TTL_MIN,
         "maximum": TTL_MAX,
-        "description": "Link lifetime; default the site's default, else 3600.",
+        "description": "Link lifetime in seconds, a JSON integer; default the site's "
+        "default, else 3600.",
     },
     "single_use": {"type": "boolean", "default": True},
     "sections": _ref("SectionsInput"),
@@ -121,12 +138,52 @@ _CREATE_PROPS: dict[str, Schema] = {
     },
 }
 
+# Form bodies: the documented spellings (forms.Bool, forms.Int), one flat property per
+# Stripe-style field name. The TTL pattern is the decimal range TTL_MIN..TTL_MAX
+# (60..604800, leading zeros allowed), so a generated valid value is never refused.
+_FORM_BOOL: Schema = {"type": "string", "enum": ["true", "false"]}
+_TTL_DIGITS = (
+    "^0*([6-9][0-9]|[1-9][0-9]{2,4}|[1-5][0-9]{5}|60[0-3][0-9]{3}|604[0-7][0-9]{2}|604800)$"
+)
+
+
+def _form_props() -> dict[str, Schema]:
+    props: dict[str, Schema] = {}
+    for name, schema in _CREATE_PROPS.items():
+        if name in ("sections", "flow"):
+            continue
+        if schema.get("type") == "boolean":
+            props[name] = {**_FORM_BOOL, "default": "true" if schema["default"] else "false"}
+        elif schema.get("type") == "integer":
+            props[name] = {
+                "type": "string",
+                "pattern": _TTL_DIGITS,
+                "description": f"Link lifetime in seconds, decimal digits ({TTL_MIN} to "
+                f"{TTL_MAX}); default the site's default, else 3600.",
+            }
+        else:
+            props[name] = schema
+    for section, flags in SECTION_DEFAULTS.items():
+        for flag in flags:
+            props[f"sections[{section}][{flag}]"] = dict(_FORM_BOOL)
+    props["flow[type]"] = {
+        "type": "string",
+        "enum": ["payment_method_update", "subscription_cancel"],
+    }
+    props["flow[subscription]"] = {
+        "type": "string",
+        "pattern": _SUBSCRIPTION_PATTERN,
+        "description": "With flow[type]=subscription_cancel.",
+    }
+    return props
+
+
 _ERROR_CODES = (
     "parameter_missing, parameter_invalid, parameter_unknown, resource_missing, "
     "body_invalid_json, body_invalid_form, body_invalid_encoding, unsupported_media_type, "
-    "body_too_large, "
+    "body_too_large, request_malformed, "
     "route_not_found, method_not_allowed, api_key_invalid, insufficient_scope, "
-    "idempotency_key_in_use, internal_error"
+    "idempotency_key_in_use, request_timeout, service_busy, internal_error"
 )
 
 SCHEMAS: dict[str, Schema] = {
@@ -158,6 +215,7 @@ SCHEMAS: dict[str, Schema] = {
     "Sections": _sections_schema(output=True),
     "SectionsInput": _sections_schema(output=False),
     "Flow": _FLOW,
+    **_FLOWS,
     "PortalSession": _object(_SESSION_PROPS),
     "CreatedPortalSession": _object(
         {
@@ -167,6 +225,7 @@ SCHEMAS: dict[str, Schema] = {
         }
     ),
     "CreatePortalSessionRequest": _object(_CREATE_PROPS, required=[]),
+    "CreatePortalSessionForm": _object(_form_props(), required=[]),
     "PortalSessionList": _object(
         {
             "object": {"const": "list"},
@@ -186,14 +245,21 @@ SCHEMAS: dict[str, Schema] = {
             "created_at": _TIME,
         }
     ),
-    "Health": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {
-            "status": {"enum": ["ok", "unavailable"]},
-            "checks": {"type": "object", "additionalProperties": {"type": "string"}},
-        },
-    },
+    "Health": _object({"status": {"const": "ok"}}),
+    "Readiness": _object(
+        {
+            "status": {
+                "enum": ["ok", "degraded", "unavailable"],
+                "description": "ok: every check passes (200). degraded: Redis or RabbitMQ "
+                "fails; the API still serves (200). unavailable: Postgres fails (503).",
+            },
+            "checks": {
+                "type": "object",
+                "description": "Each dependency (postgres, redis, rabbitmq): ok, or error: <type>.",
+                "additionalProperties": {"type": "string"},
+            },
+        }
+    ),
 }
 
 
@@ -215,6 +281,37 @@ _AUTH_ERRORS = {
     "401": _error("No key, an unknown or revoked key, or a publishable key."),
     "403": _error("The key lacks the scope this endpoint needs."),
 }
+
+# What any request can meet, whatever its operation: the HTTP layer answers these
+# before (or instead of) the handler. Declared on every operation so a generated client
+# parses them as errors instead of meeting an undeclared status.
+_HTTP_ERRORS = {
+    "400": _error(
+        "The request is not valid HTTP (request_malformed), or its parameters are invalid."
+    ),
+    "404": _error("No route for this URL (route_not_found)."),
+    "405": _error("Method not allowed for this URL (method_not_allowed; see Allow)."),
+    "408": _error("The request body did not arrive in time."),
+    "413": _error("Body over 64 KiB (body_too_large)."),
+    "500": _error("An internal error (internal_error); retry later."),
+}
+# What a request that needs Postgres can meet besides.
+_SERVICE_ERRORS = {
+    **_HTTP_ERRORS,
+    "503": {
+        **_error(
+            "The service cannot serve now (Postgres unreachable, or no database connection"
+            " came free in time: service_busy); retry after Retry-After when it is given."
+        ),
+        "headers": {"Retry-After": {"description": "Seconds.", "schema": {"type": "string"}}},
+    },
+}
+
+
+def _api_responses(responses: dict[str, Schema]) -> dict[str, Schema]:
+    """An /v1 operation's own responses over the ones every such request can meet."""
+    return dict(sorted({**_SERVICE_ERRORS, **_AUTH_ERRORS, **responses}.items()))
+
 
 _LIST_DESCRIPTION = (
     "Newest first (created_at, then id, descending), cursor-paginated with starting_after. "
@@ -264,32 +361,40 @@ def document() -> Schema:
                     ],
                     "requestBody": {
                         "required": True,
-                        "description": "JSON, or a form with nested fields written "
-                        "sections[invoices][enabled]=false, flow[type]=…, booleans true/false.",
+                        "description": "JSON (strictly typed: booleans true/false, integers "
+                        "as JSON integers; a key given twice is a 400), or a form with "
+                        "nested fields written sections[invoices][enabled]=false, "
+                        "flow[type]=…, booleans exactly true or false, integers in decimal "
+                        "digits; a field given twice is a 400.",
                         "content": {
                             "application/json": {"schema": _ref("CreatePortalSessionRequest")},
                             "application/x-www-form-urlencoded": {
-                                "schema": _ref("CreatePortalSessionRequest")
+                                "schema": _ref("CreatePortalSessionForm")
                             },
                         },
                     },
-                    "responses": {
-                        "201": _json(
-                            "Created. token and url are returned only here.",
-                            "CreatedPortalSession",
-                            {
-                                "Idempotent-Replayed": {
-                                    "description": "true when this is a replayed response.",
-                                    "schema": {"type": "string"},
-                                }
-                            },
-                        ),
-                        "400": _error("Invalid parameters or body."),
-                        **_AUTH_ERRORS,
-                        "409": _error("Idempotency-Key reused with other parameters."),
-                        "413": _error("Body over 64 KiB."),
-                        "415": _error("Content type other than JSON or form."),
-                    },
+                    "responses": _api_responses(
+                        {
+                            "201": _json(
+                                "Created. token and url are returned only here.",
+                                "CreatedPortalSession",
+                                {
+                                    "Idempotent-Replayed": {
+                                        "description": "true when this is a replayed response.",
+                                        "schema": {"type": "string"},
+                                    },
+                                    "Cache-Control": {
+                                        "description": "no-store: the body holds the link token.",
+                                        "schema": {"const": "no-store"},
+                                    },
+                                    "Pragma": {"schema": {"const": "no-cache"}},
+                                },
+                            ),
+                            "400": _error("Invalid parameters or body."),
+                            "409": _error("Idempotency-Key reused with other parameters."),
+                            "415": _error("Content type other than JSON or form."),
+                        }
+                    ),
                 },
                 "get": {
                     "operationId": "listPortalSessions",
@@ -324,14 +429,15 @@ def document() -> Schema:
                             "description": "A session id (ps_…) of this site: the page after it.",
                         },
                     ],
-                    "responses": {
-                        "200": _json("A page of sessions.", "PortalSessionList"),
-                        "400": _error(
-                            "Invalid parameters, a parameter given more than once, or an "
-                            "unknown cursor."
-                        ),
-                        **_AUTH_ERRORS,
-                    },
+                    "responses": _api_responses(
+                        {
+                            "200": _json("A page of sessions.", "PortalSessionList"),
+                            "400": _error(
+                                "Invalid parameters, a parameter given more than once, or an "
+                                "unknown cursor."
+                            ),
+                        }
+                    ),
                 },
             },
             "/v1/portal_sessions/{id}": {
@@ -339,21 +445,23 @@ def document() -> Schema:
                 "get": {
                     "operationId": "getPortalSession",
                     "summary": "Retrieve a portal session (no token or URL).",
-                    "responses": {
-                        "200": _json("The session.", "PortalSession"),
-                        **_AUTH_ERRORS,
-                        "404": _error("No such session on this site."),
-                    },
+                    "responses": _api_responses(
+                        {
+                            "200": _json("The session.", "PortalSession"),
+                            "404": _error("No such session on this site (resource_missing)."),
+                        }
+                    ),
                 },
                 "delete": {
                     "operationId": "revokePortalSession",
                     "summary": "Revoke a session: its link and every browser session made "
                     "from it stop working. Revoking twice is fine.",
-                    "responses": {
-                        "204": {"description": "Revoked."},
-                        **_AUTH_ERRORS,
-                        "404": _error("No such session on this site."),
-                    },
+                    "responses": _api_responses(
+                        {
+                            "204": {"description": "Revoked."},
+                            "404": _error("No such session on this site (resource_missing)."),
+                        }
+                    ),
                 },
             },
             "/v1/customers/{id}": {
@@ -363,26 +471,36 @@ def document() -> Schema:
                 "get": {
                     "operationId": "getCustomer",
                     "summary": "Check that a customer is mirrored.",
-                    "responses": {
-                        "200": _json("The customer.", "Customer"),
-                        **_AUTH_ERRORS,
-                        "404": _error("No such customer on this site."),
-                    },
+                    "responses": _api_responses(
+                        {
+                            "200": _json("The customer.", "Customer"),
+                            "404": _error("No such customer on this site (resource_missing)."),
+                        }
+                    ),
                 },
             },
-            "/healthz": _public("Liveness.", _json("Alive.", "Health")),
+            "/healthz": _public("getHealth", "Liveness.", _json("Alive.", "Health")),
             "/readyz": _public(
-                "Readiness: Postgres, Redis and RabbitMQ answer.",
-                _json("Ready.", "Health"),
-                {"503": _json("A dependency is down.", "Health")},
+                "getReadiness",
+                "Readiness: Postgres (required), Redis and RabbitMQ (optional) answer.",
+                _json("Ready (ok), or degraded: an optional dependency fails.", "Readiness"),
+                {"503": _json("Unavailable: Postgres fails.", "Readiness")},
             ),
             "/metrics": _public(
+                "getMetrics",
                 "Prometheus metrics.",
-                {"description": "Prometheus text format.", "content": {"text/plain": {}}},
+                {
+                    "description": "Prometheus text format.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
             ),
             "/openapi.json": _public(
+                "getOpenApiDocument",
                 "This document.",
-                {"description": "OpenAPI 3.1.", "content": {"application/json": {}}},
+                {
+                    "description": "OpenAPI 3.1.",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
             ),
         },
         "components": {
@@ -400,12 +518,16 @@ def document() -> Schema:
     }
 
 
-def _public(summary: str, ok: Schema, extra: dict[str, Schema] | None = None) -> Schema:
+def _public(
+    operation_id: str, summary: str, ok: Schema, extra: dict[str, Schema] | None = None
+) -> Schema:
+    responses = {**_HTTP_ERRORS, "200": ok, **(extra or {})}
     return {
         "get": {
+            "operationId": operation_id,
             "summary": summary,
             "security": [],
-            "responses": {"200": ok, **(extra or {})},
+            "responses": dict(sorted(responses.items())),
         }
     }
 

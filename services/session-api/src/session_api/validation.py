@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -11,8 +12,10 @@ from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from billfold.http.body import read_bytes
 from billfold.http.errors import ApiError
 from session_api import forms
+from session_api.state import SETTINGS
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -24,13 +27,69 @@ FORM = "application/x-www-form-urlencoded"
 _UNION_TAGS = frozenset({"payment_method_update", "subscription_cancel"})
 
 
-async def read_body(request: web.Request) -> dict[str, Any]:
-    """The body's parameters as a dict; {} when there is no body."""
+@dataclass(frozen=True, slots=True)
+class Params:
+    """A request's parameters, and whether they arrived as text (a form body or a query
+    string: the models then read the documented spellings of booleans and integers)."""
+
+    values: dict[str, Any]
+    text: bool = False
+
+
+class _Repeated(dict[str, Any]):
+    """A JSON object that named a key twice. ``json``'s hook sees one object at a time,
+    not where it sits, so the error (which names the full parameter) is raised later."""
+
+    def __init__(self, pairs: list[tuple[str, Any]], repeated: str) -> None:
+        super().__init__(pairs)
+        self.repeated = repeated
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            return _Repeated(pairs, name)
+        seen.add(name)
+    raise AssertionError("unreachable: fewer keys than pairs means a repeat")
+
+
+def _reject_repeated_keys(data: Any) -> None:
+    """A key given twice is a 400 naming it, at any depth, as it is for a form body or a
+    query string; json.loads alone would keep the last value silently."""
+    stack: list[tuple[Any, tuple[int | str, ...]]] = [(data, ())]
+    while stack:  # iterative: json nests up to the interpreter's recursion limit
+        value, path = stack.pop()
+        if isinstance(value, _Repeated):
+            name = value.repeated
+            nameable = "\x00" not in name and _encodable(name)
+            param = param_path((*path, name) if nameable else path) or None
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                "parameter_invalid",
+                f"JSON key {param} given more than once."
+                if nameable
+                else "A JSON key is given more than once.",
+                param,
+            )
+        if isinstance(value, dict):
+            stack.extend((v, (*path, k)) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend((v, (*path, i)) for i, v in reversed(list(enumerate(value))))
+
+
+async def read_body(request: web.Request) -> Params:
+    """The body's parameters; none when there is no body."""
     if not request.body_exists:
-        return {}
-    # read() raises 413 (via client_max_size) for a body that lied about its length.
+        return Params({})
+    # read() raises 413 (via client_max_size) for a body that lied about its length;
+    # a body that has not all arrived within body_read_timeout is a 408.
     try:
-        raw = await request.read()
+        raw = await read_bytes(request, request.app[SETTINGS].body_read_timeout)
     except RequestPayloadError:
         # A body aiohttp could not decode: Content-Encoding gzip/deflate over bytes that
         # are not, a broken chunked encoding. The client's fault, so a 400, not a 500.
@@ -41,11 +100,11 @@ async def read_body(request: web.Request) -> dict[str, Any]:
             "The body could not be decoded: check its Content-Encoding and framing.",
         ) from None
     if not raw.strip():
-        return {}
+        return Params({})
     ctype = request.content_type
     if ctype == JSON:
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, object_pairs_hook=_json_object)
         except (ValueError, RecursionError):
             raise ApiError(
                 400, "invalid_request_error", "body_invalid_json", "The body is not valid JSON."
@@ -54,7 +113,8 @@ async def read_body(request: web.Request) -> dict[str, Any]:
             raise ApiError(
                 400, "invalid_request_error", "body_invalid_json", "The body must be a JSON object."
             )
-        return data
+        _reject_repeated_keys(data)
+        return Params(data)
     if ctype == FORM:
         try:
             text = raw.decode("utf-8")
@@ -65,7 +125,7 @@ async def read_body(request: web.Request) -> dict[str, Any]:
             raise ApiError(
                 400, "invalid_request_error", "body_invalid_form", "The form body is malformed."
             ) from None
-        return forms.decode(pairs)
+        return Params(forms.decode(pairs), text=True)
     raise ApiError(
         415,
         "invalid_request_error",
@@ -74,8 +134,8 @@ async def read_body(request: web.Request) -> dict[str, Any]:
     )
 
 
-def read_query(request: web.Request) -> dict[str, str]:
-    """The query string's parameters as a dict; a name given twice is a 400.
+def read_query(request: web.Request) -> Params:
+    """The query string's parameters; a name given twice is a 400.
 
     ``dict(request.query)`` would keep the first value silently, where the same repeat
     in a form body is refused: which one counts must not depend on who reads it.
@@ -91,7 +151,7 @@ def read_query(request: web.Request) -> dict[str, str]:
                 name,
             )
         params[name] = value
-    return params
+    return Params(params, text=True)
 
 
 def param_path(loc: tuple[int | str, ...]) -> str:
@@ -204,10 +264,13 @@ def path_param(value: str) -> str | None:
     return value
 
 
-def validate(model: type[M], data: dict[str, Any]) -> M:
-    _reject_unstorable(data, ())
+def validate(model: type[M], params: Params) -> M:
+    """Strict validation: no type is coerced into another, except the documented text
+    spellings of booleans and integers in a form body or a query string (forms.Bool,
+    forms.Int)."""
+    _reject_unstorable(params.values, ())
     try:
-        return model.model_validate(data)
+        return model.model_validate(params.values, strict=True, context={forms.TEXT: params.text})
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         raise to_api_error(errors[0]) from None

@@ -93,6 +93,11 @@ _HTTP_CODES: dict[int, tuple[ErrorType, str, str]] = {
     405: ("invalid_request_error", "method_not_allowed", "Method not allowed for this URL."),
     413: ("invalid_request_error", "body_too_large", "Request body is too large."),
     415: ("invalid_request_error", "unsupported_media_type", "Unsupported content type."),
+    417: (
+        "invalid_request_error",
+        "expectation_unsupported",
+        "Only 'Expect: 100-continue' is supported.",
+    ),
 }
 
 
@@ -106,6 +111,46 @@ def from_http_exception(exc: web.HTTPException, method: str, path: str) -> ApiEr
     if exc.status == 405 and "Allow" in exc.headers:
         headers["Allow"] = exc.headers["Allow"]
     return ApiError(exc.status, type_, code, message, headers=headers)
+
+
+def request_timeout(seconds: float) -> ApiError:
+    return ApiError(
+        408,
+        "invalid_request_error",
+        "request_timeout",
+        f"The request body did not arrive within {seconds:g} seconds.",
+    )
+
+
+# Whole seconds, as the header wants; a saturated pool usually drains within one.
+RETRY_AFTER_SECONDS = 1
+
+
+def service_busy() -> ApiError:
+    return ApiError(
+        503,
+        "api_error",
+        "service_busy",
+        "The service is busy; retry the request shortly.",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def body_invalid_encoding() -> ApiError:
+    """A body aiohttp could not read: bad chunked framing, or a Content-Encoding (gzip,
+    deflate) over bytes that are not."""
+    return ApiError(
+        400,
+        "invalid_request_error",
+        "body_invalid_encoding",
+        "The body could not be decoded: check its Content-Encoding and framing.",
+    )
+
+
+def expectation_unsupported() -> ApiError:
+    """An ``Expect`` header other than ``100-continue`` (the value is not quoted back)."""
+    type_, code, message = _HTTP_CODES[417]
+    return ApiError(417, type_, code, message)
 
 
 def internal_error() -> ApiError:

@@ -24,6 +24,19 @@ wraps the app's (private) ``Application._make_handler`` so the server it returns
 calling :func:`install` behaves the same in production and in tests
 (``billfold.service.run`` calls it too, for any app whose factory forgot).
 
+Two more things aiohttp answers or logs outside our middlewares are handled here, on
+the same server:
+
+* an ``Expect`` header other than ``100-continue``: aiohttp's router answers it before
+  the middlewares with a ``text/plain`` 417 quoting the header (no request id, no access
+  log line, no metric). :class:`_ExpectGuard`, wrapped around the server's request
+  handler, passes such a request on without that header and marked
+  (``EXPECT_REFUSED``), so ``error_middleware`` answers it like any other error;
+* a body whose framing or ``Content-Encoding`` breaks after the handler answered
+  (aiohttp reads an unread body to its end before reusing the connection): aiohttp logs
+  that ``RequestPayloadError`` as "Unhandled exception" at ERROR with a traceback.
+  :class:`_RequestHandler` logs one WARNING naming the decoder's error instead.
+
 ``libs/billfold/tests/test_malformed.py`` pins every aiohttp detail this relies on; if
 an aiohttp upgrade breaks one, that test fails (and so does :func:`install`, at start-up,
 if ``_make_handler`` is gone), rather than the key quietly coming back.
@@ -31,13 +44,16 @@ if ``_make_handler`` is gone), rather than the key quietly coming back.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http import HttpVersion11
 from aiohttp.http_exceptions import HttpProcessingError
+from multidict import CIMultiDict
 
 from billfold.http.errors import ApiError
-from billfold.http.middlewares import REQUEST_ID_HEADER
+from billfold.http.middlewares import EXPECT_REFUSED, REQUEST_ID_HEADER, report_body_error
 from billfold.http.middlewares import _new_request_id as new_request_id
 from billfold.logs import get_logger
 
@@ -102,6 +118,37 @@ class _RequestHandler(web.RequestHandler):
             raise ConnectionError("Response is sent already, cannot send the error")
         return malformed_response(exc, status)
 
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        exc = kw.get("exc_info")
+        if isinstance(exc, web.RequestPayloadError):
+            # Reading the rest of an unread body failed (bad framing or encoding) after
+            # the response went out: the client's fault, one line, nothing of the body.
+            report_body_error(exc)
+            return
+        super().log_exception(*args, **kw)
+
+
+RequestHandlerFunc = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+
+class _ExpectGuard:
+    """The server's request handler, with an unsupported ``Expect`` taken out of
+    aiohttp's hands (see the module docstring)."""
+
+    def __init__(self, handler: RequestHandlerFunc) -> None:
+        self.handler = handler
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        expect = request.headers.get(hdrs.EXPECT)
+        # The cases aiohttp's default expect handler refuses: HTTP/1.1, a value that is
+        # not 100-continue (aiohttp ignores an empty one, and Expect under HTTP/1.0).
+        if expect and request.version == HttpVersion11 and expect.lower() != "100-continue":
+            headers = CIMultiDict(request.headers)
+            del headers[hdrs.EXPECT]
+            request = request.clone(headers=headers)
+            request[EXPECT_REFUSED] = True
+        return await self.handler(request)
+
 
 class _Server(web.Server):
     """``web.Server`` whose connections get :class:`_RequestHandler`. No state of its
@@ -125,6 +172,7 @@ class _MakeHandler:
             raise TypeError(f"aiohttp's _make_handler returned {type(server).__name__}")
         # Same layout (the subclass adds no attribute), only __call__ differs.
         server.__class__ = _Server
+        server.request_handler = _ExpectGuard(server.request_handler)
         return server
 
 

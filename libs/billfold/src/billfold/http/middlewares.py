@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -12,8 +11,16 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware as _AiohttpMiddleware
 from prometheus_client import Counter, Histogram
 
-from billfold.http.errors import ApiError, from_http_exception, internal_error
-from billfold.logs import get_logger
+from billfold.db import PoolTimeout
+from billfold.http.errors import (
+    ApiError,
+    body_invalid_encoding,
+    expectation_unsupported,
+    from_http_exception,
+    internal_error,
+    service_busy,
+)
+from billfold.logs import get_logger, plain_request_id
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # aiohttp's own Protocol (not a Callable alias), so the list types as Application's
@@ -22,7 +29,9 @@ Middleware = _AiohttpMiddleware
 
 REQUEST_ID_HEADER = "X-Request-Id"
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
-_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Set by billfold.http.malformed on a request whose Expect header aiohttp would have
+# refused itself (before any middleware): error_middleware answers it instead.
+EXPECT_REFUSED: web.RequestKey[bool] = web.RequestKey("expect_refused", bool)
 
 HTTP_REQUESTS = Counter(
     "billfold_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
@@ -50,8 +59,8 @@ def _new_request_id() -> str:
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = incoming if incoming and _REQUEST_ID_OK.match(incoming) else _new_request_id()
+    # A caller's id only if short and plain ([A-Za-z0-9._:-]{1,64}); otherwise our own.
+    request_id = plain_request_id(request.headers.get(REQUEST_ID_HEADER)) or _new_request_id()
     request[REQUEST_ID] = request_id
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request_id)
@@ -117,22 +126,53 @@ def access_log_middleware(service: str) -> Middleware:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.get(REQUEST_ID)
     try:
+        if request.get(EXPECT_REFUSED):
+            raise expectation_unsupported()
         return await handler(request)
     except ApiError as exc:
         return exc.response(request_id)
+    except PoolTimeout:
+        # Not a bug: the database pool stayed saturated for the allowed wait. Shed the
+        # request with a retryable 503 rather than queue it behind the others.
+        return service_busy().response(request_id)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise  # redirects and 204s pass through
         return from_http_exception(exc, request.method, request.path).response(request_id)
+    except web.RequestPayloadError as exc:
+        # The body's framing or Content-Encoding is broken: the client's fault. One line,
+        # no traceback; the connection is closed, its stream cannot be read any further.
+        report_body_error(exc)
+        response = body_invalid_encoding().response(request_id)
+        response.force_close()
+        return response
     except Exception:
         # The only path to a 500: a bug or a dependency failure, never bad input.
         log.exception("unhandled_error", method=request.method, route=_route_name(request))
         return internal_error().response(request_id)
 
 
+def report_body_error(exc: web.RequestPayloadError) -> None:
+    """One WARNING per unreadable body, naming what the parser raised (never its text,
+    which may quote the body). aiohttp raises the same exception object again when it
+    reads the rest of the body after the response (``billfold.http.malformed``): the
+    second time logs nothing."""
+    if getattr(exc, "_billfold_reported", False):
+        return
+    exc._billfold_reported = True  # type: ignore[attr-defined]
+    cause = exc.__cause__
+    error = type(cause).__name__ if cause is not None else type(exc).__name__
+    log.warning("http_request_body_invalid", error=error)
+
+
 def body_limit_middleware(max_bytes: int) -> Middleware:
     """Refuse a declared-too-large body before reading it; aiohttp's client_max_size
-    catches chunked bodies that lie about (or omit) their length."""
+    catches chunked bodies that lie about (or omit) their length.
+
+    It looks only at the ``Content-Length`` header, before the handler runs: a declared
+    10 MB request is a 413 before authentication, before a pool connection is taken and
+    before a single body byte is read (client_max_size only acts while reading, after
+    the handler authenticated the caller; tests pin that this middleware answers)."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:

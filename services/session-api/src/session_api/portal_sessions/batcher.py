@@ -15,7 +15,10 @@ What a caller sees is unchanged:
   own site; a refused row writes nothing and does not affect the others;
 * if the shared statement fails as a whole (which no single request should be able to
   cause), its members are retried alone, one after the other, so a failure reaches
-  only the request that causes it (a database outage fails each of them, as before).
+  only the request that causes it (a database outage fails each of them, as before);
+* if no pool connection comes free within the pool's acquire timeout (``BoundedPool``),
+  every member of the batch gets ``PoolTimeout`` at once (a 503 with Retry-After): no
+  statement ran, and retrying them one by one would only queue them longer.
 
 Idle, a create is sent on the next loop iteration, alone. Up to ``max_in_flight``
 statements run at once, each on its own pooled connection; while they do, new creates
@@ -28,9 +31,9 @@ import asyncio
 import contextvars
 from collections.abc import Sequence
 
-import asyncpg
-
+from billfold.db import PoolTimeout
 from billfold.logs import get_logger
+from session_api.dbtypes import Acquirer
 from session_api.portal_sessions import repository
 
 log = get_logger("session_api.create_batcher")
@@ -40,7 +43,7 @@ _Item = tuple[repository.NewSession, "asyncio.Future[Outcome]"]
 
 
 class CreateBatcher:
-    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 64, max_in_flight: int = 2) -> None:
+    def __init__(self, pool: Acquirer, *, max_batch: int = 64, max_in_flight: int = 2) -> None:
         self._pool = pool
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
@@ -91,6 +94,11 @@ class CreateBatcher:
                 return
             try:
                 outcomes = await self._statement(batch)
+            except PoolTimeout as exc:  # nothing ran: the whole batch is shed together
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(PoolTimeout(*exc.args))
+                return
             except Exception as exc:  # retried one by one, in order: only the culprit fails
                 log.warning("create_batch_failed", size=len(batch), error=type(exc).__name__)
                 for item in batch:

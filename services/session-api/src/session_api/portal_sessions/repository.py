@@ -255,6 +255,33 @@ async def page(
     )
 
 
+# The expiry sweep's claim: sessions whose expiry passed without a revoke before it, not
+# announced yet, marked announced in the same statement. ``SKIP LOCKED``: several
+# replicas sweep at once, each claims rows no other holds; a row another sweeper has
+# just committed is re-checked against the WHERE clause (so it is not claimed twice).
+# The predicate matches portal_sessions_expiry_due_idx (portal_0002).
+_CLAIM_EXPIRED = """
+WITH due AS (
+    SELECT id FROM portal.portal_sessions
+    WHERE expires_at <= now() AND expired_event_at IS NULL
+      AND (revoked_at IS NULL OR revoked_at > expires_at)
+    ORDER BY expires_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE portal.portal_sessions p SET expired_event_at = now()
+FROM due WHERE p.id = due.id
+RETURNING p.id, p.site_id, p.customer_id, p.single_use, p.send_email, p.locale,
+          p.return_url, p.expires_at
+"""
+
+
+async def claim_expired(conn: Conn, limit: int) -> list[asyncpg.Record]:
+    """Up to ``limit`` sessions due a ``portal_session.expired``, marked as announced.
+    Run it in the transaction that enqueues their events (both or neither)."""
+    return await conn.fetch(_CLAIM_EXPIRED, limit)
+
+
 async def revoke(conn: Conn, site_id: str, session_id: str) -> asyncpg.Record | None:
     """Mark the session revoked; returns the row (with ``token_hash``) only if this call
     revoked it, None if it was already revoked or does not exist."""

@@ -7,7 +7,6 @@ from typing import Any
 from aiohttp import web
 
 from billfold.cache import REDIS
-from billfold.db import DB_POOL
 from billfold.http.errors import ApiError, not_found
 from billfold.http.middlewares import REQUEST_ID
 from billfold.http.responses import json_response
@@ -28,29 +27,35 @@ from session_api.portal_sessions.schemas import (
     ListPortalSessions,
     session_json,
 )
-from session_api.state import CREATE_BATCHER, LINK_INDEX, SETTINGS
+from session_api.state import CREATE_BATCHER, DB, LINK_INDEX, SETTINGS
 from session_api.validation import path_param, read_body, read_query, validate
 
 routes = web.RouteTableDef()
 
 WRITE = "portal_sessions:write"
 READ = "portal_sessions:read"
+# The 201 carries the link token (returned once, also on a replay): no cache may keep it.
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 @routes.post("/v1/portal_sessions")
 async def create_portal_session(request: web.Request) -> web.Response:
-    if idempotency.HEADER in request.headers:
-        return await _create_idempotent(request)
     app = request.app
     settings = app[SETTINGS]
     cache = app[OWNER_CACHE]
-    pool = app[DB_POOL]
-    # No connection is held across the request: the create goes through the group
-    # commit (CREATE_BATCHER), whose statement re-checks that the key is live, so a
-    # cached owner is safe.
+    pool = app[DB]
+    # No pool connection is held while the client sends its body: authenticate (one
+    # short query, or none with a cached owner), then read and validate the body
+    # (bounded: 408), and only then take a connection (bounded wait: 503). A client
+    # trickling its body holds its own socket, never a connection other tenants need.
+    # A cached owner is safe: the create statement re-checks that the key is live.
     auth = await authenticate(request, pool, WRITE, cache=cache)
     try:
         params = validate(CreatePortalSession, await read_body(request))
+        if idempotency.HEADER in request.headers:
+            return await _create_idempotent(request, auth, params)
+        # The group commit (CREATE_BATCHER): this request holds no connection while
+        # its statement waits.
         created = await service.create_batched(
             app[CREATE_BATCHER], settings, auth.owner, params, request.get(REQUEST_ID)
         )
@@ -62,40 +67,30 @@ async def create_portal_session(request: web.Request) -> web.Response:
         raise
     # Committed just now: index it before answering.
     await service.index(app[LINK_INDEX], settings, auth.site_id, created)
-    return json_response(created.body, status=201)
+    return json_response(created.body, status=201, headers=NO_STORE)
 
 
-async def _create_idempotent(request: web.Request) -> web.Response:
+async def _create_idempotent(
+    request: web.Request, auth: Authenticated, params: CreatePortalSession
+) -> web.Response:
     app = request.app
-    settings = app[SETTINGS]
-    cache = app[OWNER_CACHE]
-    async with app[DB_POOL].acquire() as conn:
-        # The create statement re-checks that the key is live, so a cached owner is safe.
-        auth = await authenticate(request, conn, WRITE, cache=cache)
-        try:
-            params = validate(CreatePortalSession, await read_body(request))
-            outcome, created = await _create(request, conn, auth, params)
-        except service.KeyRevoked:
-            cache.drop(auth.key_hash)
-            raise revoked_meanwhile() from None
-        except ApiError:
-            await ensure_live(conn, auth, cache)
-            raise
-        if created is None:
-            await ensure_live(conn, auth, cache)
+    key = idempotency.key_header(request)
+    assert key is not None  # dispatched here on the header's presence
+    async with app[DB].acquire() as conn:
+        outcome, created = await _create(request, conn, auth, params, key)
+        if created is None:  # a replay: the create statement's key check did not run
+            await ensure_live(conn, auth, app[OWNER_CACHE])
     if created is not None:  # committed just now (not a replay): index it
-        await service.index(app[LINK_INDEX], settings, auth.site_id, created)
-    headers = {idempotency.REPLAYED_HEADER: "true"} if outcome.replayed else {}
+        await service.index(app[LINK_INDEX], app[SETTINGS], auth.site_id, created)
+    headers = {**NO_STORE, idempotency.REPLAYED_HEADER: "true"} if outcome.replayed else NO_STORE
     return json_response(outcome.body, status=outcome.status, headers=headers)
 
 
 async def _create(
-    request: web.Request, conn: Conn, auth: Authenticated, params: CreatePortalSession
+    request: web.Request, conn: Conn, auth: Authenticated, params: CreatePortalSession, key: str
 ) -> tuple[idempotency.Outcome, service.Created | None]:
     settings = request.app[SETTINGS]
     request_id = request.get(REQUEST_ID)
-    key = idempotency.key_header(request)
-    assert key is not None  # dispatched here on the header's presence
     made: list[service.Created] = []
 
     async def work(tx: Conn) -> tuple[int, dict[str, Any]]:
@@ -118,8 +113,7 @@ async def _create(
 
 @routes.get("/v1/portal_sessions")
 async def list_portal_sessions(request: web.Request) -> web.Response:
-    pool = request.app[DB_POOL]
-    async with pool.acquire() as conn:
+    async with request.app[DB].acquire() as conn:
         auth = await authenticate(request, conn, READ)
         params = validate(ListPortalSessions, read_query(request))
         customer_id = None
@@ -162,7 +156,7 @@ def _page(data: list[dict[str, Any]], *, has_more: bool) -> web.Response:
 @routes.get("/v1/portal_sessions/{id}")
 async def get_portal_session(request: web.Request) -> web.Response:
     session_id = request.match_info["id"]
-    async with request.app[DB_POOL].acquire() as conn:
+    async with request.app[DB].acquire() as conn:
         auth = await authenticate(request, conn, READ)
         checked = path_param(session_id)
         row = await repository.get(conn, auth.site_id, checked) if checked else None
@@ -174,7 +168,7 @@ async def get_portal_session(request: web.Request) -> web.Response:
 @routes.delete("/v1/portal_sessions/{id}")
 async def revoke_portal_session(request: web.Request) -> web.Response:
     app = request.app
-    pool = app[DB_POOL]
+    pool = app[DB]
     auth = await authenticate(request, pool, WRITE)
     session_id = path_param(request.match_info["id"])
     if session_id is None:

@@ -19,7 +19,7 @@ from billfold import outbox, tokens
 from billfold.events import PortalSessionCreated, PortalSessionData, PortalSessionRevoked
 from billfold.http.errors import ApiError, not_found
 from billfold.settings import Settings
-from session_api.dbtypes import Executor
+from session_api.dbtypes import Acquirer, Executor
 from session_api.ids import iso, new_id, utcnow
 from session_api.keys.repository import KeyOwner
 from session_api.portal_sessions import link_index, repository
@@ -211,7 +211,7 @@ async def index(
 
 
 async def revoke(
-    pool: asyncpg.Pool,
+    pool: Acquirer,
     client: aioredis.Redis,
     settings: Settings,
     site_id: str,
