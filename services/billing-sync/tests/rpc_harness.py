@@ -9,6 +9,7 @@ so a mirror row changed after a call was changed by the call itself, before its 
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -113,6 +114,20 @@ class RpcEnv:
         )
         assert cid is not None, "customer not mirrored"
         return Customer(cid, cus.id, site, pm_id, sub_id, price.id)
+
+    async def settled(self, eventually: Eventually) -> None:
+        """Every webhook delivered and processed (with the worker on)."""
+        await asyncio.to_thread(self.fake.drain, 30)
+
+        async def processed() -> bool:
+            left = await self.pool.fetchval(
+                "SELECT count(*) FROM mirror.stripe_events WHERE site_id = $1 "
+                "AND processed_at IS NULL",
+                self.site_id,
+            )
+            return int(left) == 0
+
+        await eventually(processed)
 
     def writes(self, idempotency_key: str) -> int:
         """Stripe events caused by requests with this idempotency key: one per write that
