@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -28,7 +29,7 @@ from billfold_testing.stripe_fake.fixtures import StripeFake
 from billfold_testing.tcp_proxy import TcpProxy
 from billing_sync import accounts
 from billing_sync.app import create_app
-from billing_sync.reconcile import reconcile_site
+from billing_sync.reconcile import _customer as reconcile_customer
 from billing_sync.secrets import SecretBox
 from billing_sync.settings import BillingSyncSettings
 from billing_sync.state import STRIPE
@@ -57,11 +58,22 @@ class RpcEnv:
     server: TestServer
     box: SecretBox
 
-    async def mirror(self, site_id: str | None = None) -> None:
-        """Bring the mirror in line with the fake, as a backfill does."""
-        await reconcile_site(
-            self.pool, self.server.app[STRIPE], self.box, site_id or self.site_id
-        )
+    #: the customers made by :meth:`customer`: Stripe id -> site
+    made: dict[str, str] = field(default_factory=dict)
+
+    async def mirror(self) -> None:
+        """Bring each customer made here (with its cards, subscriptions, invoices) in
+        line with the fake, as reconciliation does, in its own site. (One fake serves
+        every site's key, so a whole-account backfill would mirror every site's
+        customers into each.)"""
+        gateway = self.server.app[STRIPE]
+        for stripe_id, site in self.made.items():
+            async with self.pool.acquire() as conn:
+                account = await accounts.get(conn, self.box, site)
+            assert account is not None
+            await reconcile_customer(
+                self.pool, account, gateway.client(account), stripe_id, Counter()
+            )
 
     async def new_site(self) -> str:
         """Another site, with a Stripe account of its own."""
@@ -108,7 +120,8 @@ class RpcEnv:
                 params={"customer": cus.id, "items": [{"price": price.id}], **subscription}
             )
             sub_id = sub.id
-        await self.mirror(site)
+        self.made[cus.id] = site
+        await self.mirror()
         cid = await self.pool.fetchval(
             "SELECT id FROM mirror.customers WHERE stripe_id = $1 AND site_id = $2", cus.id, site
         )
