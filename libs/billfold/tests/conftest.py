@@ -33,12 +33,8 @@ import structlog
 
 from billfold.bus import Bus
 from billfold.events import Event, PortalSessionUsed
-<<<<<<< HEAD
-from billfold.outbox import OutboxRelay, enqueue, outbox_ddl
-=======
 from billfold.logs import restore_logging_state, save_logging_state
-from billfold.outbox import OutboxRelay, enqueue
->>>>>>> main
+from billfold.outbox import OutboxRelay, enqueue, outbox_ddl
 from billfold.settings import Settings
 from billfold_testing.tcp_proxy import TcpProxy
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,8 +156,8 @@ class RpcEnv:
         return self.fake.call(count)
 
 
-@pytest_asyncio.fixture
-async def rpc_env(
+@pytest_asyncio.fixture(name="rpc_env")
+async def rpc_env_fixture(
     request: pytest.FixtureRequest,
     bf_settings: Settings,
     settings: BillingSyncSettings,

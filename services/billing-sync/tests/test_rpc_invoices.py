@@ -7,7 +7,7 @@ import pytest
 
 from billfold.rpc import PayInvoice, RpcStripeError
 
-from .rpc_harness import Customer, RpcEnv, rpc_env  # noqa: F401 - the fixture
+from .rpc_harness import Customer, RpcEnv, rpc_env_fixture  # noqa: F401 - the fixture
 
 SEND_INVOICE = {"collection_method": "send_invoice", "days_until_due": 30}
 

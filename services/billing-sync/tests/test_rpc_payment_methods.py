@@ -14,7 +14,7 @@ from billfold.rpc import (
 )
 
 from .conftest import Eventually
-from .rpc_harness import RpcEnv, rpc_env  # noqa: F401 - the fixture
+from .rpc_harness import RpcEnv, rpc_env_fixture  # noqa: F401 - the fixture
 
 
 async def _default_in_mirror(env: RpcEnv, customer_id: str) -> object:

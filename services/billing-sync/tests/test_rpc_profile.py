@@ -12,7 +12,7 @@ from billfold.rpc import (
     UpdateBillingProfile,
 )
 
-from .rpc_harness import RpcEnv, rpc_env  # noqa: F401 - the fixture
+from .rpc_harness import RpcEnv, rpc_env_fixture  # noqa: F401 - the fixture
 
 
 async def test_update_fields_address_and_add_then_remove_a_tax_id(rpc_env: RpcEnv) -> None:
@@ -66,9 +66,9 @@ async def test_update_fields_address_and_add_then_remove_a_tax_id(rpc_env: RpcEn
     assert result["tax_ids"] == []
     assert result["phone"] is None
     assert result["name"] == "Ada Lovelace"  # left out: unchanged
-    assert await env.pool.fetchval(
-        "SELECT tax_ids FROM mirror.customers WHERE id = $1", cus.id
-    ) == []
+    assert (
+        await env.pool.fetchval("SELECT tax_ids FROM mirror.customers WHERE id = $1", cus.id) == []
+    )
 
 
 async def test_another_customers_tax_id_is_not_found(rpc_env: RpcEnv) -> None:
@@ -102,6 +102,6 @@ async def test_an_invalid_tax_id_is_a_readable_stripe_error(rpc_env: RpcEnv) -> 
         await env.client.call(call)
     assert caught.value.code == "tax_id_invalid"
     assert caught.value.message == "The tax ID is not valid."
-    assert await env.pool.fetchval(
-        "SELECT tax_ids FROM mirror.customers WHERE id = $1", cus.id
-    ) == []
+    assert (
+        await env.pool.fetchval("SELECT tax_ids FROM mirror.customers WHERE id = $1", cus.id) == []
+    )

@@ -19,19 +19,18 @@ from billfold.rpc import (
     UpdateBillingProfile,
 )
 
-from .rpc_harness import Customer, RpcEnv, rpc_env  # noqa: F401 - the fixture
+from .rpc_harness import Customer, RpcEnv, rpc_env_fixture  # noqa: F401 - the fixture
 
 SEND_INVOICE = {"collection_method": "send_invoice", "days_until_due": 30}
 
 
 def _calls(site_id: str, customer_id: str, victim: Customer, invoice_id: str) -> list[Call]:
     """One call of each kind by ``customer_id`` in ``site_id`` on ``victim``'s objects."""
-    assert victim.subscription is not None and victim.card is not None
+    assert victim.subscription is not None
+    assert victim.card is not None
     who = {"site_id": site_id, "customer_id": customer_id}
     return [
-        SetCancelAtPeriodEnd(
-            **who, subscription_id=victim.subscription, cancel_at_period_end=True
-        ),
+        SetCancelAtPeriodEnd(**who, subscription_id=victim.subscription, cancel_at_period_end=True),
         ResumeSubscription(**who, subscription_id=victim.subscription),
         SetAutoPay(**who, subscription_id=victim.subscription, auto_pay=False),
         SetDefaultPaymentMethod(**who, payment_method_id=victim.card),

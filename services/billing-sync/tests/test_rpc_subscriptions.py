@@ -14,7 +14,7 @@ from billfold.rpc import (
     SetCancelAtPeriodEnd,
 )
 
-from .rpc_harness import RpcEnv, rpc_env  # noqa: F401 - the fixture
+from .rpc_harness import RpcEnv, rpc_env_fixture  # noqa: F401 - the fixture
 
 
 async def _row(env: RpcEnv, sub_id: str, column: str) -> object:
