@@ -51,6 +51,7 @@ class Customer:
 class RpcEnv:
     site_id: str
     client: RpcClient
+    bus: Bus  # the caller's (portal-web's) connection
     api: stripe.StripeClient  # the tests' own client on the fake (not through the proxy)
     fake: StripeFake
     proxy: TcpProxy
@@ -204,7 +205,7 @@ async def rpc_env_fixture(
                 api_key=f"sk_test_{secrets.token_hex(12)}",
                 webhook_secret=str(endpoint.secret),
             )
-        yield RpcEnv(site, client, stripe_api, stripe_fake, proxy, db_pool, server, box)
+        yield RpcEnv(site, client, bus, stripe_api, stripe_fake, proxy, db_pool, server, box)
     finally:
         await client.close()
         await bus.close()

@@ -3,6 +3,10 @@ the reply (the worker is off: only the call can have written it)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import secrets
+
 import pytest
 
 from billfold.rpc import (
@@ -14,6 +18,7 @@ from billfold.rpc import (
     SetCancelAtPeriodEnd,
 )
 
+from .conftest import Eventually
 from .rpc_harness import RpcEnv, rpc_env_fixture  # noqa: F401 - the fixture
 
 
@@ -61,6 +66,57 @@ async def test_cancel_at_period_end_with_a_reason_then_undo_it(rpc_env: RpcEnv) 
     assert await _row(env, cus.subscription, "cancel_at_period_end") is False
     assert env.writes(call.call_id) == 1
     assert env.writes(undo.call_id) == 1
+
+
+async def test_the_mirror_change_is_published_as_an_event(
+    rpc_env: RpcEnv, eventually: Eventually
+) -> None:
+    """The call writes through the mirror's apply, so its change event goes through
+    billing-sync's outbox to the bus like a webhook's would."""
+    env = rpc_env
+    cus = await env.customer(subscription={})
+    assert cus.subscription is not None
+
+    async def setup_events_published() -> bool:
+        left = await env.pool.fetchval(
+            "SELECT count(*) FROM mirror.outbox WHERE payload->>'site_id' = $1", env.site_id
+        )
+        return int(left) == 0
+
+    # The events of the setup's own mirroring are gone before we listen: what arrives
+    # is the call's.
+    await eventually(setup_events_published)
+    channel = await env.bus.open_channel()
+    try:
+        queue = await channel.declare_queue(
+            f"test-rpc-events-{secrets.token_hex(4)}", exclusive=True, auto_delete=True
+        )
+        await queue.bind(env.bus.settings.exchange, routing_key="subscription.#")
+        call = SetCancelAtPeriodEnd(
+            site_id=env.site_id,
+            customer_id=cus.id,
+            subscription_id=cus.subscription,
+            cancel_at_period_end=True,
+        )
+        await env.client.call(call)
+
+        async def published() -> None:
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    await message.ack()
+                    event = json.loads(message.body)
+                    data = event["data"]
+                    if (
+                        event["type"] == "subscription.updated"
+                        and data["subscription_id"] == cus.subscription
+                    ):
+                        assert event["site_id"] == env.site_id
+                        assert data["customer_id"] == cus.id
+                        return
+
+        await asyncio.wait_for(published(), 20)
+    finally:
+        await channel.close()
 
 
 async def test_auto_pay_off_and_on_is_the_collection_method(rpc_env: RpcEnv) -> None:
