@@ -61,8 +61,12 @@ def test_a_database_migrated_before_the_move_does_not_reapply_it(
         await conn.close()
 
     asyncio.run(seed())
-    # Today's layout: only billing-sync's new migrations are pending, the row survives.
-    assert apply_migrations(scratch_db) == ["mirror_0002_billing", "mirror_0003_rpc_calls"]
+    # Today's layout: only the migrations added since are pending, the row survives.
+    assert apply_migrations(scratch_db) == [
+        "mirror_0002_billing",
+        "mirror_0003_rpc_calls",
+        "portal_0002_expired_events",
+    ]
 
     async def check() -> list[str]:
         conn = await asyncpg.connect(scratch_db)
