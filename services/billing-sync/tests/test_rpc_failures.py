@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+import billing_sync.rpc
 from billfold.rpc import RpcTimeout, RpcUnavailable, SetCancelAtPeriodEnd
 
 from .conftest import Eventually, LogCapture
@@ -72,6 +73,49 @@ async def test_a_retry_while_the_first_attempt_still_waits_on_stripe_writes_once
     result = await env.client.call_with_retry(call, timeout=5, attempts=5)
     assert result["cancel_at_period_end"] is True
     assert env.writes(call.call_id) == 1
+
+
+async def test_a_handler_stuck_on_stripe_gives_up_and_the_retry_writes_once(
+    rpc_env: RpcEnv, eventually: Eventually, logs: LogCapture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = rpc_env
+    monkeypatch.setattr(billing_sync.rpc, "OVERRUN", 0.5)
+    cus = await env.customer(subscription={})
+    assert cus.subscription is not None
+    call = SetCancelAtPeriodEnd(
+        site_id=env.site_id,
+        customer_id=cus.id,
+        subscription_id=cus.subscription,
+        cancel_at_period_end=True,
+    )
+    env.proxy.pause()
+    with pytest.raises(RpcTimeout):
+        await env.client.call(call, timeout=1.0)
+
+    def gave_up() -> bool:
+        return any(
+            line["event"] == "rpc_handler_overran" and line.get("call_id") == call.call_id
+            for line in logs.lines()
+        )
+
+    await eventually(gave_up)
+    # Nothing kept: the call is not answered, so a retry runs it again.
+    assert (
+        await env.pool.fetchval(
+            "SELECT count(*) FROM mirror.rpc_calls WHERE call_id = $1", call.call_id
+        )
+        == 0
+    )
+    # The abandoned request may still reach Stripe now (as after a crash between the
+    # write and the commit); either way the retry's same idempotency key makes it one.
+    env.proxy.resume()
+    result = await env.client.call_with_retry(call, timeout=5)
+    assert result["cancel_at_period_end"] is True
+    assert env.writes(call.call_id) == 1
+    assert await env.pool.fetchval(
+        "SELECT cancel_at_period_end FROM mirror.subscriptions WHERE stripe_id = $1",
+        cus.subscription,
+    )
 
 
 async def test_stripe_down_is_unavailable_and_the_retry_runs_the_call(rpc_env: RpcEnv) -> None:

@@ -14,11 +14,13 @@ updated mirror object read back (``results``). Stripe's errors become typed erro
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from aiohttp import web
 
+from billfold.logs import get_logger
 from billfold.rpc import (
     BILLING_QUEUE,
     CallBase,
@@ -29,6 +31,7 @@ from billfold.rpc import (
     ResumeSubscription,
     RpcContext,
     RpcServer,
+    RpcUnavailable,
     SetAutoPay,
     SetCancelAtPeriodEnd,
     SetDefaultPaymentMethod,
@@ -40,13 +43,27 @@ from billing_sync.rpc.deps import RpcDeps
 from billing_sync.state import SECRET_BOX, STRIPE
 
 SCHEMA = "mirror"
+#: How long a handler may run past its caller's deadline (finishing a Stripe write that
+#: is under way keeps the mirror right) before it gives up: a hung Stripe must not hold a
+#: pooled connection and the customer's lock for the HTTP client's 30 s.
+OVERRUN = 10.0
 C = TypeVar("C", bound=CallBase)
 Handler = Callable[[C, RpcContext, RpcDeps], Awaitable[JsonObject]]
+
+log = get_logger("billing_sync.rpc")
 
 
 def _bind(handler: Handler[C], deps: RpcDeps) -> Callable[[C, RpcContext], Awaitable[JsonObject]]:
     async def run(call: C, ctx: RpcContext) -> JsonObject:
-        return await handler(call, ctx, deps)
+        try:
+            async with asyncio.timeout(max(0.0, ctx.remaining()) + OVERRUN):
+                return await handler(call, ctx, deps)
+        except TimeoutError:
+            # Whether the write reached Stripe is unknown: not stored, so the caller's
+            # retry runs the call again, and the same idempotency keys make Stripe
+            # answer a write it already made instead of making it twice.
+            log.warning("rpc_handler_overran", overrun_s=OVERRUN)
+            raise RpcUnavailable(code="stripe_timeout") from None
 
     return run
 
