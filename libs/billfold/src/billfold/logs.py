@@ -343,6 +343,7 @@ class LoggingState:
     processors: list[Processor]
     stream: TextIO
     level: int
+    service: str
     root_handlers: list[logging.Handler]
     root_level: int
     # name -> (disabled, filters) of each logger in _TOUCHED_LOGGERS
@@ -358,6 +359,7 @@ def save_logging_state() -> LoggingState:
         processors=list(config["processors"]),
         stream=_SINK.stream,
         level=_SINK.level,
+        service=_SINK.service,
         root_handlers=list(root.handlers),
         root_level=root.level,
         loggers={
@@ -375,6 +377,7 @@ def restore_logging_state(state: LoggingState) -> None:
     with _SINK.lock:
         _SINK.stream = state.stream
         _SINK.level = state.level
+        _SINK.service = state.service
     root = logging.getLogger()
     root.handlers[:] = state.root_handlers
     root.setLevel(state.root_level)
