@@ -10,6 +10,7 @@ from billing_sync.rpc import results
 from billing_sync.rpc.deps import RpcDeps
 from billing_sync.rpc.errors import stripe_errors, to_rpc_error
 from billing_sync.rpc.scope import Scope, open_scope, own_invoice
+from billing_sync.stripe_api import write_options
 
 
 async def _hosted_url(scope: Scope, invoice_id: str) -> str | None:
@@ -33,7 +34,7 @@ async def pay(call: PayInvoice, ctx: RpcContext, deps: RpcDeps) -> JsonObject:
         inv = await scope.client.v1.invoices.pay_async(
             call.invoice_id,
             params={"payment_method": scope.default_payment_method},
-            options={"idempotency_key": ctx.idempotency_key()},
+            options=write_options(ctx.idempotency_key()),
         )
     except stripe.CardError as exc:
         raise to_rpc_error(

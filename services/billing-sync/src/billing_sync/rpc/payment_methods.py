@@ -20,6 +20,7 @@ from billing_sync.rpc import results
 from billing_sync.rpc.deps import RpcDeps
 from billing_sync.rpc.errors import stripe_errors
 from billing_sync.rpc.scope import open_scope, own_payment_method
+from billing_sync.stripe_api import write_options
 
 
 async def create_setup_session(
@@ -43,7 +44,7 @@ async def create_setup_session(
     with stripe_errors():
         session = await scope.client.v1.checkout.sessions.create_async(
             params=cast(SessionCreateParams, params),
-            options={"idempotency_key": ctx.idempotency_key()},
+            options=write_options(ctx.idempotency_key()),
         )
     # Nothing in the mirror changes until the customer completes the page.
     return {
@@ -62,7 +63,7 @@ async def set_default(call: SetDefaultPaymentMethod, ctx: RpcContext, deps: RpcD
         await scope.client.v1.customers.update_async(
             scope.stripe_customer,
             params={"invoice_settings": {"default_payment_method": call.payment_method_id}},
-            options={"idempotency_key": ctx.idempotency_key()},
+            options=write_options(ctx.idempotency_key()),
         )
         # The customer's refresh (with its tax ids) also flips the cards' default flags.
         await customers.refresh(scope.sync, scope.stripe_customer)
@@ -80,7 +81,7 @@ async def detach(call: DetachPaymentMethod, ctx: RpcContext, deps: RpcDeps) -> J
         )
     with stripe_errors():
         pm = await scope.client.v1.payment_methods.detach_async(
-            call.payment_method_id, options={"idempotency_key": ctx.idempotency_key()}
+            call.payment_method_id, options=write_options(ctx.idempotency_key())
         )
         await mirror.apply(scope.sync, pm)
     return await results.payment_methods(scope.conn, scope.customer_id)

@@ -12,6 +12,7 @@ from billing_sync.rpc import results
 from billing_sync.rpc.deps import RpcDeps
 from billing_sync.rpc.errors import stripe_errors
 from billing_sync.rpc.scope import open_scope, own_tax_id
+from billing_sync.stripe_api import write_options
 
 _ADDRESS_FIELDS = ("line1", "line2", "city", "state", "postal_code", "country")
 
@@ -47,19 +48,19 @@ async def update_profile(call: UpdateBillingProfile, ctx: RpcContext, deps: RpcD
             await scope.client.v1.customers.update_async(
                 scope.stripe_customer,
                 params=cast(CustomerUpdateParams, changes),
-                options={"idempotency_key": ctx.idempotency_key("customer")},
+                options=write_options(ctx.idempotency_key("customer")),
             )
         for tax_id in call.tax_ids_remove:
             await tax_ids.delete_async(
                 scope.stripe_customer,
                 tax_id,
-                options={"idempotency_key": ctx.idempotency_key(f"tax_id_remove:{tax_id}")},
+                options=write_options(ctx.idempotency_key(f"tax_id_remove:{tax_id}")),
             )
         for n, new in enumerate(call.tax_ids_add):
             await tax_ids.create_async(
                 scope.stripe_customer,
                 params={"type": new.type, "value": new.value},
-                options={"idempotency_key": ctx.idempotency_key(f"tax_id_add:{n}")},
+                options=write_options(ctx.idempotency_key(f"tax_id_add:{n}")),
             )
         await customers.refresh(scope.sync, scope.stripe_customer)
     return await results.customer(scope.conn, scope.customer_id)

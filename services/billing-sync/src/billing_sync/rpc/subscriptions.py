@@ -16,6 +16,7 @@ from billing_sync.rpc import results
 from billing_sync.rpc.deps import RpcDeps
 from billing_sync.rpc.errors import stripe_errors
 from billing_sync.rpc.scope import Scope, open_scope, own_subscription
+from billing_sync.stripe_api import write_options
 
 #: Days a customer has to pay an invoice once auto-pay is off (``send_invoice`` needs it).
 DAYS_UNTIL_DUE = 30
@@ -29,7 +30,7 @@ async def _update(
         sub = await scope.client.v1.subscriptions.update_async(
             subscription_id,
             params=params,
-            options={"idempotency_key": ctx.idempotency_key()},
+            options=write_options(ctx.idempotency_key()),
         )
         await mirror.apply(scope.sync, sub)
     return await results.subscription(scope.conn, subscription_id)
@@ -67,7 +68,7 @@ async def resume(call: ResumeSubscription, ctx: RpcContext, deps: RpcDeps) -> Js
         sub = await scope.client.v1.subscriptions.resume_async(
             call.subscription_id,
             params={"expand": mirror.EXPAND},
-            options={"idempotency_key": ctx.idempotency_key()},
+            options=write_options(ctx.idempotency_key()),
         )
         await mirror.apply(scope.sync, sub)
     return await results.subscription(scope.conn, call.subscription_id)
