@@ -185,9 +185,9 @@ async def steady(
     target: Target,
     poller: MirrorPoller,
     customers: list[dict[str, Any]],
-) -> tuple[float, list[float], list[float]]:
+) -> tuple[float, list[float], list[tuple[float, float]]]:
     """Open loop at ``args.rate``: returns (accepted/s from the first send to the last
-    answer, sent -> 200 in ms, sent -> visible in ms)."""
+    answer, sent -> 200 in ms, (sent at s from the start, sent -> visible in ms))."""
     sent: dict[str, float] = {}
     accepted: list[float] = []
 
@@ -211,7 +211,7 @@ async def steady(
         await asyncio.gather(*tasks)
         rate = len(accepted) / (time.monotonic() - start)
     await poller.wait_all(timeout=300)
-    visible = [(poller.visible[cid] - t0) * 1000 for cid, t0 in sent.items()]
+    visible = [(t0 - start, (poller.visible[cid] - t0) * 1000) for cid, t0 in sent.items()]
     return rate, accepted, visible
 
 
@@ -325,7 +325,8 @@ async def run(args: argparse.Namespace, piece: Slice) -> None:
 
             # 1. steady rate, open loop; CPU used per event by billing-sync and the fake
             cpu_before = [cpu_seconds(p) for p in procs[:2]]
-            accepted_rate, accepted, visible = await steady(args, sync, poller, customers)
+            accepted_rate, accepted, timeline = await steady(args, sync, poller, customers)
+            visible = [ms for _, ms in timeline]
             cpu_ms = [
                 (cpu_seconds(p) - before) * 1000 / total
                 for p, before in zip(procs[:2], cpu_before, strict=True)
@@ -374,6 +375,14 @@ async def run(args: argparse.Namespace, piece: Slice) -> None:
         f"  sent -> mirror row visible: p50 {pct(visible, 0.5):.0f} ms, p99 "
         f"{pct(visible, 0.99):.0f} ms, max {max(visible):.0f} ms  (goal: p99 < 250 ms)"
     )
+    # The latency by when the event was sent: a growing backlog shows as a rising p50.
+    windows = max(1, int(args.duration // 5))
+    span = args.duration / windows
+    trend = []
+    for w in range(windows):
+        part = [ms for at, ms in timeline if w * span <= at < (w + 1) * span]
+        trend.append(f"{pct(part, 0.5):.0f}" if part else "-")
+    print(f"  p50 ms by {span:g} s of sending: {' '.join(trend)}; min {min(visible):.0f} ms")
     print(
         f"  CPU per event: billing-sync {cpu_ms[1]:.1f} ms, fake Stripe {cpu_ms[0]:.1f} ms "
         f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
