@@ -9,7 +9,8 @@
 # Usage: deploy/k8s/release.sh [kubectl flags...]
 #   deploy/k8s/release.sh -n billfold --context prod
 # Set the image tag first:  (cd deploy/k8s && kustomize edit set image billfold/session-api:1.2.3 ...)
-# The Secret billfold-secrets must already exist (see secret.example.yaml).
+# The Secrets billfold-secrets, billfold-notifier-secrets and
+# billfold-billing-sync-secrets must already exist (see secret.example.yaml).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -20,10 +21,12 @@ k() { kubectl "$@" "${kubectl_flags[@]}"; }
 kubectl_flags=("$@")
 
 # Fail early and clearly rather than with pods stuck in CreateContainerConfigError.
-if ! k get secret billfold-secrets >/dev/null 2>&1; then
-  echo "release: Secret billfold-secrets is missing; create it from deploy/k8s/secret.example.yaml" >&2
-  exit 1
-fi
+for secret in billfold-secrets billfold-notifier-secrets billfold-billing-sync-secrets; do
+  if ! k get secret "$secret" >/dev/null 2>&1; then
+    echo "release: Secret $secret is missing; create it as deploy/k8s/secret.example.yaml says" >&2
+    exit 1
+  fi
+done
 
 echo "release: applying settings"
 k apply -k "$here" -l app.kubernetes.io/component=config

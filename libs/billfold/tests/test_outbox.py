@@ -311,8 +311,10 @@ async def test_backoff_ends_when_the_bus_connects(
         relay = await relays.start(bus=bus, max_backoff=60, safety_poll=30)
         event = make_event()
         await tables.enqueue([(event, "ps_1")])
-        # The row's own retry is scheduled as far out as the relay's sleep.
-        await eventually(lambda: bool(backoffs) and backoffs[-1][1] >= 8, timeout=40)
+        # The row's own retry is scheduled as far out as the relay's sleep, so each failed
+        # round takes about twice its backoff: reaching an 8 s one takes up to ~31 s of
+        # jittered sleeps, more on a loaded machine (a condition, so a long limit is free).
+        await eventually(lambda: bool(backoffs) and backoffs[-1][1] >= 8, timeout=80)
         began, backoff = backoffs[-1]
         await amqp_proxy.restore()
         await bus.wait_connected(timeout=10)

@@ -3,7 +3,9 @@
 Put it between a client and a real server (RabbitMQ, Postgres) and call :meth:`cut`:
 every live connection is closed at once and new ones are refused (the listening socket
 is closed, so a connect fails fast with "connection refused", as with a stopped
-broker). :meth:`restore` listens again on the same port.
+broker). :meth:`restore` listens again on the same port. :meth:`pause` keeps every
+connection open but forwards nothing (a server that hangs: callers wait out their own
+timeouts) until :meth:`resume`, which forwards what was held.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     async def start(self) -> None:
         """Listen on an ephemeral port (kept for later restores); see :attr:`port`."""
@@ -39,7 +43,15 @@ class TcpProxy:
         if self._server is None:
             await self._listen()
 
+    def pause(self) -> None:
+        """Hold every byte in both directions (connections stay open) until :meth:`resume`."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
     async def stop(self) -> None:
+        self.resume()
         await self.cut()
 
     @property
@@ -91,6 +103,7 @@ class TcpProxy:
     ) -> None:
         try:
             while data := await src.read(65536):
+                await self._flowing.wait()
                 dst.write(data)
                 await dst.drain()
         except (OSError, asyncio.IncompleteReadError):

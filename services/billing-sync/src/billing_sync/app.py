@@ -11,7 +11,8 @@ from billfold import bus, db, outbox
 from billfold.http import malformed
 from billfold.http.health import add_health_routes
 from billfold.http.middlewares import standard_middlewares
-from billing_sync import webhooks
+from billfold.rpc import BILLING_QUEUE, RPC_SERVER
+from billing_sync import rpc, webhooks
 from billing_sync.reconcile import reconciler_context
 from billing_sync.secrets import SecretBox
 from billing_sync.settings import BillingSyncSettings
@@ -32,6 +33,10 @@ async def _check_rabbitmq(app: web.Application) -> None:
     await app[bus.BUS].check()
 
 
+async def _check_rpc(app: web.Application) -> None:
+    await app[RPC_SERVER].check()
+
+
 async def _stripe_gateway(app: web.Application) -> AsyncIterator[None]:
     gateway = StripeGateway(app[SETTINGS])
     app[STRIPE] = gateway
@@ -46,12 +51,16 @@ def quiet_stripe_library() -> None:
 
 
 def create_app(
-    settings: BillingSyncSettings, *, worker: bool = True, reconcile: bool = True
+    settings: BillingSyncSettings,
+    *,
+    worker: bool = True,
+    reconcile: bool = True,
+    rpc_queue: str = BILLING_QUEUE,
 ) -> web.Application:
     """The app. ``worker=False`` serves webhooks without processing them, and
     ``reconcile=False`` runs no periodic reconciliation: for tests that drive
     :class:`~billing_sync.worker.Worker` or :class:`~billing_sync.reconcile.Reconciler`
-    themselves."""
+    themselves. ``rpc_queue``: the RPC call queue served (tests give each app its own)."""
     body_limit = max(settings.max_body_bytes, WEBHOOK_MAX_BYTES)
     app = web.Application(
         middlewares=standard_middlewares(SERVICE, body_limit), client_max_size=body_limit
@@ -66,6 +75,8 @@ def create_app(
         # Starts while RabbitMQ is unreachable: mirror events wait in the outbox.
         bus.bus_context(settings, name=SERVICE),
         outbox.relay_context(settings, "mirror"),
+        # portal-web's writes to Stripe (billing_sync.rpc); serves once the bus connects.
+        rpc.rpc_context(app, queue=rpc_queue),
     ]
     if worker:
         contexts.append(worker_context())
@@ -75,9 +86,11 @@ def create_app(
     # Postgres is the truth and where accepted webhooks go: required. RabbitMQ only
     # carries the mirror's change events, which wait in the outbox: optional. Stripe is
     # not checked: an outage there delays processing (events wait), it does not stop
-    # this replica from accepting webhooks.
+    # this replica from accepting webhooks. RPC rides on RabbitMQ: optional too.
     add_health_routes(
-        app, required={"postgres": _check_postgres}, optional={"rabbitmq": _check_rabbitmq}
+        app,
+        required={"postgres": _check_postgres},
+        optional={"rabbitmq": _check_rabbitmq, "rpc": _check_rpc},
     )
     app.router.add_routes(webhooks.routes)
     return app

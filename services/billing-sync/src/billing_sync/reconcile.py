@@ -13,7 +13,8 @@ draft deleted while its event was lost) are refreshed one by one, which marks th
 :class:`Reconciler`, which claims one due account at a time (``reconciled_at`` older
 than ``reconcile_interval``, ``FOR UPDATE SKIP LOCKED``), so replicas share the work and
 a newly configured site is backfilled on the next check. The same loop sweeps processed
-Stripe events past ``stripe_events_retention_days``.
+Stripe events past ``stripe_events_retention_days``, and answered RPC calls past
+``rpc.retention.RPC_CALLS_RETENTION``.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from billfold.logs import get_logger, redact_text
 from billing_sync import accounts
 from billing_sync.mirror import customers, invoices, payment_methods, subscriptions
 from billing_sync.mirror.context import SyncContext
+from billing_sync.rpc.retention import purge_rpc_calls
 from billing_sync.secrets import SecretBox
 from billing_sync.settings import BillingSyncSettings
 from billing_sync.state import SECRET_BOX, SETTINGS, STRIPE
@@ -216,6 +218,9 @@ class Reconciler:
                 swept = await self.sweep()
                 if swept:
                     log.info("stripe_events_swept", deleted=swept)
+                # RPC replies past their retry window (billing_sync.rpc.retention).
+                if purged := await purge_rpc_calls(self.pool):
+                    log.info("rpc_calls_purged", deleted=purged)
             except Exception as exc:  # the database is unreachable, typically
                 log.warning("stripe_reconcile_loop_failed", error=type(exc).__name__)
             with contextlib.suppress(TimeoutError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from billing_sync.mirror import customers, invoices, payment_methods, subscriptions
+from billing_sync.mirror import customers, invoices, payment_methods, setup_default, subscriptions
 from billing_sync.mirror.context import SyncContext, ref_id
 
 # Refresh order inside one customer's group: the customer first (its default payment
@@ -69,6 +69,9 @@ def lock_key(obj: dict[str, Any]) -> str:
 
 async def _setup_intent(ctx: SyncContext, setup_intent_id: str) -> None:
     intent = await ctx.client.v1.setup_intents.retrieve_async(setup_intent_id)
+    # A card from an RPC setup session becomes the default first, so the customer's
+    # refresh below already shows it.
+    await setup_default.make_default(ctx, intent)
     customer = ref_id(intent.customer)
     if customer:
         await customers.refresh(ctx, customer)
