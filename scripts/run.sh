@@ -134,7 +134,34 @@ if [[ $BILLFOLD_SMTP_URL =~ ^smtp://(127\.0\.0\.1|localhost):([0-9]+)/?$ ]]; the
   ports+=("")
 fi
 
-# --- 3. services ------------------------------------------------------------------
+# --- 3. Stripe -------------------------------------------------------------------
+# With no Stripe key and no API base, billing-sync talks to the fake Stripe
+# (billfold_testing.stripe_fake), started here on 127.0.0.1:12111. With
+# BILLFOLD_STRIPE_API_KEY set to a test-mode key and no base, it is real Stripe.
+stripe_fake_port=""
+if [[ -z ${BILLFOLD_STRIPE_API_BASE:-} && -z ${BILLFOLD_STRIPE_API_KEY:-} ]]; then
+  stripe_fake_port=${BILLFOLD_RUN_STRIPE_FAKE_PORT:-12111}
+  export BILLFOLD_STRIPE_API_BASE="http://127.0.0.1:$stripe_fake_port"
+  log "starting the fake Stripe on $BILLFOLD_STRIPE_API_BASE (not Stripe; state lives in memory)"
+  "${own_group[@]}" "$py" -m billfold_testing.stripe_fake --port "$stripe_fake_port" \
+    > >(trap '' INT TERM; exec sed -u "s/^/[stripe-fake] /") 2>&1 &
+  pids+=("$!")
+  names+=("stripe-fake")
+  ports+=("")
+  deadline=$((SECONDS + ready_timeout))
+  until http_ok "$BILLFOLD_STRIPE_API_BASE/_fake/health"; do
+    if ! kill -0 "${pids[-1]}" 2>/dev/null || ((SECONDS >= deadline)); then
+      log "the fake Stripe did not start on port $stripe_fake_port (in use? set BILLFOLD_RUN_STRIPE_FAKE_PORT)"
+      exit 1
+    fi
+    sleep 0.2
+  done
+fi
+# The fake takes any test-mode key.
+[[ -n ${BILLFOLD_STRIPE_API_BASE:-} && -z ${BILLFOLD_STRIPE_API_KEY:-} ]] &&
+  export BILLFOLD_STRIPE_API_KEY=sk_test_billfold_local_demo
+
+# --- 4. services ------------------------------------------------------------------
 # A service is any services/<name>/src/<module>/__main__.py (`python -m <module>`).
 for main in services/*/src/*/__main__.py; do
   [[ -e $main ]] || continue
@@ -153,15 +180,15 @@ for main in services/*/src/*/__main__.py; do
   names+=("$name")
   ports+=("$port")
 done
-if ((${#pids[@]} == ${#sink_pid[@]})); then
+if ((${#pids[@]} == ${#sink_pid[@]} + (stripe_fake_port != "" ? 1 : 0))); then
   log "no service to start yet (no services/*/src/*/__main__.py)"
   exit 1
 fi
 
-# --- 4. wait until every service says its dependencies answer ----------------------
+# --- 5. wait until every service says its dependencies answer ----------------------
 for i in "${!pids[@]}"; do
   name=${names[$i]} pid=${pids[$i]} port=${ports[$i]}
-  [[ $name == smtp-sink ]] && continue  # a plain SMTP server: no /readyz
+  [[ $name == smtp-sink || $name == stripe-fake ]] && continue  # no /readyz (fake: waited above)
   if [[ -z $port ]]; then
     log "$name: no known port (set BILLFOLD_${name//-/_}_PORT); not waiting for it"
     continue
@@ -182,40 +209,92 @@ for i in "${!pids[@]}"; do
   log "$name ready at http://$probe_host:$port"
 done
 
-# --- 5. demo data and a curl line to paste -------------------------------------------
+# --- 6. demo data and a curl line to paste -------------------------------------------
+# session-api makes the demo site and an API key; billing-sync (the only holder of Stripe
+# keys) registers its webhook endpoint with Stripe and creates the demo customers there,
+# then waits until its mirror shows them; a portal link is then asked for through
+# session-api's API, as a tenant would.
 api_url="http://$probe_host:$(port_of session-api)"
-if demo_json=$("$billfold" demo); then
+# Where Stripe delivers webhooks: billing-sync itself for the fake; real Stripe needs a
+# public address (BILLFOLD_RUN_WEBHOOK_URL, e.g. a tunnel), else the mirror is filled by
+# `billfold sync` (listing) instead.
+webhook_url=${BILLFOLD_RUN_WEBHOOK_URL:-}
+[[ -z $webhook_url && -n $stripe_fake_port ]] && webhook_url="http://$probe_host:$(port_of billing-sync)"
+
+json_field() { "$py" -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
+
+run_demo() {
+  local site_json site stripe_json
+  site_json=$("$billfold" demo) || return 1
+  site=$(json_field "$site_json" site) || return 1
+  if [[ -n $webhook_url ]]; then
+    "$billfold" stripe webhook-register --site "$site" --url "$webhook_url" >/dev/null || return 1
+  else
+    "$billfold" stripe configure --site "$site" >/dev/null || return 1
+  fi
+  # Repair what an earlier run left: a restarted fake Stripe has forgotten everything.
+  "$billfold" sync --site "$site" >&2 2>/dev/null || return 1
+  if [[ -n $webhook_url ]]; then
+    stripe_json=$("$billfold" stripe demo --site "$site" --wait "$ready_timeout") || return 1
+  else
+    stripe_json=$("$billfold" stripe demo --site "$site" --wait 0) || return 1
+    "$billfold" sync --site "$site" >&2 || return 1
+  fi
+  "$py" - "$site_json" "$stripe_json" "$api_url" <<'PY'
+import json
+import sys
+import urllib.parse
+import urllib.request
+
+site, stripe_demo, api_url = json.loads(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3]
+auth = {"Authorization": f"Bearer {site['api_key']}"}
+
+
+def call(method: str, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
+    request = urllib.request.Request(
+        api_url + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={**auth, "Content-Type": "application/json"},
+        method=method,
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+customers = []
+for person in stripe_demo["customers"]:
+    found = call("GET", "/v1/customers/" + urllib.parse.quote(person["external_id"], safe=""))
+    customers.append({k: found[k] for k in ("id", "external_id", "email", "name")})
+link = call("POST", "/v1/portal_sessions", {"customer": customers[0]["id"]})
+print(json.dumps({**site, "customers": customers, "portal_url": link["url"]}))
+PY
+}
+
+if demo_json=$(run_demo); then
   "$py" - "$demo_json" "$api_url" <<'PY'
 import json
 import shlex
 import sys
 
 raw, api_url = sys.argv[1], sys.argv[2]
-try:
-    demo = json.loads(raw)
-except json.JSONDecodeError:  # tolerate stray lines before the object
-    demo = json.loads(raw.strip().splitlines()[-1])
+demo = json.loads(raw)
 print(json.dumps(demo, indent=2))
-customers = demo.get("customers") or []
-first = customers[0] if customers else "CUSTOMER_ID"
-if isinstance(first, dict):
-    first = first.get("id") or first.get("external_id") or "CUSTOMER_ID"
+first = demo["customers"][0]["id"]
 print()
 print("Try it (paste into another terminal):")
-print(f"  export API_KEY={shlex.quote(str(demo.get('api_key', '')))}")
+print(f"  export API_KEY={shlex.quote(str(demo['api_key']))}")
 print(
     f'  curl -s -X POST {api_url}/v1/portal_sessions -u "$API_KEY:" '
     f"-d customer={shlex.quote(str(first))}"
 )
-if demo.get("portal_url"):
-    print(f"Portal: {demo['portal_url']}")
+print(f"Portal ({demo['customers'][0]['name']}): {demo['portal_url']}")
 print()
 PY
 else
-  log "billfold demo failed (see above); the services keep running"
+  log "the demo failed (see above); the services keep running"
 fi
 
-# --- 6. foreground until Ctrl-C or until a service dies ----------------------------
+# --- 7. foreground until Ctrl-C or until a service dies ----------------------------
 log "running ${names[*]}; Ctrl-C stops them"
 status=0
 wait -n "${pids[@]}" || status=$?

@@ -168,13 +168,20 @@ def test_run_script_covers_the_whole_flow() -> None:
     text = (ROOT / "scripts" / "run.sh").read_text()
     steps = [
         '"$billfold" migrate',
+        "-m billfold_testing.stripe_fake",
         "services/*/src/*/__main__.py",
         "/readyz",
         '"$billfold" demo',
+        '"$billfold" stripe webhook-register',
+        '"$billfold" stripe demo',
+        "/v1/portal_sessions",
         "wait -n",
     ]
     positions = [text.index(step) for step in steps]
-    assert positions == sorted(positions), "migrate, start, wait ready, demo, then foreground"
+    assert positions == sorted(positions), (
+        "migrate, fake Stripe, start, wait ready, demo site, webhook, Stripe demo, link, "
+        "then foreground"
+    )
     assert "trap cleanup EXIT" in text
     assert 'kill -TERM -- "-$pid"' in text
     assert '/v1/portal_sessions -u "$API_KEY:"' in text

@@ -13,6 +13,7 @@ billing-sync's own ``stripe`` group.)
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sys
 from collections import Counter as Tally
@@ -27,13 +28,18 @@ from billfold.cli import Command, Group, InputError
 from billfold.db import create_pool
 from billfold.logs import configure_logging, redact_text
 from billfold.settings import load_settings
-from billing_sync import accounts
+from billing_sync import accounts, demo
 from billing_sync.app import quiet_stripe_library
 from billing_sync.dbtypes import Conn
 from billing_sync.reconcile import reconcile_site
 from billing_sync.secrets import SecretBox
-from billing_sync.settings import BillingSyncSettings
-from billing_sync.stripe_api import NoStripeKey, StripeGateway
+from billing_sync.settings import BillingSyncSettings, new_secrets_key
+from billing_sync.stripe_api import (
+    NoStripeKey,
+    StripeGateway,
+    idempotency_key,
+    write_options,
+)
 
 T = TypeVar("T")
 
@@ -193,6 +199,106 @@ def list_() -> None:
             f"{'webhook secret set' if account.webhook_secret else 'no webhook secret'}\t"
             f"{'default' if account.is_default else ''}"
         )
+
+
+def _client_account(account: accounts.SiteAccount | None, site_id: str) -> accounts.SiteAccount:
+    """The site's account, or (not configured yet) the deployment's key for it."""
+    return account or accounts.SiteAccount(
+        site_id=site_id, account_ref=accounts.PLATFORM, connect_account_id=None, is_default=False
+    )
+
+
+def _stripe_run(work: Callable[[StripeGateway, SecretBox, Conn], Awaitable[T]]) -> T:
+    """:func:`_run` with a Stripe gateway, and Stripe's refusals as one clear line."""
+    quiet_stripe_library()
+
+    async def with_gateway(settings: BillingSyncSettings, box: SecretBox, conn: Conn) -> T:
+        gateway = StripeGateway(settings)
+        try:
+            return await work(gateway, box, conn)
+        finally:
+            await gateway.close()
+
+    try:
+        return _run(with_gateway)
+    except (StripeError, NoStripeKey) as exc:
+        raise click.ClickException(f"Stripe refused: {redact_text(str(exc))[:300]}") from None
+
+
+@stripe.command("webhook-register")
+@click.option("--site", "site_ref", required=True, help="Site slug or id.")
+@click.option(
+    "--url",
+    "base_url",
+    required=True,
+    help="billing-sync's address as Stripe reaches it (e.g. https://billing.example.com); "
+    "the endpoint is <url>/stripe/webhooks/<site id>.",
+)
+def webhook_register(site_ref: str, base_url: str) -> None:
+    """Create the site's webhook endpoint at Stripe and store its signing secret.
+
+    An endpoint Stripe already has for the same URL is deleted first: Stripe shows a
+    signing secret only when it creates the endpoint, so a new one is the only way to
+    learn it again."""
+    if not base_url.startswith(("http://", "https://")):
+        raise InputError("--url must start with http:// or https://")
+
+    async def work(gateway: StripeGateway, box: SecretBox, conn: Conn) -> accounts.SiteAccount:
+        site_id = await _site_id(conn, site_ref)
+        url = f"{base_url.rstrip('/')}/stripe/webhooks/{site_id}"
+        client = gateway.client(_client_account(await accounts.get(conn, box, site_id), site_id))
+        endpoints = await client.v1.webhook_endpoints.list_async(params={"limit": 100})
+        async for old in endpoints.auto_paging_iter():
+            if old.url == url:
+                await client.v1.webhook_endpoints.delete_async(old.id)
+        endpoint = await client.v1.webhook_endpoints.create_async(
+            params={"url": url, "enabled_events": ["*"]},
+            # A fresh endpoint each time (see above): the key is unique to this run,
+            # and the library's own retries of this request reuse it.
+            options=write_options(idempotency_key("webhook-endpoint", url, new_secrets_key())),
+        )
+        if not endpoint.secret:
+            raise click.ClickException("Stripe returned no signing secret for the endpoint")
+        return await accounts.configure(conn, box, site_id, webhook_secret=endpoint.secret)
+
+    account = _stripe_run(work)
+    _echo(account)
+
+
+@stripe.command("demo")
+@click.option("--site", "site_ref", required=True, help="Site slug or id.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(0, 3600),
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait until the mirror shows it all (0: do not wait).",
+)
+def demo_(site_ref: str, wait: float) -> None:
+    """Create demo customers with plans, cards and invoices in the site's Stripe account
+    (test mode), print them as JSON once the mirror has them. Safe to run again."""
+
+    async def work(gateway: StripeGateway, box: SecretBox, conn: Conn) -> dict[str, Any]:
+        site_id = await _site_id(conn, site_ref)
+        account = await accounts.get(conn, box, site_id)
+        if account is None:
+            raise InputError(
+                f"site {site_ref!r} has no Stripe configuration: run "
+                "`billfold stripe configure` or `billfold stripe webhook-register` first"
+            )
+        if gateway.is_live(account):
+            raise InputError("the demo writes test data: it refuses a live-mode Stripe key")
+        seeded = await demo.seed(gateway.client(account), site_id)
+        missing = await demo.wait_mirrored(conn, site_id, seeded, wait) if wait else []
+        if missing:
+            raise click.ClickException(
+                f"the mirror does not show {len(missing)} demo object(s) after {wait:g}s "
+                f"(first: {missing[0]}); are Stripe's webhooks reaching billing-sync? "
+                f"`billfold sync --site {site_ref}` backfills without them"
+            )
+        return {"site": site_id, "customers": [s.summary() for s in seeded]}
+
+    click.echo(json.dumps(_stripe_run(work), indent=2))
 
 
 @click.command("sync", cls=Command)

@@ -50,7 +50,7 @@ class StripeGateway:
         self._http = stripe.AIOHTTPClient(timeout=30)
         self._clients: dict[tuple[str, str | None], stripe.StripeClient] = {}
 
-    def client(self, account: SiteAccount) -> stripe.StripeClient:
+    def _key(self, account: SiteAccount) -> str:
         key = account.api_key
         if key is None and self._settings.stripe_api_key is not None:
             key = self._settings.stripe_api_key.get_secret_value()
@@ -59,6 +59,14 @@ class StripeGateway:
                 f"site {account.site_id} has no Stripe API key and BILLFOLD_STRIPE_API_KEY "
                 "is not set"
             )
+        return key
+
+    def is_live(self, account: SiteAccount) -> bool:
+        """The site's key is a live-mode key (real money)."""
+        return self._key(account).startswith(("sk_live_", "rk_live_"))
+
+    def client(self, account: SiteAccount) -> stripe.StripeClient:
+        key = self._key(account)
         cache_key = (key, account.connect_account_id)
         client = self._clients.get(cache_key)
         if client is None:

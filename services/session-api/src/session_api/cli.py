@@ -249,7 +249,7 @@ def key_revoke(key_id: str) -> None:
 
 @click.command(cls=Command)
 def demo() -> None:
-    """Ensure the demo site and customers, mint a secret key, print JSON with a link."""
+    """Ensure the demo site, mint a secret key for it, print them as JSON."""
     from session_api.demo import run_demo
 
     async def work(settings: Settings, conn: Conn) -> dict[str, Any]:

@@ -149,6 +149,15 @@ async def _write(
             existing = CustomerRef(cid, site, stripe_id, None)
     cid = existing.id if existing is not None else new_customer_id()
     if fields["external_id"]:
+        # A deleted customer gives its external id up to a live one (a tenant deleted
+        # and re-created a customer, or a fake Stripe restarted empty).
+        await conn.execute(
+            "UPDATE mirror.customers SET external_id = NULL, updated_at = now() "
+            "WHERE site_id = $1 AND external_id = $2 AND id <> $3 AND deleted_at IS NOT NULL",
+            site,
+            fields["external_id"],
+            cid,
+        )
         taken = await conn.fetchval(
             "SELECT id FROM mirror.customers WHERE site_id = $1 AND external_id = $2 AND id <> $3",
             site,

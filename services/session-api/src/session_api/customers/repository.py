@@ -1,7 +1,8 @@
-"""Reads of ``mirror.customers`` (always within one site), plus the demo's upsert.
+"""Reads of ``mirror.customers`` (always within one site), plus a test helper's upsert.
 
-The mirror belongs to billing-sync; session-api only reads it, except ``upsert`` which
-``billfold demo`` uses until billing-sync exists.
+The mirror belongs to billing-sync; session-api only reads it. ``upsert`` is called by
+no service code (``billfold demo`` no longer uses it): only session-api's and
+portal-web's tests, which stand in for billing-sync with it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,304 @@
+"""``billfold stripe demo``: demo customers created in Stripe, then mirrored like any other.
+
+The demo's billing data is written where a tenant's is: in the site's Stripe account,
+through billing-sync's gateway (the only holder of Stripe keys). billing-sync then
+mirrors it through the usual path (webhooks, or reconciliation), so the portal shows
+what Stripe holds. Works on the fake Stripe and on real Stripe in test mode (test cards
+``pm_card_*`` only exist there).
+
+Safe to run again: prices are found by lookup key, and a customer already present
+(same ``external_id`` and ``billfold_site`` metadata) is left as it is. Every write
+carries an idempotency key derived from what it means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import stripe
+
+from billing_sync.accounts import SITE_METADATA_KEY
+from billing_sync.dbtypes import Conn
+from billing_sync.mirror.customers import EXTERNAL_ID_KEY
+from billing_sync.stripe_api import idempotency_key, write_options
+
+#: How often :func:`wait_mirrored` looks at the mirror (seconds).
+POLL_INTERVAL = 0.2
+
+
+@dataclass(frozen=True)
+class Plan:
+    lookup_key: str
+    product: str
+    currency: str
+    price: dict[str, Any]  # unit_amount or tiers, besides currency and recurring
+
+
+PER_SEAT = Plan("billfold_demo_team_seat", "Team (per seat)", "usd", {"unit_amount": 1200})
+TIERED = Plan(
+    "billfold_demo_volume_tiered",
+    "Volume (tiered)",
+    "usd",
+    {
+        "billing_scheme": "tiered",
+        "tiers_mode": "graduated",
+        "tiers": [
+            {"up_to": 10, "unit_amount": 900, "flat_amount": 1000},
+            {"up_to": "inf", "unit_amount": 600},
+        ],
+    },
+)
+STARTER = Plan("billfold_demo_starter", "Starter", "usd", {"unit_amount": 2900})
+TOKYO = Plan("billfold_demo_starter_jpy", "Starter (JPY)", "jpy", {"unit_amount": 3800})
+PLANS = (PER_SEAT, TIERED, STARTER, TOKYO)
+
+
+@dataclass(frozen=True)
+class Person:
+    external_id: str
+    email: str
+    name: str
+    story: str  # what this customer shows, for the printed summary
+
+
+#: The first one is the customer `make run` opens the portal for.
+PEOPLE = (
+    Person("demo-ada", "ada@example.com", "Ada Lovelace", "per-seat plan, 5 seats, two cards"),
+    Person("demo-grace", "grace@example.com", "Grace Hopper", "tiered plan, 12 units"),
+    Person("demo-alan", "alan@example.com", "Alan Turing", "trialing (14 days)"),
+    Person("demo-katherine", "katherine@example.com", "Katherine Johnson", "cancels at period end"),
+    Person("demo-yukihiro", "yukihiro@example.jp", "Yukihiro Matsumoto", "billed in JPY"),
+    Person(
+        "demo-edsger",
+        "edsger@example.com",
+        "Edsger Dijkstra",
+        "invoiced: one open, one void, one unpaid (card declined)",
+    ),
+)
+
+
+@dataclass
+class Seeded:
+    person: Person
+    stripe_id: str
+    created: bool
+    subscriptions: dict[str, str] = field(default_factory=dict)  # id -> status
+    invoices: dict[str, str | None] = field(default_factory=dict)  # id -> status
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "external_id": self.person.external_id,
+            "stripe_id": self.stripe_id,
+            "email": self.person.email,
+            "name": self.person.name,
+            "shows": self.person.story,
+            "subscriptions": sorted(self.subscriptions.values()),
+            "invoices": sorted(s or "" for s in self.invoices.values()),
+        }
+
+
+class _Writer:
+    """Writes for one site, each with an idempotency key from (site, step, inputs)."""
+
+    def __init__(self, client: stripe.StripeClient, site_id: str) -> None:
+        self.v1 = client.v1
+        self.site_id = site_id
+
+    def opts(self, step: str, *parts: str) -> stripe.RequestOptions:
+        return write_options(idempotency_key(f"demo-{step}", self.site_id, *parts))
+
+
+async def _price(w: _Writer, plan: Plan) -> str:
+    found = await w.v1.prices.list_async(
+        params={"lookup_keys": [plan.lookup_key], "active": True, "limit": 1}
+    )
+    if found.data:
+        return str(found.data[0].id)
+    params: dict[str, Any] = {
+        "currency": plan.currency,
+        "recurring": {"interval": "month"},
+        "lookup_key": plan.lookup_key,
+        "product_data": {"name": plan.product},
+        **plan.price,
+    }
+    # Lookup keys are per account, shared by every site of it: no site in this key.
+    price = await w.v1.prices.create_async(
+        params=params,  # type: ignore[arg-type]
+        options=write_options(idempotency_key("demo-price", plan.lookup_key)),
+    )
+    return str(price.id)
+
+
+async def _existing(w: _Writer, person: Person) -> str | None:
+    page = await w.v1.customers.list_async(params={"email": person.email, "limit": 100})
+    for c in page.data:
+        meta = c.metadata.to_dict() if c.metadata else {}
+        if meta.get(EXTERNAL_ID_KEY) == person.external_id and (
+            meta.get(SITE_METADATA_KEY) == w.site_id
+        ):
+            return str(c.id)
+    return None
+
+
+async def _card(w: _Writer, customer: str, test_card: str, *, default: bool) -> str:
+    pm = await w.v1.payment_methods.attach_async(
+        test_card, params={"customer": customer}, options=w.opts("attach", customer, test_card)
+    )
+    if default:
+        await w.v1.customers.update_async(
+            customer,
+            params={"invoice_settings": {"default_payment_method": pm.id}},
+            options=w.opts("default-card", customer, pm.id),
+        )
+    return pm.id
+
+
+async def _subscribe(
+    w: _Writer, customer: str, step: str, price: str, **extra: Any
+) -> stripe.Subscription:
+    params: dict[str, Any] = {"customer": customer, "items": [{"price": price}], **extra}
+    if "quantity" in extra:
+        params["items"] = [{"price": price, "quantity": extra["quantity"]}]
+        del params["quantity"]
+    return await w.v1.subscriptions.create_async(
+        params=params,  # type: ignore[arg-type]
+        options=w.opts("subscription", customer, step),
+    )
+
+
+async def _finalized(w: _Writer, sub: stripe.Subscription) -> str | None:
+    """The subscription's first invoice, finalized now: Stripe leaves a ``send_invoice``
+    subscription's first invoice a draft for about an hour (the fake finalizes it at once)."""
+    if not sub.latest_invoice:
+        return None
+    inv = str(getattr(sub.latest_invoice, "id", sub.latest_invoice))
+    if (await w.v1.invoices.retrieve_async(inv)).status == "draft":
+        await w.v1.invoices.finalize_invoice_async(inv, options=w.opts("finalize", inv))
+    return inv
+
+
+async def _story(w: _Writer, person: Person, customer: str, prices: dict[str, str]) -> None:
+    """The customer's cards, subscriptions and invoices."""
+    ext = person.external_id
+    if ext == "demo-ada":
+        await _card(w, customer, "pm_card_visa", default=True)
+        await _card(w, customer, "pm_card_mastercard", default=False)
+        await _subscribe(w, customer, "seats", prices[PER_SEAT.lookup_key], quantity=5)
+    elif ext == "demo-grace":
+        await _card(w, customer, "pm_card_amex", default=True)
+        await _subscribe(w, customer, "tiered", prices[TIERED.lookup_key], quantity=12)
+    elif ext == "demo-alan":
+        await _card(w, customer, "pm_card_visa", default=True)
+        await _subscribe(w, customer, "trial", prices[STARTER.lookup_key], trial_period_days=14)
+    elif ext == "demo-katherine":
+        await _card(w, customer, "pm_card_mastercard", default=True)
+        sub = await _subscribe(w, customer, "leaving", prices[STARTER.lookup_key])
+        await w.v1.subscriptions.update_async(
+            sub.id,
+            params={"cancel_at_period_end": True},
+            options=w.opts("cancel-at-period-end", sub.id),
+        )
+    elif ext == "demo-yukihiro":
+        await _card(w, customer, "pm_card_jcb", default=True)
+        await _subscribe(w, customer, "jpy", prices[TOKYO.lookup_key])
+    elif ext == "demo-edsger":
+        invoiced = {"collection_method": "send_invoice", "days_until_due": 30}
+        # An open invoice, due in 30 days.
+        sub = await _subscribe(w, customer, "invoiced", prices[STARTER.lookup_key], **invoiced)
+        await _finalized(w, sub)
+        # A void invoice: its subscription was called off, the invoice voided.
+        voided = await _subscribe(w, customer, "voided", prices[TIERED.lookup_key], **invoiced)
+        inv = await _finalized(w, voided)
+        if inv is not None:
+            await w.v1.invoices.void_invoice_async(inv, options=w.opts("void", inv))
+        await w.v1.subscriptions.cancel_async(voided.id, options=w.opts("cancel", voided.id))
+        # An unpaid one: a card that attaches but declines every charge.
+        await _card(w, customer, "pm_card_chargeCustomerFail", default=True)
+        await _subscribe(
+            w,
+            customer,
+            "declined",
+            prices[PER_SEAT.lookup_key],
+            quantity=2,
+            payment_behavior="allow_incomplete",
+        )
+
+
+async def _listing(w: _Writer, seeded: Seeded) -> None:
+    subs = await w.v1.subscriptions.list_async(
+        params={"customer": seeded.stripe_id, "status": "all", "limit": 100}
+    )
+    seeded.subscriptions = {s.id: s.status for s in subs.data}
+    invs = await w.v1.invoices.list_async(params={"customer": seeded.stripe_id, "limit": 100})
+    seeded.invoices = {str(i.id): i.status for i in invs.data}
+
+
+async def seed(client: stripe.StripeClient, site_id: str) -> list[Seeded]:
+    """Create (or find) the demo customers of ``site_id`` in its Stripe account."""
+    w = _Writer(client, site_id)
+    prices = {plan.lookup_key: await _price(w, plan) for plan in PLANS}
+    out: list[Seeded] = []
+    for person in PEOPLE:
+        existing = await _existing(w, person)
+        if existing is None:
+            customer = await w.v1.customers.create_async(
+                params={
+                    "email": person.email,
+                    "name": person.name,
+                    "metadata": {EXTERNAL_ID_KEY: person.external_id, SITE_METADATA_KEY: site_id},
+                },
+                options=w.opts("customer", person.external_id),
+            )
+            await _story(w, person, customer.id, prices)
+        seeded = Seeded(person, existing or customer.id, created=existing is None)
+        await _listing(w, seeded)
+        out.append(seeded)
+    return out
+
+
+async def mirrored(conn: Conn, site_id: str, seeded: list[Seeded]) -> list[str]:
+    """What the mirror does not show yet (empty: everything is there, in Stripe's state)."""
+    missing: list[str] = []
+    for s in seeded:
+        row = await conn.fetchrow(
+            "SELECT id FROM mirror.customers WHERE site_id = $1 AND stripe_id = $2 "
+            "AND deleted_at IS NULL",
+            site_id,
+            s.stripe_id,
+        )
+        if row is None:
+            missing.append(s.stripe_id)
+            continue
+        subs = {
+            r["stripe_id"]: r["status"]
+            for r in await conn.fetch(
+                "SELECT stripe_id, status FROM mirror.subscriptions WHERE customer_id = $1",
+                row["id"],
+            )
+        }
+        invs = {
+            r["stripe_id"]: r["status"]
+            for r in await conn.fetch(
+                "SELECT stripe_id, status FROM mirror.invoices WHERE customer_id = $1",
+                row["id"],
+            )
+        }
+        missing += [k for k, v in s.subscriptions.items() if subs.get(k) != v]
+        missing += [k for k, v in s.invoices.items() if invs.get(k) != v]
+    return missing
+
+
+async def wait_mirrored(
+    conn: Conn, site_id: str, seeded: list[Seeded], seconds: float
+) -> list[str]:
+    """Poll :func:`mirrored` until it is empty or ``seconds`` passed; what is still missing."""
+    missing = await mirrored(conn, site_id, seeded)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while missing:
+                await asyncio.sleep(POLL_INTERVAL)
+                missing = await mirrored(conn, site_id, seeded)
+    return missing
