@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Coroutine
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, TypeVar
 
+import asyncpg
 import click
 
 from billfold.db import apply_migrations, ensure_database, migration_dirs
@@ -20,9 +22,27 @@ from billfold.logs import configure_logging
 from billfold.settings import load_settings
 
 CLI_GROUP = "billfold.cli"
+T = TypeVar("T")
 
 
 # --- what every service's commands share ------------------------------------------------
+
+
+def run_database_command(coro: Coroutine[Any, Any, T], *, schema: str) -> T:
+    """Run a command's database work; an unreachable or unmigrated database is one line
+    telling the operator what to do (``schema``: the one the command needs), not a
+    traceback."""
+    try:
+        return asyncio.run(coro)
+    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InvalidCatalogNameError) as exc:
+        raise click.ClickException(
+            f"cannot reach the database ({type(exc).__name__}); "
+            "check BILLFOLD_DATABASE_URL and run `billfold migrate`"
+        ) from None
+    except asyncpg.UndefinedTableError:
+        raise click.ClickException(
+            f"the database has no {schema} schema yet: run `billfold migrate` first"
+        ) from None
 
 
 class InputError(click.ClickException):

@@ -12,19 +12,17 @@ billing-sync's own ``stripe`` group.)
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import sys
 from collections import Counter as Tally
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import asyncpg
 import click
 from stripe import StripeError
 
-from billfold.cli import Command, Group, InputError
+from billfold.cli import Command, Group, InputError, run_database_command
 from billfold.db import create_pool
 from billfold.logs import configure_logging, redact_text
 from billfold.settings import load_settings
@@ -61,21 +59,7 @@ def _run(work: Callable[[BillingSyncSettings, SecretBox, Conn], Awaitable[T]]) -
         finally:
             await pool.close()
 
-    return _guard(main())
-
-
-def _guard(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        return asyncio.run(coro)
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InvalidCatalogNameError) as exc:
-        raise click.ClickException(
-            f"cannot reach the database ({type(exc).__name__}); "
-            "check BILLFOLD_DATABASE_URL and run `billfold migrate`"
-        ) from None
-    except asyncpg.UndefinedTableError:
-        raise click.ClickException(
-            "the database has no mirror schema yet: run `billfold migrate` first"
-        ) from None
+    return run_database_command(main(), schema="mirror")
 
 
 async def _site_id(conn: Conn, ref: str) -> str:
@@ -337,7 +321,7 @@ def sync(site_ref: str) -> None:
             await pool.close()
 
     try:
-        tally = _guard(main())
+        tally = run_database_command(main(), schema="mirror")
     except (StripeError, NoStripeKey) as exc:
         raise click.ClickException(f"Stripe refused: {redact_text(str(exc))[:300]}") from None
     if tty:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 from collections.abc import Awaitable, Callable
@@ -12,6 +11,7 @@ import aio_pika
 import asyncpg
 import click
 
+from billfold.cli import run_database_command
 from billfold.events import EVENT_TYPES
 from billfold.sealing import generate_keypair
 from notifier import directory, dlq
@@ -33,7 +33,7 @@ def _run(work: Callable[[NotifierSettings, asyncpg.Connection], Awaitable[T]]) -
         finally:
             await conn.close()
 
-    return asyncio.run(go())
+    return run_database_command(go(), schema="notify")
 
 
 async def _site_id(conn: asyncpg.Connection, ref: str) -> str:

@@ -7,17 +7,15 @@ traceback; an unreachable database is one line and exit code 1.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import asyncpg
 import click
 
-from billfold.cli import Command, Group, InputError
+from billfold.cli import Command, Group, InputError, run_database_command
 from billfold.db import create_pool
 from billfold.logs import configure_logging
 from billfold.settings import Settings, load_settings
@@ -47,21 +45,7 @@ def _run(work: Callable[[Settings, Conn], Awaitable[T]]) -> T:
         finally:
             await pool.close()
 
-    return _guard(main())
-
-
-def _guard(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        return asyncio.run(coro)
-    except (OSError, asyncpg.PostgresConnectionError, asyncpg.InvalidCatalogNameError) as exc:
-        raise click.ClickException(
-            f"cannot reach the database ({type(exc).__name__}); "
-            "check BILLFOLD_DATABASE_URL and run `billfold migrate`"
-        ) from None
-    except asyncpg.UndefinedTableError:
-        raise click.ClickException(
-            "the database has no portal schema yet: run `billfold migrate` first"
-        ) from None
+    return run_database_command(main(), schema="portal")
 
 
 def _http_url(value: str, option: str) -> str:
