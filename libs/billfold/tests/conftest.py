@@ -17,9 +17,8 @@ billfold_testing plugin).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -37,6 +36,7 @@ from billfold.events import Event, PortalSessionUsed
 from billfold.outbox import OutboxRelay, enqueue, outbox_ddl
 from billfold.settings import Settings
 from billfold_testing.tcp_proxy import TcpProxy
+from billfold_testing.waiting import eventually as _eventually
 
 
 def _test_schema_ddl(schema: str) -> str:
@@ -175,30 +175,11 @@ async def amqp(settings: Settings) -> AsyncIterator[Amqp]:
         await connection.close()
 
 
-async def _eventually(
-    check: Callable[[], Awaitable[bool] | bool], *, timeout: float = 10.0, interval: float = 0.05
-) -> None:
-    """Wait until ``check()`` (a plain or an async function) is true."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = check()
-        if await result if inspect.isawaitable(result) else result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
-
-
-Eventually = Callable[..., Awaitable[None]]
 MakeEvent = Callable[..., PortalSessionUsed]
 
 
 # Helpers are handed out as fixtures: with --import-mode=importlib a test module cannot
 # import this conftest by name.
-@pytest.fixture
-def eventually() -> Eventually:
-    return _eventually
 
 
 @pytest.fixture

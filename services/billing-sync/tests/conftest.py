@@ -8,11 +8,10 @@ encrypted, and billing-sync running (webhooks in, worker, outbox relay).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ from aiohttp.test_utils import TestServer
 from billfold.settings import Settings
 from billfold_testing.logcapture import LogCapture
 from billfold_testing.stripe_fake.fixtures import StripeFake
+from billfold_testing.waiting import Eventually
 from billing_sync import accounts
 from billing_sync.app import create_app
 from billing_sync.secrets import SecretBox
@@ -91,28 +91,6 @@ async def stripe_api(stripe_fake: StripeFake) -> AsyncIterator[stripe.StripeClie
     http = stripe.AIOHTTPClient()
     yield stripe_fake.client(http_client=http)
     await http.close_async()  # type: ignore[no-untyped-call]
-
-
-async def _eventually(
-    check: Callable[[], Awaitable[bool] | bool], *, timeout: float = 20.0, interval: float = 0.05
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = check()
-        if await result if inspect.isawaitable(result) else result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
-
-
-Eventually = Callable[..., Awaitable[None]]
-
-
-@pytest.fixture
-def eventually() -> Eventually:
-    return _eventually
 
 
 @dataclass

@@ -32,6 +32,7 @@ from billfold.settings import Settings
 from billfold_testing.infra import Slice
 from billfold_testing.logcapture import LogCapture
 from billfold_testing.smtp_sink import SmtpSink
+from billfold_testing.waiting import eventually
 from notifier.app import CONSUMING, create_app
 from notifier.settings import NotifierSettings
 
@@ -228,22 +229,6 @@ def code_requested(
         ),
     )
     return event, code
-
-
-async def eventually(
-    check: Callable[[], Any], *, timeout: float = 15.0, interval: float = 0.02
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
 
 
 def billfold_cli(keys: Keys, *args: str) -> subprocess.CompletedProcess[str]:

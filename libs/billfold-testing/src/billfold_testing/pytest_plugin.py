@@ -20,6 +20,8 @@ from billfold.logs import configure_logging, restore_logging_state, save_logging
 from billfold.settings import Settings
 from billfold_testing.infra import Slice, create_slice, destroy_slice
 from billfold_testing.logcapture import LogCapture
+from billfold_testing.waiting import Eventually
+from billfold_testing.waiting import eventually as _eventually
 
 
 @pytest.fixture(autouse=True)
@@ -32,6 +34,13 @@ def _bf_logging_restored() -> Iterator[None]:
         yield
     finally:
         restore_logging_state(state)
+
+
+@pytest.fixture
+def eventually() -> Eventually:
+    """``await eventually(check, timeout=…)``: wait on a condition
+    (``billfold_testing.waiting``)."""
+    return _eventually
 
 
 @pytest.fixture(scope="session")
