@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +29,7 @@ from pathlib import Path
 
 import aiohttp
 import uvloop
+from benchkit import demo_tenant, free_port, pct, wait_ready
 
 from billfold_testing.infra import Slice, create_slice, destroy_slice
 from billfold_testing.smtp_sink import SmtpSink
@@ -38,45 +37,8 @@ from billfold_testing.smtp_sink import SmtpSink
 HERE = Path(__file__).resolve().parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_ready(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            try:
-                async with http.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{url} did not become ready")
-
-
-def demo(env: dict[str, str]) -> dict[str, object]:
-    out = subprocess.run(
-        [sys.executable, "-c", "from billfold.cli import main; main()", "demo"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
-    return dict(json.loads(out))
-
-
 def spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 async def wait_for_mail(sink: SmtpSink, count: int, timeout: float = 120) -> None:
@@ -108,10 +70,8 @@ async def run(args: argparse.Namespace, piece: Slice) -> None:
         "BILLFOLD_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
         "BILLFOLD_NOTIFIER_DATA_KEY": data_key,
     }
-    info = demo(env)
-    customers = info["customers"]
-    assert isinstance(customers, list)
-    body = {"customer": customers[0]["id"], "send_email": True}
+    tenant = await demo_tenant(env, piece.settings.database_url)
+    body = {"customer": tenant.customer_id, "send_email": True}
     api_port, notifier_port = free_port(), free_port()
     procs = [
         spawn(
@@ -127,7 +87,7 @@ async def run(args: argparse.Namespace, piece: Slice) -> None:
         await wait_ready(f"http://127.0.0.1:{api_port}/readyz")
         await wait_ready(f"http://127.0.0.1:{notifier_port}/readyz")
         url = f"http://127.0.0.1:{api_port}/v1/portal_sessions"
-        headers = {"Authorization": f"Bearer {info['api_key']}"}
+        headers = {"Authorization": f"Bearer {tenant.api_key}"}
         connector = aiohttp.TCPConnector(limit=64)
         async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
             # Warm-up: connections, prepared statements, template caches.

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +25,7 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 import uvloop
+from benchkit import demo_tenant, free_port, wait_ready
 
 from billfold_testing.infra import Slice, create_slice, destroy_slice
 
@@ -39,26 +38,6 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def wait_ready(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            try:
-                async with http.get(url) as resp:
-                    if resp.status in (200, 404, 405):
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{url} did not become ready")
 
 
 async def drive(
@@ -110,24 +89,10 @@ def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def demo(env: dict[str, str]) -> dict[str, object]:
-    out = subprocess.run(
-        [sys.executable, "-c", "from billfold.cli import main; main()", "demo"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-    ).stdout
-    return dict(json.loads(out))
-
-
 async def run(args: argparse.Namespace, piece: Slice) -> None:
     env = {**os.environ, **piece.env, "BILLFOLD_LOG_LEVEL": args.log_level}
-    info = demo(env)
-    customers = info["customers"]
-    assert isinstance(customers, list)
-    customer = customers[0]["id"]
+    tenant = await demo_tenant(env, piece.settings.database_url)
+    customer = tenant.customer_id
     api_port, bare_port = free_port(), free_port()
     api = start(
         [sys.executable, "-m", "session_api"], {**env, "BILLFOLD_SESSION_API_PORT": str(api_port)}
@@ -146,9 +111,10 @@ async def run(args: argparse.Namespace, piece: Slice) -> None:
     try:
         api_url = f"http://127.0.0.1:{api_port}/v1/portal_sessions"
         bare_url = f"http://127.0.0.1:{bare_port}/v1/portal_sessions"
-        await wait_ready(f"http://127.0.0.1:{api_port}/readyz")
-        await wait_ready(bare_url)
-        auth = {"Authorization": f"Bearer {info['api_key']}"}
+        await wait_ready(f"http://127.0.0.1:{api_port}/readyz", timeout=30)
+        # The bare handler has no GET route: any answer means it is up.
+        await wait_ready(bare_url, timeout=30, ready=(200, 404, 405))
+        auth = {"Authorization": f"Bearer {tenant.api_key}"}
         body = {"customer": customer}
         rows: dict[str, list[Result]] = {"session-api": [], "bare INSERT": []}
         for _ in range(args.rounds):

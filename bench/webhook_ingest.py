@@ -34,7 +34,6 @@ import base64
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import uvloop
+from benchkit import free_port, pct, wait_ready
 
 from billfold_testing.infra import Slice, create_slice, destroy_slice
 from billfold_testing.stripe_fake.webhooks import sign
@@ -59,39 +59,14 @@ MAX_RATE, MAX_DURATION, MAX_BURST = 2000.0, 300.0, 50_000
 API_VERSION = "2024-06-20"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
 def spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-async def wait_ready(url: str, timeout: float = 60, headers: dict[str, str] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession(headers=headers) as http:
-        while time.monotonic() < deadline:
-            try:
-                async with http.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{url} did not become ready")
 
 
 def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
     """User + system CPU time the process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 def event(kind: str, customer: dict[str, Any]) -> str:

@@ -1,0 +1,89 @@
+"""What the benchmark scripts share: free loopback ports, waiting for a service to
+answer, percentiles. Imported by the scripts beside it (``uv run python bench/X.py``
+puts this folder on ``sys.path``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import aiohttp
+import asyncpg
+
+from session_api.customers import repository as customers
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+async def wait_ready(
+    url: str,
+    timeout: float = 60,
+    headers: dict[str, str] | None = None,
+    ready: Collection[int] = (200,),
+) -> None:
+    """Poll ``url`` until it answers one of the ``ready`` statuses."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(headers=headers) as http:
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(url) as resp:
+                    if resp.status in ready:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+def pct(values: list[float], q: float) -> float:
+    """The ``q`` quantile (nearest rank) of ``values``."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+@dataclass(frozen=True)
+class Tenant:
+    api_key: str
+    site_id: str
+    customer_id: str
+
+
+async def demo_tenant(env: dict[str, str], database_url: str) -> Tenant:
+    """A site and secret key from ``billfold demo`` (in the run's slice, through ``env``),
+    and one mirrored customer. The customer is written the way session-api's tests stand
+    in for billing-sync: these benchmarks measure session-api and the notifier, not the
+    Stripe mirror, so no Stripe is needed."""
+    # Set-up before any measuring starts: blocking here delays nothing measured.
+    out = subprocess.run(  # noqa: ASYNC221
+        [sys.executable, "-c", "from billfold.cli import main; main()", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    info = json.loads(out)
+    conn = await asyncpg.connect(database_url)
+    try:
+        customer = await customers.upsert(
+            conn,
+            info["site_id"],
+            external_id="bench-customer",
+            email="bench-customer@example.com",
+            name="Bench Customer",
+        )
+    finally:
+        await conn.close()
+    return Tenant(info["api_key"], info["site_id"], customer.id)
