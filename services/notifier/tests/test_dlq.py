@@ -24,7 +24,7 @@ async def test_permanent_smtp_failure_is_dead_lettered_listed_and_replayed(
 ) -> None:
     tenant = await h.make_tenant(db_pool)
     await start_notifier()
-    sink.fail_next("550 5.1.1 mailbox unavailable")
+    sink.fail_next("550 5.1.1 mailbox unavailable", to=tenant.people[0].email)
     event, link = h.session_created(keys, tenant)
     await publisher.publish(event)
 

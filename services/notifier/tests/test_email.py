@@ -231,7 +231,7 @@ async def test_transient_4xx_is_retried(
 ) -> None:
     tenant = await h.make_tenant(db_pool)
     await start_notifier()
-    sink.fail_next("451 4.3.0 try again later", times=2)
+    sink.fail_next("451 4.3.0 try again later", times=2, to=tenant.people[0].email)
     event, _ = h.session_created(keys, tenant)
     await publisher.publish(event)
     await h.eventually(lambda: sink.to(tenant.people[0].email))

@@ -56,8 +56,9 @@ class _Handler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
-        if self.sink.failures:
-            return self.sink.failures.pop(0)
+        failure = self.sink.take_failure(address)
+        if failure is not None:
+            return failure
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -77,8 +78,9 @@ class SmtpSink:
         self.port = port
         self.out_dir = out_dir
         self.messages: list[Received] = []
-        # SMTP replies to give instead of accepting the next recipients ("451 ..." / "550 ...").
-        self.failures: list[str] = []
+        # SMTP replies to give instead of accepting the next recipients ("451 ..." / "550 ..."),
+        # each for one address or (None) for any.
+        self.failures: list[tuple[str, str | None]] = []
         self.echo = False
         self._server: asyncio.Server | None = None
         self._sessions: list[SMTP] = []
@@ -114,8 +116,18 @@ class SmtpSink:
     def url(self) -> str:
         return f"smtp://{self.host}:{self.port}"
 
-    def fail_next(self, reply: str, times: int = 1) -> None:
-        self.failures.extend([reply] * times)
+    def fail_next(self, reply: str, times: int = 1, *, to: str | None = None) -> None:
+        """Answer ``reply`` instead of accepting the next ``times`` recipients (only
+        ``to``, when given: a test's failures must not be spent on mail another test
+        left behind in a shared database)."""
+        self.failures.extend([(reply, to)] * times)
+
+    def take_failure(self, address: str) -> str | None:
+        for i, (reply, to) in enumerate(self.failures):
+            if to is None or to == address:
+                del self.failures[i]
+                return reply
+        return None
 
     def deliver(self, received: Received) -> None:
         self.messages.append(received)
