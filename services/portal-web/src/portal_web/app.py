@@ -14,7 +14,7 @@ from billfold.http import malformed
 from billfold.http.health import add_health_routes
 from billfold.http.middlewares import standard_middlewares
 from billfold.settings import Settings
-from portal_web import branding, i18n, link_routes, portal_routes
+from portal_web import api_routes, branding, i18n, link_routes, portal_routes
 from portal_web.browser_sessions import Validator
 from portal_web.links import SCHEMA
 from portal_web.pages import errors_middleware
@@ -109,6 +109,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.router.add_routes(link_routes.routes)
     portal_routes.add_routes(app)
+    api_routes.add_routes(app)
     app.router.add_get("/brand/{site}/{version}.css", brand_css)
     app.router.add_static("/static/", HERE / "static", append_version=False)
     return app

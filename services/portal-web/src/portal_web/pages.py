@@ -180,8 +180,8 @@ def errors_middleware() -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         i18n.reset()
-        if request.path.startswith(_NOT_PAGES):
-            return await handler(request)
+        if request.path.startswith(_NOT_PAGES) or credentials.is_api(request.path):
+            return await handler(request)  # JSON: billfold's error middleware answers
         try:
             return await handler(request)
         except PageError as exc:
