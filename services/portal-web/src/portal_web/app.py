@@ -77,7 +77,9 @@ def templates() -> jinja2.Environment:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[
-            *standard_middlewares(SERVICE, settings.max_body_bytes),
+            *standard_middlewares(
+                SERVICE, settings.max_body_bytes, settings.trusted_proxy_networks
+            ),
             headers_middleware(settings),
             errors_middleware(),
         ],
