@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 from portal_web.sites import Site
 
@@ -116,4 +117,9 @@ def css(site: Site) -> str:
 
 def version(site: Site) -> str:
     """Changes when the colours change, so the file can be cached for long."""
-    return hashlib.sha256(f"{site.primary_color}|{site.accent_color}".encode()).hexdigest()[:12]
+    return _version(site.primary_color, site.accent_color)
+
+
+@lru_cache(maxsize=4096)  # every page names it; the colours rarely change
+def _version(primary: str | None, accent: str | None) -> str:
+    return hashlib.sha256(f"{primary}|{accent}".encode()).hexdigest()[:12]

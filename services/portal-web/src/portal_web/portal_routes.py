@@ -15,7 +15,7 @@ from billfold.logs import get_logger
 from portal_web import access, browser_sessions, credentials, mirror, presenters
 from portal_web.browser_sessions import Principal
 from portal_web.ids import utcnow
-from portal_web.pages import SECTIONS, PageError, enabled_sections, render
+from portal_web.pages import SECTIONS, PageError, enabled_sections, render, render_memoized
 from portal_web.state import PRINCIPAL, SETTINGS, VALIDATOR
 
 log = get_logger("portal_web.portal")
@@ -52,17 +52,24 @@ async def plan(request: web.Request) -> web.StreamResponse:
     principal = await _principal(request)
     _require_section(principal, "plan")
     now = utcnow()
-    error = False
-    views: list[presenters.PlanView] = []
     try:
-        subs = await mirror.subscriptions(
+        rows = await mirror.subscription_rows(
             request.app[DB_POOL], principal.site_id, principal.customer_id
         )
-        views = [presenters.plan_view(s, now) for s in subs]
     except Exception as exc:  # the mirror cannot be read: say so, keep the page
         log.warning("mirror_read_failed", section="plan", error=type(exc).__name__)
-        error = True
-    return render(request, "plan.html", current="plan", plans=views, load_error=error)
+        return render(request, "plan.html", current="plan", plans=[], load_error=True)
+    return render_memoized(
+        request,
+        "plan.html",
+        rows,
+        now,
+        lambda: {
+            "current": "plan",
+            "plans": [presenters.plan_view(s, now) for s in mirror.decode_subscriptions(rows)],
+            "load_error": False,
+        },
+    )
 
 
 def _page_number(request: web.Request) -> int:
