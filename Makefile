@@ -25,7 +25,7 @@ RUN = $(UV) run --no-sync
 PYTEST_ARGS ?=
 MYPY_TARGETS = libs/billfold/src libs/billfold-testing/src $(wildcard services/*/src)
 
-.PHONY: help bootstrap uv sync services run test lint fmt migrate up down
+.PHONY: help bootstrap uv sync services run test lint fmt migrate up down screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,10 @@ lint: sync ## ruff check, ruff format --check, mypy --strict
 fmt: sync ## fix what ruff can fix and format the code
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
+
+screenshots: bootstrap ## regenerate docs/screenshots/ (each section, 1280 and 360 px, light and dark)
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	$(RUN) python scripts/screenshots.py
 
 migrate: bootstrap ## apply the SQL migrations to BILLFOLD_DATABASE_URL
 	$(RUN) billfold migrate

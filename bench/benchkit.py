@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import asyncpg
+import uvloop
 
+from billfold_testing.infra import Slice, create_slice, destroy_slice
 from session_api.customers import repository as customers
 
 LOOPBACK = "127.0.0.1"
@@ -45,6 +49,12 @@ async def wait_ready(
                 pass
             await asyncio.sleep(0.2)
     raise RuntimeError(f"{url} did not become ready")
+
+
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    """User + system CPU time the process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -87,3 +97,18 @@ async def demo_tenant(env: dict[str, str], database_url: str) -> Tenant:
     finally:
         await conn.close()
     return Tenant(info["api_key"], info["site_id"], customer.id)
+
+
+def spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A service or baseline process, its output discarded."""
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_in_slice(run: Callable[[Slice], Awaitable[None]]) -> None:
+    """``run`` on uvloop in a slice of its own (database, vhost, Redis prefix), dropped
+    afterwards whatever happens."""
+    piece = create_slice()
+    try:
+        uvloop.run(run(piece))
+    finally:
+        destroy_slice(piece)

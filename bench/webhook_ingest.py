@@ -44,7 +44,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import uvloop
-from benchkit import free_port, pct, wait_ready
+from benchkit import cpu_seconds, free_port, pct, wait_ready
 
 from billfold_testing.infra import Slice, create_slice, destroy_slice
 from billfold_testing.stripe_fake.webhooks import sign
@@ -61,12 +61,6 @@ API_VERSION = "2024-06-20"
 
 def spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
-    """User + system CPU time the process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def event(kind: str, customer: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ import urllib.request
 from email.message import EmailMessage
 from pathlib import Path
 
+from billfold_testing.demo_run import demo_object, read_until
 from billfold_testing.infra import Slice
 from billfold_testing.stripe_fake.fixtures import StripeFake
 
@@ -35,20 +36,6 @@ def _port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> list[str]:
-    assert proc.stdout is not None
-    lines: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise AssertionError("run.sh ended early:\n" + "".join(lines))
-        lines.append(line)
-        if marker in line:
-            return lines
-    raise AssertionError(f"no {marker!r} within {timeout}s:\n" + "".join(lines))
 
 
 def _portal_plan_page(link: str, portal_base: str) -> str:
@@ -107,12 +94,8 @@ def test_run_prints_a_working_key_and_ctrl_c_stops_everything(
         start_new_session=True,  # so the test can send Ctrl-C to it alone
     )
     try:
-        lines = _read_until(proc, "Try it", timeout=180)
-        # The demo object is printed indented, from a line "{" to a line "}"; service
-        # log lines may come before it.
-        start = next(i for i, line in enumerate(lines) if line.rstrip() == "{")
-        end = next(i for i in range(start, len(lines)) if lines[i].rstrip() == "}")
-        demo = json.loads("".join(lines[start : end + 1]))
+        lines = read_until(proc, "Try it", timeout=180)
+        demo = demo_object(lines)
         assert demo["api_key"].startswith("bf_sk_")
         assert demo["portal_url"].startswith(portal_base + "/r/bfl_")
         assert [c["external_id"] for c in demo["customers"]][:1] == ["demo-ada"]
@@ -123,7 +106,7 @@ def test_run_prints_a_working_key_and_ctrl_c_stops_everything(
         plan = _portal_plan_page(demo["portal_url"], portal_base)
         assert "Team (per seat)" in plan
         assert "$60.00" in plan  # her next charge: 5 seats at $12.00
-        curl_lines = _read_until(proc, "curl -s -X POST", timeout=10)
+        curl_lines = read_until(proc, "curl -s -X POST", timeout=10)
         assert f"http://127.0.0.1:{port}/v1/portal_sessions" in curl_lines[-1]
 
         request = urllib.request.Request(
@@ -158,7 +141,7 @@ def test_run_prints_a_working_key_and_ctrl_c_stops_everything(
         with urllib.request.urlopen(request, timeout=10) as resp:
             assert resp.status == 201
             emailed = json.loads(resp.read())
-        mail_lines = _read_until(proc, "link: ", timeout=30)
+        mail_lines = read_until(proc, "link: ", timeout=30)
         assert mail_lines[-1].strip().endswith(f"link: {emailed['url']}")
         assert "Manage your billing" in mail_lines[-2]
         emls = list((tmp_path / "mail").glob("*.eml"))
@@ -222,11 +205,9 @@ def test_run_with_a_stripe_of_its_own_fills_the_mirror_by_listing(
         start_new_session=True,
     )
     try:
-        lines = _read_until(proc, "Try it", timeout=180)
+        lines = read_until(proc, "Try it", timeout=180)
         assert not any(line.startswith("[stripe-fake]") for line in lines)  # none started
-        start = next(i for i, line in enumerate(lines) if line.rstrip() == "{")
-        end = next(i for i in range(start, len(lines)) if lines[i].rstrip() == "}")
-        demo = json.loads("".join(lines[start : end + 1]))
+        demo = demo_object(lines)
         assert len(demo["customers"]) == 6
         assert stripe_fake.client().v1.webhook_endpoints.list().data == []  # no webhooks
         assert "Team (per seat)" in _portal_plan_page(demo["portal_url"], portal_base)

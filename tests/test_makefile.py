@@ -186,3 +186,10 @@ def test_run_script_covers_the_whole_flow() -> None:
     assert 'kill -TERM -- "-$pid"' in text
     assert '/v1/portal_sessions -u "$API_KEY:"' in text
     assert "BILLFOLD_LOG_FORMAT=${BILLFOLD_LOG_FORMAT:-console}" in text
+
+
+def test_make_screenshots_bootstraps_then_runs_the_script() -> None:
+    out = make_dry_run("screenshots")
+    assert re.search(r"update target 'screenshots' due to: .*\bbootstrap\b", out), out
+    cmds = commands(out)
+    assert any("python scripts/screenshots.py" in c for c in cmds), cmds

@@ -231,3 +231,51 @@ async def entered(
 ) -> AsyncIterator[tuple[dict[str, Any], str]]:
     created = await create_link(api, tenant, return_url="https://app.example.com/account")
     yield created, await enter(portal, created)
+
+
+async def add_card(
+    pool: asyncpg.Pool,
+    tenant: Tenant,
+    *,
+    brand: str,
+    last4: str,
+    default: bool = False,
+    detached: bool = False,
+    customer_id: str | None = None,
+) -> None:
+    await pool.execute(
+        """
+        INSERT INTO mirror.payment_methods (stripe_id, site_id, customer_id,
+            stripe_customer_id, type, card_brand, card_last4, card_exp_month, card_exp_year,
+            is_default, created, detached_at)
+        VALUES ($1, $2, $3, 'cus_x', 'card', $4, $5, 12, 2027, $6, now(),
+                CASE WHEN $7 THEN now() END)
+        """,
+        f"pm_{secrets.token_hex(6)}",
+        tenant.site_id,
+        customer_id or tenant.customer_ids[0],
+        brand,
+        last4,
+        default,
+        detached,
+    )
+
+
+async def add_usage(
+    pool: asyncpg.Pool, tenant: Tenant, subscription_id: str, *, meter: str, value: str
+) -> None:
+    await pool.execute(
+        """
+        INSERT INTO mirror.usage (subscription_item_id, subscription_id, site_id, customer_id,
+            meter_id, meter_name, period_start, period_end, value)
+        VALUES ($1, $2, $3, $4, 'mtr_1', $5, $6, $7, $8::numeric)
+        """,
+        f"si_{secrets.token_hex(6)}",
+        subscription_id,
+        tenant.site_id,
+        tenant.customer_ids[0],
+        meter,
+        at("2027-02-01"),
+        at("2027-03-01"),
+        value,
+    )

@@ -5,7 +5,6 @@ and 360 px."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,21 +18,10 @@ from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, BrowserContext, Frame, Page, async_playwright
 
 from billfold.settings import Settings
+from billfold_testing.browser import CHROMIUM, CHROMIUM_ARGS
 from portal_web.app import create_app as create_portal
 
 from .conftest import Client, Tenant, add_invoice, add_subscription, create_link, make_tenant
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def free_port() -> int:

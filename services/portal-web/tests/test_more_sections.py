@@ -2,51 +2,31 @@
 
 from __future__ import annotations
 
-import secrets
-
 import asyncpg
 import pytest
 
-from .conftest import Client, Tenant, add_subscription, at, create_link, enter, make_tenant, texts
-
-
-async def _card(
-    pool: asyncpg.Pool,
-    tenant: Tenant,
-    *,
-    brand: str,
-    last4: str,
-    default: bool = False,
-    detached: bool = False,
-    customer_id: str | None = None,
-) -> None:
-    await pool.execute(
-        """
-        INSERT INTO mirror.payment_methods (stripe_id, site_id, customer_id,
-            stripe_customer_id, type, card_brand, card_last4, card_exp_month, card_exp_year,
-            is_default, created, detached_at)
-        VALUES ($1, $2, $3, 'cus_x', 'card', $4, $5, 12, 2027, $6, now(),
-                CASE WHEN $7 THEN now() END)
-        """,
-        f"pm_{secrets.token_hex(6)}",
-        tenant.site_id,
-        customer_id or tenant.customer_ids[0],
-        brand,
-        last4,
-        default,
-        detached,
-    )
+from .conftest import (
+    Client,
+    Tenant,
+    add_card,
+    add_subscription,
+    add_usage,
+    create_link,
+    enter,
+    make_tenant,
+    texts,
+)
 
 
 async def test_payment_methods_default_first(
     api: Client, portal: Client, db_pool: asyncpg.Pool
 ) -> None:
     tenant = await make_tenant(db_pool)
-    await _card(db_pool, tenant, brand="mastercard", last4="4444")
-    await _card(db_pool, tenant, brand="visa", last4="4242", default=True)
-    await _card(db_pool, tenant, brand="amex", last4="0005", detached=True)
+    await add_card(db_pool, tenant, brand="mastercard", last4="4444")
+    await add_card(db_pool, tenant, brand="visa", last4="4242", default=True)
+    await add_card(db_pool, tenant, brand="amex", last4="0005", detached=True)
     other = await make_tenant(db_pool)
-    await _card(db_pool, other, brand="visa", last4="9999")
+    await add_card(db_pool, other, brand="visa", last4="9999")
     await enter(portal, await create_link(api, tenant, locale="en"))
     page = texts(await (await portal.get("/p/payment-methods")).text())
     assert "Visa •••• 4242 Expires 12/2027 Default" in page
@@ -61,19 +41,7 @@ async def test_usage_and_profile_in_german(
     evil = "<b>Ada</b>"
     tenant = await make_tenant(db_pool, customer_name=evil)
     sub = await add_subscription(db_pool, tenant, items=[{"product": "API", "unit_amount": 1}])
-    await db_pool.execute(
-        """
-        INSERT INTO mirror.usage (subscription_item_id, subscription_id, site_id, customer_id,
-            meter_id, meter_name, period_start, period_end, value)
-        VALUES ($1, $2, $3, $4, 'mtr_1', 'API calls', $5, $6, 12345.5)
-        """,
-        f"si_{secrets.token_hex(6)}",
-        sub,
-        tenant.site_id,
-        tenant.customer_ids[0],
-        at("2027-02-01"),
-        at("2027-03-01"),
-    )
+    await add_usage(db_pool, tenant, sub, meter="API calls", value="12345.5")
     await db_pool.execute(
         """
         UPDATE mirror.customers SET phone = '+49 30 1234567',

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from portal_web.pages import PAGE_MEMO
 from portal_web.state import SITES
 
 from .conftest import (
@@ -238,3 +239,38 @@ async def test_brand_css_keeps_contrast(portal: Client, db_pool: asyncpg.Pool) -
     assert rgb is not None
     assert branding.contrast(rgb, (255, 255, 255)) >= 4.5
     assert "prefers-color-scheme: dark" in css
+
+
+async def test_memoized_plan_page_follows_the_mirror_and_the_session(
+    api: Client, portal: Client, tenant: Tenant, db_pool: asyncpg.Pool
+) -> None:
+    """The Plan page is memoized on its inputs (pages.PageMemo): the mirror rows are read
+    on every request, so a change shows on the very next page; another session of the
+    same customer gets its own page (its own CSRF token, nav)."""
+    sub = await add_subscription(db_pool, tenant, items=[{"product": "Pro", "unit_amount": 4900}])
+    await enter(portal, await create_link(api, tenant, locale="en"))
+    memo = portal.app[PAGE_MEMO]
+    first = await (await portal.get("/p/plan")).text()
+    hits = memo.hits
+    assert await (await portal.get("/p/plan")).text() == first
+    assert memo.hits == hits + 1
+    await db_pool.execute(
+        "UPDATE mirror.subscriptions SET cancel_at_period_end = true WHERE stripe_id = $1", sub
+    )
+    page = texts(await (await portal.get("/p/plan")).text())
+    assert "Your plan stays active until March 1, 2027, then it ends." in page
+    await db_pool.execute(
+        "UPDATE mirror.subscription_items SET quantity = 7, price_model = 'per_unit' "
+        "WHERE subscription_id = $1",
+        sub,
+    )
+    assert "7 seats × $49.00 / month" in texts(await (await portal.get("/p/plan")).text())  # noqa: RUF001
+    # The same customer in German, in another session: its own page.
+    portal.session.cookie_jar.clear()
+    await enter(
+        portal, await create_link(api, tenant, locale="de", sections={"usage": {"enabled": False}})
+    )
+    html = await (await portal.get("/p/plan")).text()
+    assert "7 Plätze × 49,00 $ / Monat" in texts(html)  # noqa: RUF001
+    assert 'href="/p/usage"' not in html
+    assert first.split('name="csrf" value="')[1][:40] not in html

@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
 
 from billfold import tokens
+from billfold.sections import SECTION_DEFAULTS
 from billfold.settings import Settings
-from session_api.portal_sessions.schemas import SECTION_DEFAULTS
 
 from .conftest import Tenant, create_session, link_key, make_tenant
 

@@ -20,65 +20,25 @@ import json
 import zlib
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
 
 import jsonschema
 import pytest
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
-from yarl import URL
 
+from billfold_testing import openapi as oa
 from session_api import openapi
 
 from .conftest import LogCapture, Tenant, create_session
 
 P = "/v1/portal_sessions"
-JSON = "application/json"
-FORM = "application/x-www-form-urlencoded"
-ERROR_TYPES = {
-    "invalid_request_error",
-    "authentication_error",
-    "permission_error",
-    "idempotency_error",
-    "rate_limit_error",
-    "api_error",
-}
+JSON = oa.JSON
+FORM = oa.FORM
 CU = "<customer>"  # replaced by the tenant's first customer id
 
 
 def _basic(user: str, password: str = "") -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-def _check_error_shape(status: int, raw: bytes, content_type: str) -> dict[str, Any]:
-    """A 4xx/5xx body: JSON in Stripe's shape, no traceback."""
-    assert content_type.startswith(JSON), (status, content_type, raw[:300])
-    assert b"Traceback" not in raw
-    body = json.loads(raw)
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert {"type", "code", "message", "param"} <= set(error), error
-    assert error["type"] in ERROR_TYPES, error
-    assert isinstance(error["code"], str)
-    assert error["code"]
-    assert isinstance(error["message"], str)
-    assert error["message"]
-    assert error["param"] is None or isinstance(error["param"], str), error
-    return body  # type: ignore[no-any-return]
-
-
-async def _call(
-    client: TestClient[Any, Any],
-    method: str,
-    path: str,
-    *,
-    headers: Any = None,
-    data: bytes | str | None = None,
-) -> tuple[int, bytes, str, Any]:
-    """One request with an already percent-encoded path; (status, body, type, headers)."""
-    resp = await client.request(method, URL(path, encoded=True), headers=headers, data=data)
-    raw = await resp.read()
-    return resp.status, raw, resp.headers.get("Content-Type", ""), resp.headers
 
 
 async def _expect_error(
@@ -92,9 +52,9 @@ async def _expect_error(
     data: bytes | str | None = None,
     param: str | None = None,
 ) -> dict[str, Any]:
-    got, raw, ctype, _ = await _call(client, method, path, headers=headers, data=data)
+    got, raw, ctype, _ = await oa.call(client, method, path, headers=headers, data=data)
     assert got == status, (got, raw[:300])
-    body = _check_error_shape(got, raw, ctype)
+    body = oa.check_error_shape(got, raw, ctype)
     if code is not None:
         assert body["error"]["code"] == code, body
     if param is not None:
@@ -133,65 +93,6 @@ async def _raw_http(client: TestClient[Any, Any], request: bytes) -> tuple[int, 
 EXAMPLES_PER_OPERATION_AND_MODE = 30
 
 
-def _scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return ""
-    return str(value)
-
-
-def _form_pairs(value: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """Stripe-style form fields: {"flow": {"type": "x"}} → flow[type]=x."""
-    if isinstance(value, dict):
-        pairs: list[tuple[str, str]] = []
-        for key, item in value.items():
-            pairs += _form_pairs(item, f"{prefix}[{key}]" if prefix else str(key))
-        return pairs
-    if isinstance(value, list):
-        pairs = []
-        for i, item in enumerate(value):
-            pairs += _form_pairs(item, f"{prefix}[{i}]" if prefix else str(i))
-        return pairs
-    return [(prefix, _scalar(value))]
-
-
-def _pct(text: str, safe: str = "") -> str:
-    # surrogatepass: a lone surrogate goes out as its (invalid) UTF-8 bytes.
-    return quote(text, safe=safe, errors="surrogatepass")
-
-
-def _encode_body(body: Any, media: str | None) -> bytes | None:
-    from schemathesis.core import NotSet
-
-    if isinstance(body, NotSet):
-        return None
-    if isinstance(body, bytes):
-        return body
-    if media == FORM:
-        if isinstance(body, dict):
-            pairs = _form_pairs(body)
-            return "&".join(f"{_pct(k, '[]')}={_pct(v)}" for k, v in pairs).encode()
-        return _scalar(body).encode("utf-8", "surrogatepass")
-    return json.dumps(body).encode("utf-8", "surrogatepass")
-
-
-def _query(case: Any) -> str:
-    pairs: list[tuple[str, str]] = []
-    for key, value in (case.query or {}).items():
-        values = value if isinstance(value, list) else [value]
-        pairs += [(str(key), _scalar(v)) for v in values]
-    return "&".join(f"{_pct(k)}={_pct(v)}" for k, v in pairs)
-
-
-def _path(case: Any, real_id: str | None) -> str:
-    path: str = case.path
-    for name, value in (case.path_parameters or {}).items():
-        encoded = real_id or _pct(_scalar(value))
-        path = path.replace("{" + name + "}", encoded or "%20")
-    return path
-
-
 def _realistic_body(case: Any, customer: str) -> Any:
     """A positive case's body naming a real customer, so the 201 path runs too."""
     body = case.body
@@ -208,43 +109,7 @@ def fuzz_cases() -> list[tuple[str, Any]]:
         "schemathesis",
         reason="schemathesis is not installed (dev dependency 'schemathesis>=4.0')",
     )
-    import schemathesis
-    from hypothesis import HealthCheck, Phase, given, settings
-    from schemathesis.generation import GenerationMode
-
-    schema = schemathesis.openapi.from_dict(openapi.document())
-    cases: list[tuple[str, Any]] = []
-
-    def collect(strategy: Any, mode: str) -> None:
-        @settings(
-            max_examples=EXAMPLES_PER_OPERATION_AND_MODE,
-            derandomize=True,
-            database=None,
-            deadline=None,
-            phases=[Phase.explicit, Phase.generate],
-            suppress_health_check=list(HealthCheck),
-        )
-        @given(case=strategy)
-        def run(case: Any) -> None:
-            cases.append((mode, case))
-
-        run()
-
-    for result in schema.get_all_operations():
-        operation = result.ok()
-        if operation.path.startswith("/v1/"):
-            for mode in GenerationMode:
-                collect(operation.as_strategy(generation_mode=mode), mode.value)
-    return cases
-
-
-def _response_schema(doc: dict[str, Any], case: Any, status: int) -> dict[str, Any] | None:
-    operation = doc["paths"][case.path][case.method.lower()]
-    response = operation["responses"].get(str(status))
-    if response is None or "content" not in response:
-        return None
-    schema = response["content"]["application/json"]["schema"]
-    return {**schema, "components": doc["components"]}
+    return oa.fuzz_cases(openapi.document(), "/v1/", EXAMPLES_PER_OPERATION_AND_MODE)
 
 
 async def test_schemathesis_cases_keep_the_promises(
@@ -261,36 +126,18 @@ async def test_schemathesis_cases_keep_the_promises(
         # Every other positive case uses real ids, the rest hit "no such object".
         real = mode == "positive" and i % 2 == 0
         body = _realistic_body(case, customer.id) if real else case.body
-        media = case.media_type
-        data = _encode_body(body, media)
-        headers = CIMultiDict(
-            (str(k), str(v))
-            for k, v in (case.headers or {}).items()
-            if k.lower() not in ("authorization", "x-api-key", "content-type")
-        )
-        headers["Authorization"] = f"Bearer {tenant.key}"
-        if data is not None and media is not None:
-            headers["Content-Type"] = media
         real_id = None
         if real:
             real_id = customer.id if case.path.startswith("/v1/customers/") else session["id"]
-        query = _query(case)
-        path = _path(case, real_id) + (f"?{query}" if query else "")
-        try:
-            status, raw, ctype, _ = await _call(
-                client, case.method, path, headers=headers, data=data
-            )
-        except ValueError:  # a header value aiohttp's client refuses to send
+        sent = await oa.send_case(
+            client, case, {"Authorization": f"Bearer {tenant.key}"}, body=body, real_id=real_id
+        )
+        if sent is None:
             continue
-        label = f"[{mode}] {case.method} {path[:200]} body={data[:200] if data else None!r}"
+        label, status, raw, ctype = sent
+        label = f"[{mode}] {label}"
         try:
-            assert status < 500, f"status {status}: {raw[:300]!r}"
-            if status >= 400:
-                _check_error_shape(status, raw, ctype)
-            elif status != 204:
-                schema = _response_schema(doc, case, status)
-                assert schema is not None, f"undocumented {status}"
-                jsonschema.Draft202012Validator(schema).validate(json.loads(raw))
+            oa.check_case_response(doc, case, status, raw, ctype)
             if case.method == "GET" and status == 200:
                 assert b"bfl_" not in raw, raw[:300]
                 assert b'"token"' not in raw, raw[:300]
@@ -487,7 +334,7 @@ async def test_odd_but_valid_bodies_are_accepted(
 ) -> None:
     data = body.replace(CU, tenant.customers[0].id).encode()
     headers = {**tenant.auth, "Content-Type": ctype}
-    status, raw, _, _ = await _call(client, "POST", P, headers=headers, data=data)
+    status, raw, _, _ = await oa.call(client, "POST", P, headers=headers, data=data)
     assert status == 201, raw[:300]
 
 
@@ -495,7 +342,7 @@ async def test_gzip_body_is_accepted(client: TestClient[Any, Any], tenant: Tenan
     body = json.dumps({"customer": tenant.customers[0].id}).encode()
     for encoding, packed in (("gzip", gzip.compress(body)), ("deflate", zlib.compress(body))):
         headers = {**tenant.auth, "Content-Type": JSON, "Content-Encoding": encoding}
-        status, raw, _, _ = await _call(client, "POST", P, headers=headers, data=packed)
+        status, raw, _, _ = await oa.call(client, "POST", P, headers=headers, data=packed)
         assert status == 201, (encoding, raw[:300])
 
 
@@ -579,7 +426,7 @@ async def test_odd_path_ids_are_404(
         client, "GET", f"/v1/customers/{ident}", 404, "resource_missing", headers=tenant.auth
     )
     # None of that revoked the real session.
-    status, raw, _, _ = await _call(client, "GET", f"{P}/{created['id']}", headers=tenant.auth)
+    status, raw, _, _ = await oa.call(client, "GET", f"{P}/{created['id']}", headers=tenant.auth)
     assert status == 200
     assert json.loads(raw)["status"] == "active"
 
@@ -589,9 +436,9 @@ async def test_odd_path_ids_are_404(
 async def test_unsupported_methods_are_json_405(
     client: TestClient[Any, Any], tenant: Tenant, method: str, path: str
 ) -> None:
-    got, raw, ctype, headers = await _call(client, method, path, headers=tenant.auth)
+    got, raw, ctype, headers = await oa.call(client, method, path, headers=tenant.auth)
     assert got == 405
-    assert _check_error_shape(got, raw, ctype)["error"]["code"] == "method_not_allowed"
+    assert oa.check_error_shape(got, raw, ctype)["error"]["code"] == "method_not_allowed"
     assert "GET" in headers["Allow"]
 
 
@@ -600,11 +447,11 @@ async def test_head_behaves_like_get_without_a_body(
 ) -> None:
     created = await create_session(client, tenant)
     for path in (P, f"{P}/{created['id']}", f"/v1/customers/{tenant.customers[0].id}"):
-        status, raw, _, _ = await _call(client, "HEAD", path, headers=tenant.auth)
+        status, raw, _, _ = await oa.call(client, "HEAD", path, headers=tenant.auth)
         assert (status, raw) == (200, b"")
-        status, raw, _, _ = await _call(client, "HEAD", path)
+        status, raw, _, _ = await oa.call(client, "HEAD", path)
         assert (status, raw) == (401, b"")
-    status, _, _, _ = await _call(client, "HEAD", f"{P}/ps_nope", headers=tenant.auth)
+    status, _, _, _ = await oa.call(client, "HEAD", f"{P}/ps_nope", headers=tenant.auth)
     assert status == 404
 
 
@@ -694,10 +541,10 @@ async def test_authorization_header_edge_cases(
     cases = {c[0]: c[1:] for c in _auth_cases(tenant.key, other_tenant.key)}
     pairs, status, message = cases[name]
     headers = CIMultiDict(pairs)
-    got, raw, ctype, resp_headers = await _call(client, "GET", P, headers=headers)
+    got, raw, ctype, resp_headers = await oa.call(client, "GET", P, headers=headers)
     assert got == status, raw[:300]
     if status == 401:
-        error = _check_error_shape(got, raw, ctype)["error"]
+        error = oa.check_error_shape(got, raw, ctype)["error"]
         assert error["type"] == "authentication_error"
         assert message in error["message"], error
         assert "WWW-Authenticate" in resp_headers
@@ -744,8 +591,8 @@ async def test_idempotency_key_edge_cases(
             param="Idempotency-Key",
         )
         return
-    first = await _call(client, "POST", P, headers=headers, data=body)
-    again = await _call(client, "POST", P, headers=headers, data=body)
+    first = await oa.call(client, "POST", P, headers=headers, data=body)
+    again = await oa.call(client, "POST", P, headers=headers, data=body)
     assert (first[0], again[0]) == (201, 201), (first[1][:200], again[1][:200])
     assert json.loads(first[1])["id"] == json.loads(again[1])["id"]
     assert again[3]["Idempotent-Replayed"] == "true"
@@ -760,7 +607,7 @@ async def test_idempotency_keys_are_per_site(
     for who in (tenant, other_tenant, tenant, other_tenant):
         headers = {**who.auth, "Idempotency-Key": key, "Content-Type": JSON}
         body = json.dumps({"customer": who.customers[0].id})
-        status, raw, _, _ = await _call(client, "POST", P, headers=headers, data=body)
+        status, raw, _, _ = await oa.call(client, "POST", P, headers=headers, data=body)
         assert status == 201, raw[:300]
         made.setdefault(who.site_id, set()).add(json.loads(raw)["id"])
     assert all(len(ids) == 1 for ids in made.values())
@@ -769,7 +616,7 @@ async def test_idempotency_keys_are_per_site(
     # token of A's comes back), just B naming a customer B does not have.
     idem = "a-only-" + tenant.site_id
     body = json.dumps({"customer": tenant.customers[0].id})
-    status, _, _, _ = await _call(
+    status, _, _, _ = await oa.call(
         client,
         "POST",
         P,
@@ -817,7 +664,7 @@ async def test_other_sites_ids_look_like_unknown_ids(
         await _expect_error(
             client, "GET", f"/v1/customers/{ident}", 404, "resource_missing", headers=key
         )
-        status, raw, _, _ = await _call(client, "GET", f"{P}?customer={ident}", headers=key)
+        status, raw, _, _ = await oa.call(client, "GET", f"{P}?customer={ident}", headers=key)
         assert status == 200
         assert json.loads(raw)["data"] == []
         await _expect_error(
@@ -830,10 +677,10 @@ async def test_other_sites_ids_look_like_unknown_ids(
             data=json.dumps({"customer": ident}),
         )
     # Same external id on both sites: each key sees only its own customer.
-    status, raw, _, _ = await _call(client, "GET", f"{P}?customer=ext-0&limit=100", headers=key)
+    status, raw, _, _ = await oa.call(client, "GET", f"{P}?customer=ext-0&limit=100", headers=key)
     assert [s["id"] for s in json.loads(raw)["data"]] == [mine["id"]]
     # The DELETE above did not revoke the other site's session.
-    status, raw, _, _ = await _call(client, "GET", f"{P}/{theirs['id']}", headers=tenant.auth)
+    status, raw, _, _ = await oa.call(client, "GET", f"{P}/{theirs['id']}", headers=tenant.auth)
     assert json.loads(raw)["status"] == "active"
 
 
@@ -846,16 +693,16 @@ async def test_reads_never_return_a_token_or_url(
         await create_session(client, tenant, flow={"type": "payment_method_update"}),
     ]
     headers = {**tenant.auth, "Content-Type": JSON, "Idempotency-Key": "tok-" + tenant.site_id}
-    status, raw, _, _ = await _call(
+    status, raw, _, _ = await oa.call(
         client, "POST", P, headers=headers, data=json.dumps({"customer": tenant.customers[1].id})
     )
     assert status == 201
     created.append(json.loads(raw))
     reads = [
-        await _call(client, "GET", f"{P}?include_expired=true&limit=100", headers=tenant.auth),
-        await _call(client, "GET", f"{P}?customer={tenant.customers[0].id}", headers=tenant.auth),
+        await oa.call(client, "GET", f"{P}?include_expired=true&limit=100", headers=tenant.auth),
+        await oa.call(client, "GET", f"{P}?customer={tenant.customers[0].id}", headers=tenant.auth),
     ]
-    reads += [await _call(client, "GET", f"{P}/{c['id']}", headers=tenant.auth) for c in created]
+    reads += [await oa.call(client, "GET", f"{P}/{c['id']}", headers=tenant.auth) for c in created]
     # A token pasted where an id goes: a 404, and the access log line must not keep it.
     await _expect_error(client, "GET", f"{P}/{created[0]['token']}", 404, headers=tenant.auth)
     for status, raw, _, _ in reads:
@@ -987,7 +834,7 @@ async def test_malformed_http_gets_a_json_error_without_echo(
     assert 400 <= status < 500
     assert tenant.key[6:].encode() not in body
     assert tenant.key[10:].encode() not in body
-    _check_error_shape(status, body, ctype)
+    oa.check_error_shape(status, body, ctype)
 
 
 @pytest.mark.parametrize(

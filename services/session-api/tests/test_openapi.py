@@ -15,11 +15,10 @@ from aiohttp.test_utils import TestClient
 from openapi_spec_validator import validate
 
 from billfold.settings import Settings
+from billfold_testing import openapi as oa
 from session_api.app import create_app
 
 from .conftest import Tenant, create_session
-
-METHODS = {"get", "post", "put", "patch", "delete"}
 
 
 async def _doc(client: TestClient[Any, Any]) -> dict[str, Any]:
@@ -27,13 +26,6 @@ async def _doc(client: TestClient[Any, Any]) -> dict[str, Any]:
     assert resp.status == 200
     assert resp.headers["Content-Type"].startswith("application/json")
     return await resp.json()  # type: ignore[no-any-return]
-
-
-def _check(doc: dict[str, Any], schema_name: str, instance: Any) -> None:
-    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": doc["components"]}
-    jsonschema.Draft202012Validator(
-        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
-    ).validate(instance)
 
 
 async def test_document_is_valid_openapi_31(client: TestClient[Any, Any]) -> None:
@@ -46,18 +38,7 @@ async def test_document_paths_match_live_routes(
     client: TestClient[Any, Any], app: web.Application
 ) -> None:
     doc = await _doc(client)
-    documented = {
-        (method.upper(), path)
-        for path, item in doc["paths"].items()
-        for method in item
-        if method in METHODS
-    }
-    live = {
-        (route.method, route.resource.canonical)
-        for route in app.router.routes()
-        if route.method != "HEAD" and route.resource is not None
-    }
-    assert documented == live
+    assert oa.documented_operations(doc) == oa.live_operations(app)
 
 
 async def test_real_responses_match_schemas(client: TestClient[Any, Any], tenant: Tenant) -> None:
@@ -69,23 +50,25 @@ async def test_real_responses_match_schemas(client: TestClient[Any, Any], tenant
         return_url="https://example.com/",
         locale="en",
     )
-    _check(doc, "CreatedPortalSession", created)
+    oa.check_schema(doc, "CreatedPortalSession", created)
     got = await (
         await client.get(f"/v1/portal_sessions/{created['id']}", headers=tenant.auth)
     ).json()
-    _check(doc, "PortalSession", got)
+    oa.check_schema(doc, "PortalSession", got)
     listed = await (await client.get("/v1/portal_sessions", headers=tenant.auth)).json()
-    _check(doc, "PortalSessionList", listed)
+    oa.check_schema(doc, "PortalSessionList", listed)
     customer = await (
         await client.get(f"/v1/customers/{tenant.customers[0].id}", headers=tenant.auth)
     ).json()
-    _check(doc, "Customer", customer)
-    _check(doc, "Readiness", await (await client.get("/readyz")).json())
-    _check(doc, "Health", await (await client.get("/healthz")).json())
+    oa.check_schema(doc, "Customer", customer)
+    oa.check_schema(doc, "Readiness", await (await client.get("/readyz")).json())
+    oa.check_schema(doc, "Health", await (await client.get("/healthz")).json())
     # Request bodies the API accepts validate against the request schema.
-    _check(doc, "CreatePortalSessionRequest", {"customer": "cu_1", "sections": {"usage": {}}})
+    oa.check_schema(
+        doc, "CreatePortalSessionRequest", {"customer": "cu_1", "sections": {"usage": {}}}
+    )
     with pytest.raises(jsonschema.ValidationError):
-        _check(doc, "PortalSession", created)  # token/url never belong to a read
+        oa.check_schema(doc, "PortalSession", created)  # token/url never belong to a read
 
 
 @pytest.mark.parametrize(
@@ -105,7 +88,7 @@ async def test_error_responses_match_schema(
     headers = {**tenant.auth, **kwargs.pop("headers", {})}
     resp = await client.request(method, path, headers=headers, **kwargs)
     assert 400 <= resp.status < 500
-    _check(doc, "Error", await resp.json())
+    oa.check_schema(doc, "Error", await resp.json())
     op = doc["paths"].get(path, doc["paths"].get("/v1/portal_sessions/{id}", {}))
     if path in doc["paths"] or path.startswith("/v1/portal_sessions/"):
         assert str(resp.status) in op[method.lower()]["responses"]
@@ -127,25 +110,16 @@ async def test_conflict_and_auth_errors_match_schema(
         headers={**tenant.auth, **idem},
     )
     assert resp.status == 409
-    _check(doc, "Error", await resp.json())
+    oa.check_schema(doc, "Error", await resp.json())
     resp = await client.get("/v1/portal_sessions")
     assert resp.status == 401
-    _check(doc, "Error", await resp.json())
+    oa.check_schema(doc, "Error", await resp.json())
 
 
 # What the HTTP layer can answer to any request, whatever the operation.
 EVERY_OPERATION = {"400", "404", "405", "408", "413", "500"}
 V1 = {"401", "403", "503"}
 CREATE = {"409", "415"}
-
-
-def _operations(doc: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    return [
-        (path, method, op)
-        for path, item in doc["paths"].items()
-        for method, op in item.items()
-        if method in METHODS
-    ]
 
 
 async def test_every_operation_declares_every_status_it_can_meet(
@@ -155,7 +129,7 @@ async def test_every_operation_declares_every_status_it_can_meet(
     with the error schema, on every operation that can answer it."""
     doc = await _doc(client)
     error = {"$ref": "#/components/schemas/Error"}
-    for path, method, op in _operations(doc):
+    for path, method, op in oa.operations(doc):
         expected = set(EVERY_OPERATION)
         if path.startswith("/v1/"):
             expected |= V1
@@ -195,7 +169,7 @@ async def test_undeclared_statuses_are_now_declared(
     for method, path, kwargs, status, doc_path, doc_method in cases:
         resp = await client.request(method, path, headers=tenant.auth, **kwargs)
         assert resp.status == status, (method, path, await resp.text())
-        _check(doc, "Error", await resp.json())
+        oa.check_schema(doc, "Error", await resp.json())
         assert str(status) in doc["paths"][doc_path][doc_method]["responses"]
 
 
@@ -254,10 +228,10 @@ async def test_form_schema_states_the_accepted_spellings(
     against the live API with the same body."""
     doc = await _doc(client)
     if ok:
-        _check(doc, "CreatePortalSessionForm", body)
+        oa.check_schema(doc, "CreatePortalSessionForm", body)
     else:
         with pytest.raises(jsonschema.ValidationError):
-            _check(doc, "CreatePortalSessionForm", body)
+            oa.check_schema(doc, "CreatePortalSessionForm", body)
     if isinstance(body.get("sections"), dict):
         return  # not expressible as a form at all
     data = {**body, "customer": tenant.customers[0].id}
@@ -280,4 +254,4 @@ async def test_degraded_readiness_matches_schema(
     resp = await client.get("/readyz")
     body = await resp.json()
     assert (resp.status, body["status"]) == (200, "degraded"), body
-    _check(doc, "Readiness", body)
+    oa.check_schema(doc, "Readiness", body)

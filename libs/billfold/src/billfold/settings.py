@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import sys
 from functools import lru_cache
-from typing import Literal, TypeVar, overload
+from typing import Annotated, Literal, TypeVar, overload
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from billfold.http.client_ip import Network, parse_networks
 from billfold.sealing import check_public_key
 
 ENV_PREFIX = "BILLFOLD_"
@@ -61,6 +62,10 @@ class Settings(BaseSettings):
     # The notifier's public key (billfold.sealing): producers seal links and sign-in
     # codes to it. Unset: a producer refuses to email (send_email) with a 4xx.
     notifier_public_key: str | None = None
+    # The reverse proxies in front of the services (Ingress, load balancers), as CIDRs,
+    # comma-separated: X-Forwarded-For is believed only from them (billfold.http.client_ip).
+    # Empty: the socket's peer is the client.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
 
     @field_validator("database_url")
     @classmethod
@@ -82,6 +87,19 @@ class Settings(BaseSettings):
         if not value.startswith(("amqp://", "amqps://")):
             raise ValueError("must start with amqp:// or amqps://")
         return value
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _trusted_proxies(cls, value: object) -> tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise ValueError("must be a comma-separated list of CIDRs")
+        networks = parse_networks(str(item) for item in items)
+        return tuple(str(n) for n in networks)
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.trusted_proxies)
 
     @field_validator("notifier_public_key")
     @classmethod

@@ -63,7 +63,8 @@ def create_app(
     themselves. ``rpc_queue``: the RPC call queue served (tests give each app its own)."""
     body_limit = max(settings.max_body_bytes, WEBHOOK_MAX_BYTES)
     app = web.Application(
-        middlewares=standard_middlewares(SERVICE, body_limit), client_max_size=body_limit
+        middlewares=standard_middlewares(SERVICE, body_limit, settings.trusted_proxy_networks),
+        client_max_size=body_limit,
     )
     malformed.install(app)
     quiet_stripe_library()

@@ -106,7 +106,9 @@ def _senders(app: web.Application) -> dict[str, Sender]:
 
 def create_app(settings: NotifierSettings) -> web.Application:
     app = web.Application(
-        middlewares=standard_middlewares(SERVICE, settings.max_body_bytes),
+        middlewares=standard_middlewares(
+            SERVICE, settings.max_body_bytes, settings.trusted_proxy_networks
+        ),
         client_max_size=settings.max_body_bytes,
     )
     malformed.install(app)

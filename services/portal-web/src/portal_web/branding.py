@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 from portal_web.sites import Site
 
@@ -91,18 +92,34 @@ def text_on(background: RGB) -> RGB:
     return black if contrast(black, background) >= contrast(white, background) else white
 
 
-def css(site: Site) -> str:
+def colors(site: Site) -> dict[str, dict[str, str]]:
+    """The brand colour and the text on it, per scheme, as the pages use them (and the
+    JSON API gives them to a tenant's own UI)."""
     brand = parse(site.primary_color) or parse(DEFAULT_BRAND)
     assert brand is not None
     light = readable_on(LIGHT_SURFACES, brand)
     dark = readable_on(DARK_SURFACES, brand)
+    return {
+        "light": {"brand": hex_(light), "on_brand": hex_(text_on(light))},
+        "dark": {"brand": hex_(dark), "on_brand": hex_(text_on(dark))},
+    }
+
+
+def css(site: Site) -> str:
+    c = colors(site)
+    light, dark = c["light"], c["dark"]
     return (
-        f":root{{--brand:{hex_(light)};--on-brand:{hex_(text_on(light))}}}\n"
+        f":root{{--brand:{light['brand']};--on-brand:{light['on_brand']}}}\n"
         "@media (prefers-color-scheme: dark){"
-        f":root{{--brand:{hex_(dark)};--on-brand:{hex_(text_on(dark))}}}}}\n"
+        f":root{{--brand:{dark['brand']};--on-brand:{dark['on_brand']}}}}}\n"
     )
 
 
 def version(site: Site) -> str:
     """Changes when the colours change, so the file can be cached for long."""
-    return hashlib.sha256(f"{site.primary_color}|{site.accent_color}".encode()).hexdigest()[:12]
+    return _version(site.primary_color, site.accent_color)
+
+
+@lru_cache(maxsize=4096)  # every page names it; the colours rarely change
+def _version(primary: str | None, accent: str | None) -> str:
+    return hashlib.sha256(f"{primary}|{accent}".encode()).hexdigest()[:12]

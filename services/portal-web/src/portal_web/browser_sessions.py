@@ -4,6 +4,9 @@ A browser session is a ``bfs_`` token held by the browser (see ``credentials``),
 as its SHA-256 in ``web.browser_sessions`` and bound to one portal session: it expires
 with it and dies with its revocation.
 
+A multi-use link's own ``bfl_`` token may also stand in for a browser session, as a
+Bearer on the JSON API (``validate_link``): the same checks, on the link itself.
+
 Every request checks it. The fast path is ONE Redis round trip (a small script): the
 cached entry for the token AND the existence of session-api's link index key for the
 portal session. session-api deletes that key when it revokes (after the commit, before
@@ -21,6 +24,7 @@ import enum
 import math
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +50,11 @@ _REDIS_FAILURES = (RedisError, OSError, TimeoutError)
 
 def cache_key(settings: Settings, token_hash: str) -> str:
     return cache.key(settings, "web", "bs", token_hash)
+
+
+def link_cache_key(settings: Settings, link_hash: str) -> str:
+    """Our cache entry for a multi-use link used as a Bearer (``validate_link``)."""
+    return cache.key(settings, "web", "lb", link_hash)
 
 
 def link_key(settings: Settings, link_hash: str) -> str:
@@ -103,6 +112,9 @@ class Principal:
     sections: dict[str, dict[str, bool]]
     locale: str | None
     return_url: str | None
+    # True when the credential is a multi-use link's own token (a Bearer on the JSON
+    # API), not a browser session: ``id`` is then the portal session's id.
+    via_link: bool = False
 
     def cache_value(self) -> bytes:
         return orjson.dumps(
@@ -117,6 +129,7 @@ class Principal:
                 "sec": self.sections,
                 "loc": self.locale,
                 "ret": self.return_url,
+                "vl": self.via_link,
             }
         )
 
@@ -135,6 +148,7 @@ class Principal:
             sections=v["sec"],
             locale=v["loc"],
             return_url=v["ret"],
+            via_link=v.get("vl", False),
         )
 
 
@@ -144,6 +158,7 @@ class Refusal(enum.Enum):
     UNKNOWN = "unknown"  # never existed, or signed out
     EXPIRED = "expired"
     REVOKED = "revoked"
+    SINGLE_USE = "single_use"  # a single-use link's token offered as a Bearer
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +187,14 @@ JOIN portal.portal_sessions ps ON ps.id = bs.portal_session_id AND ps.site_id = 
 WHERE bs.token_hash = $1
 """
 
+# The same columns as _FALLBACK, so one function makes a Principal of either.
+_LINK_FALLBACK = """
+SELECT id, id AS portal_session_id, site_id, customer_id, false AS embedded, single_use,
+       token_hash AS link_hash, expires_at, revoked_at, sections, locale, return_url
+FROM portal.portal_sessions
+WHERE token_hash = $1
+"""
+
 
 class Validator:
     """Checks a ``bfs_`` token on each request (see the module docstring)."""
@@ -190,15 +213,35 @@ class Validator:
         if not token.startswith(tokens.BROWSER_SESSION_PREFIX) or len(token) > 128:
             return Refused(Refusal.UNKNOWN)
         token_hash = tokens.hash_token(token)
+        return await self._validate(
+            token, cache_key(self._settings, token_hash), now, lambda: self._browser(token)
+        )
+
+    async def validate_link(self, token: str, now: datetime) -> Principal | Refused:
+        """A multi-use link's ``bfl_`` token as a credential (the JSON API's Bearer),
+        checked like a browser session on every request: a revoke or the expiry refuses
+        it at once. A single-use link's token never is one: it is spent on entering."""
+        if not token.startswith(tokens.LINK_TOKEN_PREFIX) or len(token) > 128:
+            return Refused(Refusal.UNKNOWN)
+        link_hash = tokens.hash_token(token)
+        return await self._validate(
+            token, link_cache_key(self._settings, link_hash), now, lambda: self._link(token)
+        )
+
+    async def _validate(
+        self,
+        token: str,
+        key: str,
+        now: datetime,
+        fallback: Callable[[], Awaitable[Principal | Refused]],
+    ) -> Principal | Refused:
         raw = None
         redis_ok = time.monotonic() >= self._redis_down_until
         if not redis_ok:
             self.redis_skipped += 1
         else:
             try:
-                raw = await self._check(
-                    keys=[cache_key(self._settings, token_hash)], args=[self._link_prefix]
-                )
+                raw = await self._check(keys=[key], args=[self._link_prefix])
             except _REDIS_FAILURES as exc:
                 redis_ok = False
                 self._redis_down_until = time.monotonic() + REDIS_BACKOFF_SECONDS
@@ -209,25 +252,40 @@ class Validator:
                 return principal
             return Refused(Refusal.EXPIRED, principal.site_id, principal.return_url)
         self.fallbacks += 1
-        row = await self._db.fetchrow(_FALLBACK, token_hash)
+        result = await fallback()
+        if isinstance(result, Refused):
+            return result
+        if result.expires_at <= now:
+            return Refused(Refusal.EXPIRED, result.site_id, result.return_url)
+        if redis_ok:
+            await self._remember(key, result, now)
+        return result
+
+    async def _browser(self, token: str) -> Principal | Refused:
+        row = await self._db.fetchrow(_FALLBACK, tokens.hash_token(token))
         if row is None or row["ended_at"] is not None:
             return Refused(Refusal.UNKNOWN, row["site_id"] if row is not None else None)
         if row["revoked_at"] is not None:
             return Refused(Refusal.REVOKED, row["site_id"], row["return_url"])
-        if row["expires_at"] <= now:
-            return Refused(Refusal.EXPIRED, row["site_id"], row["return_url"])
-        principal = _principal(token, row)
-        if redis_ok:
-            await self._remember(token_hash, principal, now)
-        return principal
+        return _principal(token, row)
 
-    async def _remember(self, token_hash: str, principal: Principal, now: datetime) -> None:
+    async def _link(self, token: str) -> Principal | Refused:
+        row = await self._db.fetchrow(_LINK_FALLBACK, tokens.hash_token(token))
+        if row is None:
+            return Refused(Refusal.UNKNOWN)
+        if row["revoked_at"] is not None:
+            return Refused(Refusal.REVOKED, row["site_id"], row["return_url"])
+        if row["single_use"]:
+            return Refused(Refusal.SINGLE_USE, row["site_id"], row["return_url"])
+        return _principal(token, row, via_link=True)
+
+    async def _remember(self, key: str, principal: Principal, now: datetime) -> None:
         ttl = min(CACHE_SECONDS, math.floor((principal.expires_at - now).total_seconds()))
         if ttl <= 0:
             return
         value = principal.link_hash.encode("ascii") + principal.cache_value()
         try:
-            await self._redis.set(cache_key(self._settings, token_hash), value, ex=ttl)
+            await self._redis.set(key, value, ex=ttl)
         except _REDIS_FAILURES as exc:
             log.debug("browser_session_cache_write_failed", error=type(exc).__name__)
 
@@ -238,7 +296,7 @@ class Validator:
             log.warning("browser_session_cache_delete_failed", error=type(exc).__name__)
 
 
-def _principal(token: str, row: asyncpg.Record) -> Principal:
+def _principal(token: str, row: asyncpg.Record, *, via_link: bool = False) -> Principal:
     return Principal(
         id=row["id"],
         token=token,
@@ -251,6 +309,7 @@ def _principal(token: str, row: asyncpg.Record) -> Principal:
         sections=row["sections"],
         locale=row["locale"],
         return_url=row["return_url"],
+        via_link=via_link,
     )
 
 

@@ -24,6 +24,17 @@ from billfold.settings import Settings
 
 TOP_PREFIX = "/p"
 FRAME_PREFIX = "/e"
+API_PREFIX = "/api/portal/v1"  # the JSON API, at top level and under a frame's prefix
+
+
+def is_api(path: str) -> bool:
+    """A JSON API path (top level or framed): answered in JSON, never with a page."""
+    if path.startswith(API_PREFIX + "/"):
+        return True
+    if path.startswith(FRAME_PREFIX + "/"):
+        _, _, rest = path[len(FRAME_PREFIX) + 1 :].partition("/")
+        return ("/" + rest).startswith(API_PREFIX + "/")
+    return False
 
 
 def insecure_localhost(settings: Settings) -> bool:

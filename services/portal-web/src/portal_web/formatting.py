@@ -6,9 +6,12 @@ which currencies have none (``¥1,200`` is 1200, not 12.00) and which have three
 
 from __future__ import annotations
 
+from datetime import date as _date_type
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 
+from babel import Locale
 from babel.dates import format_date
 from babel.numbers import format_currency
 
@@ -37,14 +40,25 @@ def to_decimal(amount: int | Decimal, currency: str) -> Decimal:
     return Decimal(amount).scaleb(-exponent(currency))
 
 
+# Babel takes 20-60 µs per call, several times per row; the same amounts and dates recur
+# on every page of a customer (and across customers: prices are shared), so each string
+# is made once per locale. Bounded, so a stream of distinct values cannot grow memory.
+CACHE_SIZE = 8192
+
+
 def money(amount: int | Decimal | None, currency: str | None) -> str:
     """``€1.234,00`` in German, ``¥1,200`` for JPY in English."""
     if amount is None or not currency:
         return ""
+    return _money(Decimal(amount), currency.lower(), current().locale)
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _money(amount: Decimal, currency: str, locale: Locale) -> str:
     return format_currency(
         to_decimal(amount, currency),
         currency.upper(),
-        locale=current().locale,
+        locale=locale,
         # Keep sub-unit precision of per-unit prices (``$0.005``); pad to the currency's
         # digits as usual otherwise.
         decimal_quantization=False,
@@ -55,4 +69,9 @@ def date(value: datetime | None, *, style: str = "long") -> str:
     """``March 1, 2027`` / ``1. März 2027`` (dates are shown in UTC, as Stripe's)."""
     if value is None:
         return ""
-    return format_date(value.date(), format=style, locale=current().locale)
+    return _date(value.date(), style, current().locale)
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _date(day: _date_type, style: str, locale: Locale) -> str:
+    return format_date(day, format=style, locale=locale)

@@ -14,6 +14,7 @@ import math
 from aiohttp import web
 
 from billfold.db import DB_POOL
+from billfold.http.client_ip import CLIENT_IP
 from billfold.http.middlewares import REQUEST_ID
 from billfold.logs import get_logger
 from portal_web import credentials, links
@@ -53,7 +54,7 @@ async def _enter(request: web.Request, link: links.Link, embedded: bool) -> web.
     consumed = await links.consume(
         request.app[DB_POOL],
         link,
-        ip=request.remote,
+        ip=request.get(CLIENT_IP),
         user_agent=request.headers.get("User-Agent"),
         embedded=embedded,
         request_id=request.get(REQUEST_ID),

@@ -6,10 +6,13 @@ only ever sees their own rows, and another site's rows do not exist for them.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
+
+import asyncpg
 
 from portal_web.dbtypes import Executor
 
@@ -59,7 +62,7 @@ SELECT s.stripe_id, s.status, s.currency, s.cancel_at_period_end, s.cancel_at,
               ORDER BY i.stripe_id)
           FROM mirror.subscription_items i
           WHERE i.subscription_id = s.stripe_id AND i.site_id = s.site_id),
-         '[]'::jsonb) AS items
+         '[]'::jsonb)::text AS items
 FROM mirror.subscriptions s
 WHERE s.site_id = $1 AND s.customer_id = $2
 ORDER BY (s.status IN ('canceled', 'incomplete_expired')), s.created DESC NULLS LAST,
@@ -87,8 +90,16 @@ def _item(v: dict[str, Any]) -> Item:
     )
 
 
-async def subscriptions(db: Executor, site_id: str, customer_id: str) -> list[Subscription]:
-    rows = await db.fetch(_SUBSCRIPTIONS, site_id, customer_id)
+# The rows as fetched. Records hash by value (the items are JSON text, not decoded), so
+# they are the key of whatever is made from them: pages memoize on them (pages.PageMemo).
+SubscriptionRows = tuple[asyncpg.Record, ...]
+
+
+async def subscription_rows(db: Executor, site_id: str, customer_id: str) -> SubscriptionRows:
+    return tuple(await db.fetch(_SUBSCRIPTIONS, site_id, customer_id))
+
+
+def decode_subscriptions(rows: SubscriptionRows) -> list[Subscription]:
     return [
         Subscription(
             id=r["stripe_id"],
@@ -104,10 +115,14 @@ async def subscriptions(db: Executor, site_id: str, customer_id: str) -> list[Su
             next_charge_at=r["next_charge_at"],
             next_charge_amount=r["next_charge_amount"],
             next_charge_currency=r["next_charge_currency"],
-            items=[_item(v) for v in r["items"]],
+            items=[_item(v) for v in json.loads(r["items"])],
         )
         for r in rows
     ]
+
+
+async def subscriptions(db: Executor, site_id: str, customer_id: str) -> list[Subscription]:
+    return decode_subscriptions(await subscription_rows(db, site_id, customer_id))
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,10 @@ about whose link or account it was.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import aiohttp_jinja2
@@ -148,6 +151,79 @@ def render(request: web.Request, template: str, status: int = 200, **extra: Any)
     return response
 
 
+class PageMemo:
+    """Rendered pages by everything they are made from (``memo_key``), the most recent
+    ``size`` of them. Rendering is a pure function of those inputs and costs more than
+    the rest of a request (Jinja, Babel); the inputs, mirror rows included, are read
+    afresh on every request, so a memoized page is never staler than a rendered one.
+    Bounded: at most ``size`` pages (tens of KB each) per process."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._pages: OrderedDict[Hashable, bytes] = OrderedDict()
+        self.hits = 0
+
+    def get(self, key: Hashable) -> bytes | None:
+        body = self._pages.get(key)
+        if body is not None:
+            self._pages.move_to_end(key)
+            self.hits += 1
+        return body
+
+    def put(self, key: Hashable, body: bytes) -> None:
+        self._pages[key] = body
+        if len(self._pages) > self._size:
+            self._pages.popitem(last=False)
+
+
+PAGE_MEMO: web.AppKey[PageMemo] = web.AppKey("page_memo", PageMemo)
+# Time enters a page only through "now" (a badge's "ended", "overdue by N days"): a
+# memoized page is re-rendered at least once a minute.
+MEMO_SECONDS = 60
+
+
+def memo_key(request: web.Request, template: str, data: Hashable, now: datetime) -> Hashable:
+    """Every input of ``render(request, template, …)`` besides ``data`` (the mirror rows
+    the page is made from): the session (its nav, CSRF token, URL prefix, way back), the
+    site (branding), the language, the query string and the minute."""
+    principal = request.get(PRINCIPAL)
+    return (
+        template,
+        data,
+        str(i18n.current().locale),
+        request.get(SITE),
+        principal.id if principal else None,
+        principal.token if principal else None,
+        principal.embedded if principal else None,
+        principal.return_url if principal else None,
+        tuple(enabled_sections(principal)) if principal else (),
+        request.query_string,
+        int(now.timestamp()) // MEMO_SECONDS,
+    )
+
+
+def render_memoized(
+    request: web.Request,
+    template: str,
+    data: Hashable,
+    now: datetime,
+    build: Callable[[], dict[str, Any]],
+) -> web.Response:
+    """``render(request, template, **build())``, or the same page rendered before from
+    the same inputs (``memo_key``): ``build`` (the presenters) runs only on a miss."""
+    memo = request.app[PAGE_MEMO]
+    key = memo_key(request, template, data, now)
+    body = memo.get(key)
+    if body is None:
+        response = render(request, template, **build())
+        if isinstance(response.body, bytes):
+            memo.put(key, response.body)
+        return response
+    response = web.Response(body=body, content_type="text/html", charset="utf-8")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 def activate_locale(request: web.Request, session_locale: str | None, site: Site | None) -> None:
     i18n.activate(
         i18n.negotiate(
@@ -180,8 +256,8 @@ def errors_middleware() -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         i18n.reset()
-        if request.path.startswith(_NOT_PAGES):
-            return await handler(request)
+        if request.path.startswith(_NOT_PAGES) or credentials.is_api(request.path):
+            return await handler(request)  # JSON: billfold's error middleware answers
         try:
             return await handler(request)
         except PageError as exc:

@@ -12,52 +12,20 @@ from aiohttp import web
 
 from billfold.db import DB_POOL
 from billfold.logs import get_logger
-from portal_web import browser_sessions, credentials, mirror, presenters
-from portal_web.browser_sessions import Principal, Refusal, Refused
+from portal_web import access, browser_sessions, credentials, mirror, presenters
+from portal_web.browser_sessions import Principal
 from portal_web.ids import utcnow
-from portal_web.pages import SECTIONS, PageError, activate_locale, enabled_sections, render
-from portal_web.state import PRINCIPAL, SETTINGS, SITE, SITES, VALIDATOR
+from portal_web.pages import SECTIONS, PageError, enabled_sections, render, render_memoized
+from portal_web.state import PRINCIPAL, SETTINGS, VALIDATOR
 
 log = get_logger("portal_web.portal")
 routes = web.RouteTableDef()
 
 INVOICES_PER_PAGE = 12
-_REFUSED = {
-    Refusal.UNKNOWN: "session_ended",
-    Refusal.EXPIRED: "session_expired",
-    Refusal.REVOKED: "session_revoked",
-}
 
 
 async def _principal(request: web.Request) -> Principal:
-    settings = request.app[SETTINGS]
-    path_token = request.match_info.get("token")
-    token = path_token if path_token is not None else credentials.cookie_token(request, settings)
-    if token is None:
-        raise PageError(401, "session_ended")
-    result = await request.app[VALIDATOR].validate(token, utcnow())
-    pool = request.app[DB_POOL]
-    if isinstance(result, Refused):
-        if result.site_id is not None:
-            site = await request.app[SITES].get(pool, result.site_id)
-            if site is not None:
-                request[SITE] = site
-        status = 410 if result.reason is not Refusal.UNKNOWN else 401
-        raise PageError(status, _REFUSED[result.reason], return_url=result.return_url)
-    # A token only works the way it was handed out: a framed session's token is never a
-    # cookie, a top-level session's never a path; and a framed URL opened as a top-level
-    # page (a leaked URL pasted into the address bar) is refused where the browser says so.
-    if result.embedded != (path_token is not None) or (
-        result.embedded and request.headers.get("Sec-Fetch-Dest") == "document"
-    ):
-        raise PageError(401, "session_ended")
-    site = await request.app[SITES].get(pool, result.site_id)
-    if site is None:
-        raise PageError(401, "session_ended")
-    request[SITE] = site
-    request[PRINCIPAL] = result
-    activate_locale(request, result.locale, site)
-    return result
+    return await access.browser_principal(request)
 
 
 def _require_section(principal: Principal, slug: str) -> None:
@@ -84,17 +52,24 @@ async def plan(request: web.Request) -> web.StreamResponse:
     principal = await _principal(request)
     _require_section(principal, "plan")
     now = utcnow()
-    error = False
-    views: list[presenters.PlanView] = []
     try:
-        subs = await mirror.subscriptions(
+        rows = await mirror.subscription_rows(
             request.app[DB_POOL], principal.site_id, principal.customer_id
         )
-        views = [presenters.plan_view(s, now) for s in subs]
     except Exception as exc:  # the mirror cannot be read: say so, keep the page
         log.warning("mirror_read_failed", section="plan", error=type(exc).__name__)
-        error = True
-    return render(request, "plan.html", current="plan", plans=views, load_error=error)
+        return render(request, "plan.html", current="plan", plans=[], load_error=True)
+    return render_memoized(
+        request,
+        "plan.html",
+        rows,
+        now,
+        lambda: {
+            "current": "plan",
+            "plans": [presenters.plan_view(s, now) for s in mirror.decode_subscriptions(rows)],
+            "load_error": False,
+        },
+    )
 
 
 def _page_number(request: web.Request) -> int:

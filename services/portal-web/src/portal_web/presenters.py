@@ -1,7 +1,8 @@
-"""What the Plan and Invoices sections say, in the page's language.
+"""What each section says, in the page's language, and the facts it says it from.
 
 Templates only lay these out; every word and number is decided here (and so tested
-without a browser).
+without a browser). The JSON API (``api_views``) gives the same facts as machine values
+(``ending``, ``upcoming_charge``, ``invoice_state``…) beside these same words.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from babel.numbers import format_decimal
 
@@ -148,27 +149,54 @@ def badge(sub: Subscription, now: datetime) -> Badge:
     return Badge(sub.status, "muted")
 
 
+def is_live(sub: Subscription) -> bool:
+    return sub.status not in ("canceled", "incomplete_expired")
+
+
+def ending(sub: Subscription) -> datetime | None:
+    """When a live plan set to cancel ends (None when it renews)."""
+    if not is_live(sub):
+        return None
+    return sub.cancel_at or (sub.current_period_end if sub.cancel_at_period_end else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    at: datetime
+    amount: int  # the currency's smallest unit
+    currency: str
+
+
+def upcoming_charge(sub: Subscription) -> Charge | None:
+    """The next charge of a plan that renews; none for one that ends or has ended."""
+    if not is_live(sub) or ending(sub) is not None:
+        return None
+    currency = sub.next_charge_currency or sub.currency
+    if sub.next_charge_at is None or sub.next_charge_amount is None or not currency:
+        return None
+    return Charge(sub.next_charge_at, sub.next_charge_amount, currency)
+
+
 def plan_view(sub: Subscription, now: datetime) -> PlanView:
     period = None
-    if sub.current_period_start is not None and sub.current_period_end is not None:
+    if is_live(sub) and sub.current_period_start is not None and sub.current_period_end:
         period = _("%(start)s to %(end)s") % {
             "start": date(sub.current_period_start),
             "end": date(sub.current_period_end),
         }
-    ending = sub.cancel_at or (sub.current_period_end if sub.cancel_at_period_end else None)
-    live = sub.status not in ("canceled", "incomplete_expired")
-    next_charge = None
     ends = None
-    if not live:
-        period = None
+    ends_at = ending(sub)
+    if not is_live(sub):
         if sub.ended_at is not None:
             ends = _("Ended on %(date)s") % {"date": date(sub.ended_at)}
-    elif ending is not None:
-        ends = _("Your plan stays active until %(date)s, then it ends.") % {"date": date(ending)}
-    elif sub.next_charge_at is not None and sub.next_charge_amount is not None:
+    elif ends_at is not None:
+        ends = _("Your plan stays active until %(date)s, then it ends.") % {"date": date(ends_at)}
+    charge = upcoming_charge(sub)
+    next_charge = None
+    if charge is not None:
         next_charge = _("%(amount)s on %(date)s") % {
-            "amount": money(sub.next_charge_amount, sub.next_charge_currency or sub.currency),
-            "date": date(sub.next_charge_at),
+            "amount": money(charge.amount, charge.currency),
+            "date": date(charge.at),
         }
     return PlanView(
         id=sub.id,
@@ -194,13 +222,34 @@ class InvoiceView:
     pdf_url: str | None
 
 
-def invoice_badge(inv: Invoice, now: datetime) -> Badge:
+InvoiceState = Literal["paid", "void", "overdue", "open"]
+
+
+def invoice_state(inv: Invoice, now: datetime) -> InvoiceState:
+    """What the customer is told: Paid, Void, Overdue (due date passed) or Open."""
     if inv.status == "paid":
-        return Badge(_("Paid"), "ok")
+        return "paid"
     if inv.status == "void":
-        return Badge(_("Void"), "muted")
+        return "void"
     if inv.due_date is not None and inv.due_date < now:
-        days = max(1, (now - inv.due_date).days)
+        return "overdue"
+    return "open"
+
+
+def days_overdue(inv: Invoice, now: datetime) -> int | None:
+    if invoice_state(inv, now) != "overdue" or inv.due_date is None:
+        return None
+    return max(1, (now - inv.due_date).days)
+
+
+def invoice_badge(inv: Invoice, now: datetime) -> Badge:
+    state = invoice_state(inv, now)
+    if state == "paid":
+        return Badge(_("Paid"), "ok")
+    if state == "void":
+        return Badge(_("Void"), "muted")
+    days = days_overdue(inv, now)
+    if days is not None:
         return Badge(
             ngettext("Overdue by %(num)d day", "Overdue by %(num)d days", days) % {"num": days},
             "bad",
@@ -208,7 +257,7 @@ def invoice_badge(inv: Invoice, now: datetime) -> Badge:
     return Badge(_("Open"), "info")
 
 
-def _https(url: str | None) -> str | None:
+def https_only(url: str | None) -> str | None:
     # Only Stripe-hosted https links become hrefs: a javascript: URL in the mirror must
     # never turn into a link (autoescaping does not stop that).
     return url if url and url.startswith("https://") else None
@@ -221,8 +270,8 @@ def invoice_view(inv: Invoice, now: datetime) -> InvoiceView:
         due=date(inv.due_date, style="medium"),
         amount=money(inv.total, inv.currency),
         badge=invoice_badge(inv, now),
-        view_url=_https(inv.hosted_invoice_url),
-        pdf_url=_https(inv.invoice_pdf),
+        view_url=https_only(inv.hosted_invoice_url),
+        pdf_url=https_only(inv.invoice_pdf),
     )
 
 

@@ -8,6 +8,7 @@ handler set ``request[SITE]``.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -32,6 +33,7 @@ def _origin_ok(origin: str) -> bool:
     )
 
 
+@lru_cache(maxsize=4096)
 def frame_ancestors(site: Site | None) -> str:
     allowed = [o.rstrip("/") for o in (site.frame_ancestors if site else ()) if _origin_ok(o)]
     return " ".join(allowed) if allowed else "'none'"
@@ -47,6 +49,7 @@ def _logo_source(site: Site | None) -> str:
     return f" https://{parts.netloc}"
 
 
+@lru_cache(maxsize=4096)  # per site (and its branding): every page sends it
 def csp(site: Site | None) -> str:
     return (
         "default-src 'none'; script-src 'self'; style-src 'self'; "

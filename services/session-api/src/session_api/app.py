@@ -97,7 +97,9 @@ _expiry_sweeper = _every("expiry", lambda app: app[SETTINGS].expiry_sweep_interv
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=standard_middlewares(SERVICE, settings.max_body_bytes),
+        middlewares=standard_middlewares(
+            SERVICE, settings.max_body_bytes, settings.trusted_proxy_networks
+        ),
         client_max_size=settings.max_body_bytes,
     )
     malformed.install(app)  # parser-refused requests: JSON 400, no echo of the key

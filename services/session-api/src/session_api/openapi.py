@@ -13,52 +13,24 @@ service can answer is declared on every operation, with the error schema.
 
 from __future__ import annotations
 
-import json
-from functools import lru_cache
-from typing import Any
-
-from aiohttp import web
-
-from session_api.portal_sessions.schemas import SECTION_DEFAULTS, TTL_MAX, TTL_MIN
+from billfold.http import openapi as oa
+from billfold.http.openapi import Schema
+from billfold.sections import SECTION_DEFAULTS
+from session_api.portal_sessions.schemas import TTL_MAX, TTL_MIN
 
 # The same bounds as the pydantic input models (schemas.py), so a client (or a fuzzer)
 # generating documented-valid values is never refused.
 _IDENT = {"type": "string", "minLength": 1, "maxLength": 255}
 _LOCALE_PATTERN = "^(auto|[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*)$"
 
-Schema = dict[str, Any]
-
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(schema: Schema) -> Schema:
-    if "type" in schema:
-        kind = schema["type"]
-        return {**schema, "type": [kind, "null"] if isinstance(kind, str) else [*kind, "null"]}
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-_TIME = {"type": "string", "format": "date-time", "description": "ISO 8601, UTC."}
 _ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+_ref = oa.ref
+_nullable = oa.nullable
+_object = oa.obj
+_TIME = oa.TIME
 
 
-def _object(properties: dict[str, Schema], required: list[str] | None = None) -> Schema:
-    return {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": properties,
-        "required": required if required is not None else list(properties),
-    }
-
-
-def _sections_schema(*, output: bool) -> Schema:
-    props = {}
-    for name, flags in SECTION_DEFAULTS.items():
-        flag_props = {flag: {"type": "boolean"} for flag in flags}
-        props[name] = _object(flag_props, required=list(flags) if output else [])
-    return _object(props, required=list(props) if output else [])
+_sections_schema = oa.sections_schema
 
 
 _SUBSCRIPTION_PATTERN = "^sub_[A-Za-z0-9_]{1,250}$"
@@ -190,31 +162,7 @@ _ERROR_CODES = (
 )
 
 SCHEMAS: dict[str, Schema] = {
-    "Error": _object(
-        {
-            "error": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["type", "code", "message", "param"],
-                "properties": {
-                    "type": {
-                        "enum": [
-                            "invalid_request_error",
-                            "authentication_error",
-                            "permission_error",
-                            "idempotency_error",
-                            "rate_limit_error",
-                            "api_error",
-                        ]
-                    },
-                    "code": {"type": "string", "description": f"One of: {_ERROR_CODES}."},
-                    "message": {"type": "string"},
-                    "param": {"type": ["string", "null"]},
-                    "request_id": {"type": "string"},
-                },
-            }
-        }
-    ),
+    "Error": oa.error_schema(_ERROR_CODES),
     "Sections": _sections_schema(output=True),
     "SectionsInput": _sections_schema(output=False),
     "Flow": _FLOW,
@@ -266,38 +214,15 @@ SCHEMAS: dict[str, Schema] = {
 }
 
 
-def _error(description: str) -> Schema:
-    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
-
-
-def _json(description: str, schema: str, headers: dict[str, Any] | None = None) -> Schema:
-    out: Schema = {
-        "description": description,
-        "content": {"application/json": {"schema": _ref(schema)}},
-    }
-    if headers:
-        out["headers"] = headers
-    return out
-
+_error = oa.error
+_json = oa.json_response
 
 _AUTH_ERRORS = {
     "401": _error("No key, an unknown or revoked key, or a publishable key."),
     "403": _error("The key lacks the scope this endpoint needs."),
 }
 
-# What any request can meet, whatever its operation: the HTTP layer answers these
-# before (or instead of) the handler. Declared on every operation so a generated client
-# parses them as errors instead of meeting an undeclared status.
-_HTTP_ERRORS = {
-    "400": _error(
-        "The request is not valid HTTP (request_malformed), or its parameters are invalid."
-    ),
-    "404": _error("No route for this URL (route_not_found)."),
-    "405": _error("Method not allowed for this URL (method_not_allowed; see Allow)."),
-    "408": _error("The request body did not arrive in time."),
-    "413": _error("Body over 64 KiB (body_too_large)."),
-    "500": _error("An internal error (internal_error); retry later."),
-}
+_HTTP_ERRORS = oa.HTTP_ERRORS
 # What a request that needs Postgres can meet besides.
 _SERVICE_ERRORS = {
     **_HTTP_ERRORS,
@@ -306,7 +231,7 @@ _SERVICE_ERRORS = {
             "The service cannot serve now (Postgres unreachable, or no database connection"
             " came free in time: service_busy); retry after Retry-After when it is given."
         ),
-        "headers": {"Retry-After": {"description": "Seconds.", "schema": {"type": "string"}}},
+        "headers": oa.RETRY_AFTER,
     },
 }
 
@@ -497,14 +422,7 @@ def document() -> Schema:
                     "content": {"text/plain": {"schema": {"type": "string"}}},
                 },
             ),
-            "/openapi.json": _public(
-                "getOpenApiDocument",
-                "This document.",
-                {
-                    "description": "OpenAPI 3.1.",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-            ),
+            "/openapi.json": _public("getOpenApiDocument", "This document.", oa.DOCUMENT_RESPONSE),
         },
         "components": {
             "schemas": SCHEMAS,
@@ -521,24 +439,6 @@ def document() -> Schema:
     }
 
 
-def _public(
-    operation_id: str, summary: str, ok: Schema, extra: dict[str, Schema] | None = None
-) -> Schema:
-    responses = {**_HTTP_ERRORS, "200": ok, **(extra or {})}
-    return {
-        "get": {
-            "operationId": operation_id,
-            "summary": summary,
-            "security": [],
-            "responses": dict(sorted(responses.items())),
-        }
-    }
+_public = oa.public_get
 
-
-@lru_cache(maxsize=1)
-def _rendered() -> bytes:
-    return json.dumps(document(), separators=(",", ":")).encode()
-
-
-async def handler(_: web.Request) -> web.Response:
-    return web.Response(body=_rendered(), content_type="application/json")
+handler = oa.serve(document)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 from aiohttp import web
@@ -12,6 +12,7 @@ from aiohttp.typedefs import Middleware as _AiohttpMiddleware
 from prometheus_client import Counter, Histogram
 
 from billfold.db import PoolTimeout
+from billfold.http.client_ip import CLIENT_IP, Network, request_client_ip
 from billfold.http.errors import (
     ApiError,
     body_invalid_encoding,
@@ -73,7 +74,9 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     return response
 
 
-def access_log_middleware(service: str) -> Middleware:
+def access_log_middleware(service: str, trusted_proxies: Sequence[Network] = ()) -> Middleware:
+    """Logs and counts every request, and sets ``request[CLIENT_IP]`` (the client behind
+    our trusted proxies, see ``billfold.http.client_ip``) for whatever records an IP."""
     # The labelled metric children, made once per (method, route, status) / route:
     # ``.labels()`` on every request costs more than the observation itself.
     counters: dict[tuple[str, str, int], Counter] = {}
@@ -96,6 +99,9 @@ def access_log_middleware(service: str) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         start = time.perf_counter()
+        client = request_client_ip(request, trusted_proxies) if trusted_proxies else request.remote
+        if client is not None:
+            request[CLIENT_IP] = client
         status = 500
         try:
             response = await handler(request)
@@ -116,7 +122,7 @@ def access_log_middleware(service: str) -> Middleware:
                     route=route,
                     status=status,
                     duration_ms=round(elapsed * 1000, 2),
-                    remote=request.remote,
+                    remote=client,
                 )
 
     return middleware
@@ -189,10 +195,12 @@ def body_limit_middleware(max_bytes: int) -> Middleware:
     return middleware
 
 
-def standard_middlewares(service: str, max_body_bytes: int) -> list[Middleware]:
+def standard_middlewares(
+    service: str, max_body_bytes: int, trusted_proxies: Sequence[Network] = ()
+) -> list[Middleware]:
     return [
         request_id_middleware,
-        access_log_middleware(service),
+        access_log_middleware(service, trusted_proxies),
         error_middleware,
         body_limit_middleware(max_body_bytes),
     ]

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+
+def iso(value: datetime | None) -> str | None:
+    """A time as our APIs show it: ISO 8601 in UTC with a ``Z``, to the second (what a
+    client needs; no float noise)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def dumps(data: Any) -> bytes:

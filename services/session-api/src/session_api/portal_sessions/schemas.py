@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from billfold.sections import SECTION_DEFAULTS
 from session_api import urls
 from session_api.forms import Bool, Int
 from session_api.ids import iso
@@ -20,15 +21,6 @@ TTL_MIN = 60
 TTL_MAX = 7 * 24 * 3600
 DEFAULT_TTL = 3600
 
-# Every section and permission, all on: what a session gets unless the site's defaults
-# or the request say otherwise.
-SECTION_DEFAULTS: dict[str, dict[str, bool]] = {
-    "subscriptions": {"enabled": True, "allow_cancel": True},
-    "invoices": {"enabled": True},
-    "payment_methods": {"enabled": True, "allow_update": True},
-    "usage": {"enabled": True},
-    "profile": {"enabled": True, "allow_edit": True},
-}
 
 _LOCALE = re.compile(r"^(auto|[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*)$")
 
