@@ -103,6 +103,9 @@ class Principal:
     sections: dict[str, dict[str, bool]]
     locale: str | None
     return_url: str | None
+    # The deep link the tenant asked for (session-api's ``flow``): {"type":
+    # "payment_method_update"} or {"type": "subscription_cancel", "subscription": …}.
+    flow: dict[str, Any] | None = None
 
     def cache_value(self) -> bytes:
         return orjson.dumps(
@@ -117,6 +120,7 @@ class Principal:
                 "sec": self.sections,
                 "loc": self.locale,
                 "ret": self.return_url,
+                "flow": self.flow,
             }
         )
 
@@ -135,6 +139,7 @@ class Principal:
             sections=v["sec"],
             locale=v["loc"],
             return_url=v["ret"],
+            flow=v.get("flow"),
         )
 
 
@@ -166,7 +171,7 @@ return string.sub(v, 65)
 _FALLBACK = """
 SELECT bs.id, bs.portal_session_id, bs.site_id, bs.customer_id, bs.embedded,
        bs.ended_at, ps.token_hash AS link_hash, ps.expires_at, ps.revoked_at,
-       ps.sections, ps.locale, ps.return_url
+       ps.sections, ps.locale, ps.return_url, ps.flow
 FROM web.browser_sessions bs
 JOIN portal.portal_sessions ps ON ps.id = bs.portal_session_id AND ps.site_id = bs.site_id
 WHERE bs.token_hash = $1
@@ -251,6 +256,7 @@ def _principal(token: str, row: asyncpg.Record) -> Principal:
         sections=row["sections"],
         locale=row["locale"],
         return_url=row["return_url"],
+        flow=row["flow"] if isinstance(row["flow"], dict) else None,
     )
 
 

@@ -15,6 +15,39 @@
     auto.submit();
   }
 
+  // Stripe's pages at top level: the hand-over page goes on by itself (a link, since
+  // our CSP's form-action keeps a form POST from redirecting off-site).
+  var follow = document.querySelector("a[data-autofollow]");
+  if (follow && !framed) { window.location.assign(follow.href); }
+
+  // Stripe's pages from a frame open in a new tab: when the customer comes back to the
+  // frame, look again (the "Done? Refresh" link, followed for them).
+  var recheck = document.querySelector("a[data-recheck]");
+  var hosted = document.querySelectorAll("a[data-hosted]");
+  if (recheck && hosted.length) {
+    var away = false;
+    var back = function () {
+      if (away && document.visibilityState === "visible") {
+        away = false;
+        window.location.assign(recheck.href);
+      }
+    };
+    for (var h = 0; h < hosted.length; h++) {
+      hosted[h].addEventListener("click", function () {
+        away = true;
+      });
+    }
+    document.addEventListener("visibilitychange", back);
+    window.addEventListener("focus", back);
+  }
+
+  // The mirror is catching up with a change made on Stripe's page ("Updating…"): look
+  // again shortly; without script the Refresh link does the same.
+  var poll = document.querySelector("a[data-poll]");
+  if (poll) {
+    window.setTimeout(function () { window.location.replace(poll.href); }, 1500);
+  }
+
   // Inside a frame: tell the parent our height, so the frame never needs a scrollbar.
   // Only to the embedding origin the browser reports (CSP frame-ancestors already
   // limits who that can be), never to "*".

@@ -1,0 +1,247 @@
+"""The customer's actions over HTTP, through the real billing-sync (RPC over RabbitMQ) and
+the fake Stripe: the audit row and the ``portal.action`` event; CSRF, 403 and 404 by
+direct POST; billing-sync stopped: reads work and an action says "try again" within the
+RPC deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import aio_pika
+import asyncpg
+
+from billfold.bus import Bus
+from billfold.events import PortalAction, parse_event
+from billfold.settings import Settings
+from billfold_testing.waiting import Eventually
+from portal_web.app import create_app as create_portal
+
+from .billing import Billing
+from .conftest import Client, create_link, enter, texts
+
+RPC_TIMEOUT = 2.0
+
+
+async def _portal(
+    aiohttp_client: Callable[..., Any], bf_settings: Settings, billing: Billing
+) -> Client:
+    settings = bf_settings.model_copy(update={"rpc_timeout": RPC_TIMEOUT})
+    client: Client = await aiohttp_client(create_portal(settings, rpc_queue=billing.queue))
+    return client
+
+
+def _csrf(html: str) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', html)
+    assert found, "no CSRF token on the page"
+    return found.group(1)
+
+
+async def _csrf_of(portal: Client, path: str) -> str:
+    resp = await portal.get(path)
+    assert resp.status == 200, path
+    return _csrf(await resp.text())
+
+
+async def test_cancel_writes_audit_and_event_and_changes_stripe(
+    aiohttp_client: Callable[..., Any],
+    bf_settings: Settings,
+    billing: Billing,
+    api: Client,
+    db_pool: asyncpg.Pool,
+    eventually: Eventually,
+) -> None:
+    customer = await billing.customer(eventually, subscription={})
+    assert customer.subscription is not None
+    portal = await _portal(aiohttp_client, bf_settings, billing)
+    created = await create_link(api, billing.tenant)
+    await enter(portal, created)
+
+    bus = await Bus.connect(bf_settings, name="portal-web-test-actions")
+    connection = await aio_pika.connect(bf_settings.amqp_url)
+    channel = await connection.channel()
+    name = f"test.portal-web.{uuid.uuid4().hex}"
+    queue = await bus.declare_queue(name, ["portal.action"], channel=channel)
+    try:
+        page = await portal.get(f"/p/plan/{customer.subscription}/cancel")
+        assert page.status == 200
+        assert "Your plan stays active until" in texts(await page.text())
+        csrf = _csrf(await page.text())
+        resp = await portal.post(
+            f"/p/plan/{customer.subscription}/cancel",
+            data={"csrf": csrf, "feedback": "too_expensive", "comment": "Too dear"},
+            headers={"User-Agent": "Mozilla/5.0 (actions test)"},
+            allow_redirects=False,
+        )
+        assert resp.status == 303, await resp.text()
+        assert resp.headers["Location"] == "/p/plan?done=cancelled"
+        # Stripe has it (the fake), and so has the mirror (billing-sync wrote it before
+        # replying): the next page shows it.
+        sub = await billing.api.v1.subscriptions.retrieve_async(customer.subscription)
+        assert sub.cancel_at_period_end is True
+        assert sub.cancellation_details is not None
+        assert sub.cancellation_details.feedback == "too_expensive"
+        shown = texts(await (await portal.get("/p/plan?done=cancelled")).text())
+        assert "Your plan is cancelled" in shown
+        assert "Resume plan" in shown
+
+        row = await db_pool.fetchrow(
+            "SELECT * FROM web.audit_log WHERE portal_session_id = $1", created["id"]
+        )
+        assert row is not None
+        assert row["action"] == "subscription.cancel"
+        assert row["object_id"] == customer.subscription
+        assert row["outcome"] == "ok"
+        assert row["customer_id"] == customer.id
+        assert row["ip"] == "127.0.0.1"
+        assert row["user_agent"] == "Mozilla/5.0 (actions test)"
+        assert row["browser_session_id"].startswith("bs_")
+
+        async def next_event() -> PortalAction:
+            async with queue.iterator() as messages:
+                async for message in messages:
+                    await message.ack()
+                    event = parse_event(message.body)
+                    if isinstance(event, PortalAction) and event.data.audit_id == row["id"]:
+                        return event
+            raise AssertionError("queue closed")
+
+        event = await asyncio.wait_for(next_event(), 15)
+        assert event.site_id == billing.tenant.site_id
+        assert event.data.action == "subscription.cancel"
+        assert event.data.target == customer.subscription
+        assert event.data.session_id == created["id"]
+        assert event.data.outcome == "ok"
+
+        # Resume: undo it.
+        csrf = await _csrf_of(portal, "/p/plan")
+        resp = await portal.post(
+            f"/p/plan/{customer.subscription}/resume", data={"csrf": csrf}, allow_redirects=False
+        )
+        assert resp.headers["Location"] == "/p/plan?done=resumed"
+        sub = await billing.api.v1.subscriptions.retrieve_async(customer.subscription)
+        assert sub.cancel_at_period_end is False
+    finally:
+        await queue.delete(if_unused=False, if_empty=False)
+        await channel.queue_delete(f"{name}.dlq")
+        await connection.close()
+        await bus.close()
+
+
+async def test_post_without_or_with_a_wrong_csrf_token_is_refused(
+    aiohttp_client: Callable[..., Any],
+    bf_settings: Settings,
+    billing: Billing,
+    api: Client,
+    db_pool: asyncpg.Pool,
+    eventually: Eventually,
+) -> None:
+    customer = await billing.customer(eventually, subscription={})
+    portal = await _portal(aiohttp_client, bf_settings, billing)
+    created = await create_link(api, billing.tenant)
+    await enter(portal, created)
+    for data in ({}, {"csrf": "0" * 40}):
+        resp = await portal.post(
+            f"/p/plan/{customer.subscription}/cancel", data=data, allow_redirects=False
+        )
+        assert resp.status == 403
+        assert "Not allowed" in texts(await resp.text())
+    # A cross-site POST is refused even with the right token.
+    csrf = await _csrf_of(portal, "/p/plan")
+    resp = await portal.post(
+        f"/p/plan/{customer.subscription}/cancel",
+        data={"csrf": csrf},
+        headers={"Sec-Fetch-Site": "cross-site"},
+        allow_redirects=False,
+    )
+    assert resp.status == 403
+    sub = await billing.api.v1.subscriptions.retrieve_async(str(customer.subscription))
+    assert sub.cancel_at_period_end is False
+    count = await db_pool.fetchval(
+        "SELECT count(*) FROM web.audit_log WHERE portal_session_id = $1", created["id"]
+    )
+    assert count == 0
+
+
+async def test_disallowed_action_is_403_and_hidden_section_404_by_direct_post(
+    aiohttp_client: Callable[..., Any],
+    bf_settings: Settings,
+    billing: Billing,
+    api: Client,
+    eventually: Eventually,
+) -> None:
+    customer = await billing.customer(
+        eventually, cards=("pm_card_visa", "pm_card_mastercard"), subscription={}
+    )
+    portal = await _portal(aiohttp_client, bf_settings, billing)
+    created = await create_link(
+        api,
+        billing.tenant,
+        sections={
+            "subscriptions": {"allow_cancel": False},
+            "payment_methods": {"enabled": False},
+            "profile": {"allow_edit": False},
+        },
+    )
+    await enter(portal, created)
+    plan = await (await portal.get("/p/plan")).text()
+    assert "Cancel plan" not in texts(plan)  # not offered…
+    csrf = _csrf(plan)
+    # …and refused when posted anyway.
+    for path, status in (
+        (f"/p/plan/{customer.subscription}/cancel", 403),
+        (f"/p/plan/{customer.subscription}/resume", 403),
+        ("/p/profile/edit", 403),
+        (f"/p/payment-methods/{customer.cards[1]}/default", 404),
+        (f"/p/payment-methods/{customer.cards[1]}/remove", 404),
+        ("/p/payment-methods/update", 404),
+    ):
+        resp = await portal.post(path, data={"csrf": csrf, "name": "X"}, allow_redirects=False)
+        assert resp.status == status, path
+    assert (await portal.get(f"/p/plan/{customer.subscription}/cancel")).status == 403
+    assert (await portal.get("/p/profile/edit")).status == 403
+    assert (await portal.get("/p/payment-methods/update")).status == 404
+    stripe_customer = await billing.api.v1.customers.retrieve_async(customer.stripe_id)
+    assert stripe_customer.invoice_settings is not None
+    assert stripe_customer.invoice_settings.default_payment_method == customer.cards[0]
+
+
+async def test_billing_sync_stopped_reads_work_and_actions_say_try_again(
+    aiohttp_client: Callable[..., Any],
+    bf_settings: Settings,
+    billing: Billing,
+    api: Client,
+    db_pool: asyncpg.Pool,
+    eventually: Eventually,
+) -> None:
+    customer = await billing.customer(eventually, subscription={})
+    portal = await _portal(aiohttp_client, bf_settings, billing)
+    created = await create_link(api, billing.tenant)
+    await enter(portal, created)
+    csrf = await _csrf_of(portal, "/p/plan")
+    await billing.server.close()  # billing-sync is gone; its queue stays, unserved
+
+    for path in ("/p/plan", "/p/invoices", "/p/payment-methods", "/p/profile"):
+        resp = await portal.get(path)
+        assert resp.status == 200, path
+    began = time.monotonic()
+    resp = await portal.post(
+        f"/p/plan/{customer.subscription}/cancel", data={"csrf": csrf}, allow_redirects=False
+    )
+    took = time.monotonic() - began
+    assert resp.status == 303
+    assert resp.headers["Location"] == "/p/plan?failed=unavailable"
+    assert took < RPC_TIMEOUT + 1.0, took
+    shown = await portal.get(resp.headers["Location"])
+    assert shown.status == 200
+    assert "We could not complete this right now. Please try again" in texts(await shown.text())
+    row = await db_pool.fetchrow(
+        "SELECT outcome, error_code FROM web.audit_log WHERE portal_session_id = $1",
+        created["id"],
+    )
+    assert row is not None
+    assert (row["outcome"], row["error_code"]) == ("unavailable", "unavailable")
