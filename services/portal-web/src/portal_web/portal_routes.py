@@ -28,8 +28,9 @@ log = get_logger("portal_web.portal")
 routes = web.RouteTableDef()
 
 INVOICES_PER_PAGE = 12
-#: How many times the payment-methods page looks again for a card that is on its way.
-UPDATE_POLLS = 15
+#: How many times a waiting page (a card or a payment on Stripe's page) looks again, every
+#: 2 s (our script): long enough for a customer to fill in Stripe's page in another tab.
+UPDATE_POLLS = 150
 _REFUSED = {
     Refusal.UNKNOWN: "session_ended",
     Refusal.EXPIRED: "session_expired",
@@ -190,6 +191,10 @@ async def invoices(request: web.Request) -> web.StreamResponse:
         error = True
     if page is not None and page_number > page.pages:
         raise PageError(404, "not_found")
+    notice, refresh = flash(request), None
+    awaiting = request.query.get("awaiting")
+    if awaiting and not error:
+        notice, refresh = await _payment_state(request, principal, awaiting)
     return render(
         request,
         "invoices.html",
@@ -197,9 +202,37 @@ async def invoices(request: web.Request) -> web.StreamResponse:
         invoices=views,
         page=page,
         load_error=error,
-        flash=flash(request),
+        flash=notice,
         hand_over=await _hand_over(request, principal),
+        refresh_url=refresh,
     )
+
+
+async def _payment_state(
+    request: web.Request, principal: Principal, invoice_id: str
+) -> tuple[Flash | None, str | None]:
+    """Back from paying on Stripe's hosted invoice page: paid (once the mirror has it), or
+    still waiting (look again), or, after ``UPDATE_POLLS`` looks, nothing more to say."""
+    found = None
+    if len(invoice_id) <= 255:
+        found = await mirror.invoice(
+            request.app[DB_POOL], principal.site_id, principal.customer_id, invoice_id
+        )
+    if found is None:
+        return None, None
+    if found.status == "paid":
+        return Flash(done_message("paid") or "", ok=True), None
+    n = _try(request)
+    if n >= UPDATE_POLLS:
+        return None, None
+    prefix = credentials.prefix(principal.embedded, principal.token)
+    refresh = f"{prefix}/invoices?" + urlencode({"awaiting": invoice_id, "try": n + 1})
+    return Flash(_("Waiting for your payment on the secure page…"), ok=True), refresh
+
+
+def _try(request: web.Request) -> int:
+    tries = request.query.get("try", "0")
+    return int(tries) if tries.isascii() and tries.isdigit() and len(tries) < 4 else 0
 
 
 async def _hand_over(request: web.Request, principal: Principal) -> presenters.InvoiceView | None:
@@ -273,8 +306,7 @@ def _card_update_state(
     flow_done = bool(principal.flow and principal.flow.get("type") == "payment_method_update")
     if default and default != was:
         return Flash(done_message("card_added") or "", ok=True, flow_done=flow_done), False, None
-    tries = request.query.get("try", "0")
-    n = int(tries) if tries.isascii() and tries.isdigit() and len(tries) < 4 else 0
+    n = _try(request)
     if n >= UPDATE_POLLS:
         return (
             Flash(

@@ -20,32 +20,24 @@
   var follow = document.querySelector("a[data-autofollow]");
   if (follow && !framed) { window.location.assign(follow.href); }
 
-  // Stripe's pages from a frame open in a new tab: when the customer comes back to the
-  // frame, look again (the "Done? Refresh" link, followed for them).
+  // Stripe's pages open in a new tab from a frame (they refuse frames) and for hosted
+  // invoices: this page then moves to its waiting state, which looks again until the
+  // mirror shows the result (the "Done? Refresh" link does the same without script).
   var recheck = document.querySelector("a[data-recheck]");
   var hosted = document.querySelectorAll("a[data-hosted]");
-  if (recheck && hosted.length) {
-    var away = false;
-    var back = function () {
-      if (away && document.visibilityState === "visible") {
-        away = false;
-        window.location.assign(recheck.href);
-      }
-    };
+  if (recheck) {
     for (var h = 0; h < hosted.length; h++) {
       hosted[h].addEventListener("click", function () {
-        away = true;
+        window.setTimeout(function () { window.location.assign(recheck.href); }, 1000);
       });
     }
-    document.addEventListener("visibilitychange", back);
-    window.addEventListener("focus", back);
   }
 
   // The mirror is catching up with a change made on Stripe's page ("Updating…"): look
   // again shortly; without script the Refresh link does the same.
   var poll = document.querySelector("a[data-poll]");
   if (poll) {
-    window.setTimeout(function () { window.location.replace(poll.href); }, 1500);
+    window.setTimeout(function () { window.location.replace(poll.href); }, 2000);
   }
 
   // Inside a frame: tell the parent our height, so the frame never needs a scrollbar.
