@@ -13,7 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 import aio_pika
+import aiohttp
 import asyncpg
+from yarl import URL
 
 from billfold.bus import Bus
 from billfold.events import PortalAction, parse_event
@@ -245,3 +247,104 @@ async def test_billing_sync_stopped_reads_work_and_actions_say_try_again(
     )
     assert row is not None
     assert (row["outcome"], row["error_code"]) == ("unavailable", "unavailable")
+
+
+async def test_subscription_cancel_flow_lands_on_confirm_and_offers_the_way_back(
+    aiohttp_client: Callable[..., Any],
+    bf_settings: Settings,
+    billing: Billing,
+    api: Client,
+    eventually: Eventually,
+) -> None:
+    customer = await billing.customer(eventually, subscription={})
+    portal = await _portal(aiohttp_client, bf_settings, billing)
+    back = "https://app.example.com/billing"
+    created = await create_link(
+        api,
+        billing.tenant,
+        return_url=back,
+        flow={"type": "subscription_cancel", "subscription": customer.subscription},
+    )
+    home = await enter(portal, created)
+    resp = await portal.get(home, allow_redirects=False)
+    assert resp.status == 303
+    assert resp.headers["Location"] == f"/p/plan/{customer.subscription}/cancel"
+    page = await portal.get(resp.headers["Location"])
+    csrf = _csrf(await page.text())
+    resp = await portal.post(
+        f"/p/plan/{customer.subscription}/cancel", data={"csrf": csrf}, allow_redirects=False
+    )
+    assert resp.headers["Location"] == "/p/plan?done=cancelled&flow=done"
+    done = await (await portal.get(resp.headers["Location"])).text()
+    assert f'class="button" href="{back}"' in done
+    assert f"Back to {billing.tenant.name}" in texts(done)
+
+
+async def test_payment_method_update_flow_returns_with_the_new_default(
+    aiohttp_client: Callable[..., Any],
+    bf_settings: Settings,
+    billing: Billing,
+    api: Client,
+    eventually: Eventually,
+) -> None:
+    await billing.customer(eventually, subscription={})
+    portal = await _portal(aiohttp_client, bf_settings, billing)
+    back = "https://app.example.com/billing"
+    created = await create_link(
+        api, billing.tenant, return_url=back, flow={"type": "payment_method_update"}
+    )
+    home = await enter(portal, created)
+    resp = await portal.get(home, allow_redirects=False)
+    assert resp.headers["Location"] == "/p/payment-methods/update"
+    csrf = await _csrf_of(portal, "/p/payment-methods/update")
+    handover = await portal.post("/p/payment-methods/update", data={"csrf": csrf})
+    assert handover.status == 200
+    found = re.search(r'href="([^"]+/checkout/cs_[^"]+)"', await handover.text())
+    assert found, "no link to the hosted page"
+    # The customer fills in Stripe's page (the fake's form), which sends them back.
+    async with aiohttp.ClientSession() as browser:
+        done = await browser.post(
+            found.group(1),
+            data={"cardnumber": "5555 5555 5555 4444", "expiry": "12 / 34", "cvc": "123"},
+            allow_redirects=False,
+        )
+        assert done.status == 303
+        success = done.headers["Location"]
+    assert "/p/payment-methods?updated=1&was=pm_" in success
+    path = URL(success).path_qs  # the portal's own base URL, as configured
+
+    async def caught_up() -> bool:
+        page = texts(await (await portal.get(path)).text())
+        return "Card added. It is now your default card." in page
+
+    await eventually(caught_up, timeout=30)
+    page = await (await portal.get(path)).text()
+    assert f'class="button" href="{back}"' in page
+    assert "Mastercard •••• 4444" in texts(page).split("Default")[0]
+
+
+async def test_framed_flow_posts_with_its_path_token(
+    aiohttp_client: Callable[..., Any],
+    bf_settings: Settings,
+    billing: Billing,
+    api: Client,
+    eventually: Eventually,
+) -> None:
+    """The frame has no cookie: its POSTs are authenticated by the path token. The CSRF
+    field is still required (one code path), and a forged POST would need the token."""
+    customer = await billing.customer(eventually, subscription={})
+    portal = await _portal(aiohttp_client, bf_settings, billing)
+    created = await create_link(api, billing.tenant)
+    frame = {"Sec-Fetch-Dest": "iframe"}
+    resp = await portal.post(f"/r/{created['token']}", headers=frame, allow_redirects=False)
+    prefix = resp.headers["Location"].rstrip("/")
+    assert prefix.startswith("/e/bfs_")
+    portal.session.cookie_jar.clear()
+    page = await portal.get(f"{prefix}/plan", headers=frame)
+    csrf = _csrf(await page.text())
+    path = f"{prefix}/plan/{customer.subscription}/cancel"
+    refused = await portal.post(path, headers=frame, allow_redirects=False)
+    assert refused.status == 403
+    resp = await portal.post(path, data={"csrf": csrf}, headers=frame, allow_redirects=False)
+    assert resp.status == 303
+    assert resp.headers["Location"] == f"{prefix}/plan?done=cancelled"
