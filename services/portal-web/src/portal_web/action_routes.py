@@ -24,7 +24,6 @@ script follows it on focus).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -34,7 +33,6 @@ from pydantic import ValidationError
 from billfold.db import DB_POOL
 from billfold.logs import get_logger
 from billfold.rpc import (
-    Address,
     CancellationReason,
     CreateSetupSession,
     DetachPaymentMethod,
@@ -43,7 +41,6 @@ from billfold.rpc import (
     SetAutoPay,
     SetCancelAtPeriodEnd,
     SetDefaultPaymentMethod,
-    TaxIdInput,
     UpdateBillingProfile,
 )
 from portal_web import credentials, mirror, presenters
@@ -55,6 +52,14 @@ from portal_web.ids import utcnow
 from portal_web.messages import done_message
 from portal_web.pages import PageError, render
 from portal_web.portal_routes import authenticate
+from portal_web.profile_form import (
+    FIELDS,
+    TAX_ID_TYPES,
+    ProfileForm,
+    countries,
+    form_from_profile,
+    validate,
+)
 from portal_web.state import SETTINGS
 
 log = get_logger("portal_web.action_routes")
@@ -69,8 +74,6 @@ FEEDBACK = (
     "low_quality",
     "other",
 )
-#: Tax id types offered in the form (Stripe's ``type``); others are kept but not offered.
-TAX_ID_TYPES = ("eu_vat", "gb_vat", "ch_vat", "no_vat", "au_abn", "ca_bn", "us_ein", "in_gst")
 
 
 def feedback_label(key: str) -> str:
@@ -358,109 +361,6 @@ async def pay(request: web.Request) -> web.StreamResponse:
 # --- Profile ------------------------------------------------------------------------------
 
 
-@dataclass
-class ProfileForm:
-    """What the edit form shows: the values (as typed) and an error per field."""
-
-    values: dict[str, str] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)
-    remove: set[str] = field(default_factory=set)
-    form_error: str | None = None
-
-
-FIELDS = ("name", "email", "phone", "line1", "line2", "postal_code", "city", "state", "country")
-
-
-def _form_from_profile(p: mirror.Profile) -> ProfileForm:
-    address = p.address or {}
-    values = {
-        "name": p.name or "",
-        "email": p.email or "",
-        "phone": p.phone or "",
-        **{k: str(address.get(k) or "") for k in ("line1", "line2", "postal_code", "city")},
-        "state": str(address.get("state") or ""),
-        "country": str(address.get("country") or ""),
-        "tax_type": "",
-        "tax_value": "",
-    }
-    return ProfileForm(values=values)
-
-
-def _countries() -> list[tuple[str, str]]:
-    names = current().locale.territories
-    return sorted(
-        ((code, name) for code, name in names.items() if len(code) == 2 and code.isalpha()),
-        key=lambda item: item[1],
-    )
-
-
-def _validate(form: ProfileForm, tax_ids: list[dict[str, Any]]) -> UpdateBillingProfile | None:
-    """The call for the typed values, or None with ``form.errors`` filled in."""
-    v = form.values
-    if not v["name"]:
-        form.errors["name"] = _("Enter your name.")
-    if v["email"] and not _email_ok(v["email"]):
-        form.errors["email"] = _("Enter an email address like name@example.com.")
-    if not v["email"]:
-        form.errors["email"] = _("Enter your email address.")
-    if v["phone"] and not all(c in "0123456789+()-. " for c in v["phone"]):
-        form.errors["phone"] = _("Use only digits, spaces and + ( ) - .")
-    if v["country"] and v["country"] not in dict(_countries()):
-        form.errors["country"] = _("Choose a country from the list.")
-    has_address = any(v[k] for k in ("line1", "line2", "postal_code", "city", "state"))
-    if has_address and not v["country"]:
-        form.errors["country"] = _("Choose the country of your address.")
-    if v["country"] and has_address and not v["line1"]:
-        form.errors["line1"] = _("Enter the street and number.")
-    if v["tax_value"] and v["tax_type"] not in TAX_ID_TYPES:
-        form.errors["tax_type"] = _("Choose the kind of tax ID.")
-    if v["tax_type"] and not v["tax_value"]:
-        form.errors["tax_value"] = _("Enter the tax ID.")
-    known = {str(t.get("id")) for t in tax_ids}
-    if form.remove - known:
-        form.form_error = _("This item no longer exists.")
-    if form.errors or form.form_error:
-        return None
-    try:
-        return UpdateBillingProfile(
-            site_id="s",
-            customer_id="c",
-            name=v["name"],
-            email=v["email"],
-            phone=v["phone"],
-            address=Address(
-                line1=v["line1"],
-                line2=v["line2"],
-                postal_code=v["postal_code"],
-                city=v["city"],
-                state=v["state"],
-                country=v["country"] or None,
-            ),
-            tax_ids_add=[TaxIdInput(type=v["tax_type"], value=v["tax_value"])]
-            if v["tax_value"]
-            else [],
-            tax_ids_remove=sorted(form.remove),
-        )
-    except ValidationError as exc:
-        for error in exc.errors():
-            loc = [str(part) for part in error["loc"]]
-            name = {"tax_ids_add": "tax_value", "address": loc[-1] if loc else ""}.get(
-                loc[0] if loc else "", loc[0] if loc else ""
-            )
-            target = name if name in form.values else None
-            message = _("Check this field.")
-            if target is not None:
-                form.errors.setdefault(target, message)
-            else:
-                form.form_error = message
-        return None
-
-
-def _email_ok(value: str) -> bool:
-    local, at, domain = value.partition("@")
-    return bool(local and at and "." in domain and " " not in value and "@" not in domain)
-
-
 async def _profile(request: web.Request, principal: Principal) -> mirror.Profile:
     try:
         found = await mirror.profile(request.app[DB_POOL], principal.site_id, principal.customer_id)
@@ -481,7 +381,7 @@ def _render_profile_form(
         status=status,
         current="profile",
         form=form,
-        countries=_countries(),
+        countries=countries(),
         tax_ids=[
             (
                 str(t.get("id")),
@@ -498,7 +398,7 @@ async def profile_edit(request: web.Request) -> web.StreamResponse:
     principal = await authenticate(request)
     _gate(principal, UpdateBillingProfile)
     profile = await _profile(request, principal)
-    return _render_profile_form(request, profile, _form_from_profile(profile))
+    return _render_profile_form(request, profile, form_from_profile(profile))
 
 
 async def profile_save(request: web.Request) -> web.StreamResponse:
@@ -510,7 +410,7 @@ async def profile_save(request: web.Request) -> web.StreamResponse:
         remove={r for r in posted.getall("remove_tax_id", []) if isinstance(r, str)},
     )
     form.values["country"] = form.values["country"].upper()
-    checked = _validate(form, profile.tax_ids)
+    checked = validate(form, profile.tax_ids)
     if checked is None:
         return _render_profile_form(request, profile, form, status=400)
     call = checked.model_copy(
