@@ -348,3 +348,55 @@ async def test_framed_flow_posts_with_its_path_token(
     resp = await portal.post(path, data={"csrf": csrf}, headers=frame, allow_redirects=False)
     assert resp.status == 303
     assert resp.headers["Location"] == f"{prefix}/plan?done=cancelled"
+
+
+async def test_make_default_remove_and_auto_pay(
+    aiohttp_client: Callable[..., Any],
+    bf_settings: Settings,
+    billing: Billing,
+    api: Client,
+    eventually: Eventually,
+) -> None:
+    customer = await billing.customer(
+        eventually, cards=("pm_card_visa", "pm_card_mastercard"), subscription={}
+    )
+    visa, mastercard = customer.cards
+    portal = await _portal(aiohttp_client, bf_settings, billing)
+    created = await create_link(api, billing.tenant)
+    await enter(portal, created)
+    csrf = await _csrf_of(portal, "/p/payment-methods")
+
+    async def post(path: str) -> str:
+        resp = await portal.post(path, data={"csrf": csrf}, allow_redirects=False)
+        assert resp.status == 303, path
+        return resp.headers["Location"]
+
+    # The default card cannot be removed: billing-sync says so, in the customer's words.
+    failed = await post(f"/p/payment-methods/{visa}/remove")
+    assert failed == "/p/payment-methods?failed=default_payment_method"
+    shown = texts(await (await portal.get(failed)).text())
+    assert "The default card cannot be removed" in shown
+
+    assert await post(f"/p/payment-methods/{mastercard}/default") == (
+        "/p/payment-methods?done=default_set"
+    )
+    first = texts(await (await portal.get("/p/payment-methods")).text()).split("Default")[0]
+    assert "Mastercard •••• 4444" in first
+    assert await post(f"/p/payment-methods/{visa}/remove") == "/p/payment-methods?done=removed"
+    assert "Visa •••• 4242" not in texts(await (await portal.get("/p/payment-methods")).text())
+
+    resp = await portal.post(
+        f"/p/payment-methods/auto-pay/{customer.subscription}",
+        data={"csrf": csrf, "auto_pay": "off"},
+        allow_redirects=False,
+    )
+    assert resp.headers["Location"] == "/p/payment-methods?done=auto_pay_off"
+    sub = await billing.api.v1.subscriptions.retrieve_async(str(customer.subscription))
+    assert sub.collection_method == "send_invoice"
+    page = await (await portal.get(resp.headers["Location"])).text()
+    assert 'role="switch" aria-checked="false"' in page
+    # Another customer's card is not this customer's to touch: not found.
+    other = await portal.post(
+        "/p/payment-methods/pm_someone_elses/default", data={"csrf": csrf}, allow_redirects=False
+    )
+    assert other.headers["Location"] == "/p/payment-methods?failed=resource_missing"
