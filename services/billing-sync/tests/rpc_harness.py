@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestServer
 from billfold.bus import Bus
 from billfold.rpc import RPC_SERVER, RpcClient
 from billfold.settings import Settings
+from billfold_testing.stripe_fake import seeding
 from billfold_testing.stripe_fake.fixtures import StripeFake
 from billfold_testing.tcp_proxy import TcpProxy
 from billing_sync import accounts
@@ -96,29 +97,17 @@ class RpcEnv:
         (``subscription`` adds parameters; ``{}`` for defaults, None for none), mirrored."""
         site = site_id or self.site_id
         api = self.api
-        cus = await api.v1.customers.create_async(
-            params={"email": f"{secrets.token_hex(4)}@example.com", "name": "Ada"}
+        cus, cards = await seeding.customer_with_cards(
+            api,
+            cards=(card,) if card is not None else (),
+            email=f"{secrets.token_hex(4)}@example.com",
         )
-        pm_id = None
-        if card is not None:
-            pm = await api.v1.payment_methods.attach_async(card, params={"customer": cus.id})
-            pm_id = pm.id
-            await api.v1.customers.update_async(
-                cus.id, params={"invoice_settings": {"default_payment_method": pm.id}}
-            )
-        product = await api.v1.products.create_async(params={"name": "Plan"})
-        price = await api.v1.prices.create_async(
-            params={
-                "product": product.id,
-                "currency": "usd",
-                "unit_amount": 1500,
-                "recurring": {"interval": "month"},
-            }
-        )
+        pm_id = cards[0] if cards else None
+        price = await seeding.monthly_price(api)
         sub_id = None
         if subscription is not None:
             sub = await api.v1.subscriptions.create_async(
-                params={"customer": cus.id, "items": [{"price": price.id}], **subscription}
+                params={"customer": cus.id, "items": [{"price": price}], **subscription}
             )
             sub_id = sub.id
         self.made[cus.id] = site
@@ -127,7 +116,7 @@ class RpcEnv:
             "SELECT id FROM mirror.customers WHERE stripe_id = $1 AND site_id = $2", cus.id, site
         )
         assert cid is not None, "customer not mirrored"
-        return Customer(cid, cus.id, site, pm_id, sub_id, price.id)
+        return Customer(cid, cus.id, site, pm_id, sub_id, price)
 
     async def settled(self, eventually: Eventually) -> None:
         """Every webhook delivered and processed (with the worker on)."""

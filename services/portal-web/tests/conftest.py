@@ -11,21 +11,30 @@ from __future__ import annotations
 import html as html_lib
 import re
 import secrets
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest_asyncio
-from aiohttp.test_utils import TestClient
+import stripe
+from aiohttp.test_utils import TestClient, TestServer
+from playwright.async_api import Browser, BrowserContext, async_playwright
 
 from billfold.settings import Settings
+from billfold_testing.browser import CHROMIUM, CHROMIUM_ARGS
+from billfold_testing.stripe_fake.fixtures import StripeFake
+from billfold_testing.waiting import Eventually
 from portal_web.app import create_app as create_portal
 from session_api.app import create_app as create_session_api
 from session_api.customers import repository as customers
 from session_api.keys import repository as keys
 from session_api.sites import repository as sites
+
+if TYPE_CHECKING:
+    from .billing import Billing
 
 Client = TestClient[Any, Any]
 
@@ -52,6 +61,7 @@ async def make_tenant(
     frame_ancestors: list[str] | None = None,
     default_sections: dict[str, Any] | None = None,
     customer_name: str = "Ada Lovelace",
+    with_customer: bool = True,
 ) -> Tenant:
     slug = f"t-{secrets.token_hex(5)}"
     async with pool.acquire() as conn:
@@ -70,17 +80,18 @@ async def make_tenant(
                 default_sections,
             )
         _, secret = await keys.create(conn, site.id, "secret", None)
-        customer = await customers.upsert(
-            conn,
-            site.id,
-            external_id="ext-1",
-            email="ada@example.com",
-            name=customer_name,
-            stripe_id=f"cus_{secrets.token_hex(6)}",
-        )
-    return Tenant(
-        site_id=site.id, slug=slug, name=site.name, key=secret, customer_ids=[customer.id]
-    )
+        customer_ids = []
+        if with_customer:
+            customer = await customers.upsert(
+                conn,
+                site.id,
+                external_id="ext-1",
+                email="ada@example.com",
+                name=customer_name,
+                stripe_id=f"cus_{secrets.token_hex(6)}",
+            )
+            customer_ids.append(customer.id)
+    return Tenant(site_id=site.id, slug=slug, name=site.name, key=secret, customer_ids=customer_ids)
 
 
 @pytest_asyncio.fixture
@@ -279,3 +290,79 @@ async def add_usage(
         at("2027-03-01"),
         value,
     )
+
+
+# --- a real browser ---------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+@pytest_asyncio.fixture
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    ctx = await browser.new_context()
+    try:
+        yield ctx
+    finally:
+        await ctx.close()
+
+
+# --- billing-sync and the fake Stripe -----------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def stripe_api(stripe_fake: StripeFake) -> AsyncIterator[stripe.StripeClient]:
+    http = stripe.AIOHTTPClient()
+    yield stripe_fake.client(http_client=http)
+    await http.close_async()  # type: ignore[no-untyped-call]
+
+
+@pytest_asyncio.fixture
+async def billing(
+    bf_settings: Settings,
+    db_pool: asyncpg.Pool,
+    stripe_fake: StripeFake,
+    stripe_api: stripe.StripeClient,
+    eventually: Eventually,
+) -> AsyncIterator[Billing]:
+    """billing-sync serving a new tenant's site (see ``billing.py``); the tenant has no
+    customer until ``billing.customer()`` makes one in the fake Stripe."""
+    from billing_sync.app import create_app as create_billing_sync
+    from billing_sync.secrets import SecretBox
+    from billing_sync.settings import BillingSyncSettings, new_secrets_key
+
+    from .billing import Billing, register, serving
+
+    settings = BillingSyncSettings(
+        **bf_settings.model_dump(),
+        billing_secrets_key=new_secrets_key(),
+        stripe_api_key=stripe_fake.api_key,
+        stripe_api_base=stripe_fake.base_url,
+        coalesce_window=0.01,
+    )
+    queue = f"billfold.rpc.billing.test-{secrets.token_hex(6)}"
+    server = TestServer(
+        create_billing_sync(settings, reconcile=False, rpc_queue=queue), host="127.0.0.1"
+    )
+    await server.start_server()
+    try:
+        await eventually(lambda: serving(server))
+        tenant = await make_tenant(db_pool, with_customer=False)
+        box = SecretBox(settings.secrets_key_bytes())
+        await register(db_pool, box, stripe_api, server, tenant.site_id)
+        yield Billing(tenant, server, queue, stripe_api, stripe_fake, db_pool)
+    finally:
+        await server.close()

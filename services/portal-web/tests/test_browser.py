@@ -5,7 +5,6 @@ and 360 px."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -15,19 +14,20 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from axe_playwright_python.async_playwright import Axe
-from playwright.async_api import Browser, BrowserContext, Frame, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Frame, Page
 
 from billfold.settings import Settings
-from billfold_testing.browser import CHROMIUM, CHROMIUM_ARGS
 from portal_web.app import create_app as create_portal
 
-from .conftest import Client, Tenant, add_invoice, add_subscription, create_link, make_tenant
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from .conftest import (
+    Client,
+    Tenant,
+    add_invoice,
+    add_subscription,
+    create_link,
+    free_port,
+    make_tenant,
+)
 
 
 @dataclass
@@ -69,25 +69,6 @@ async def live(bf_settings: Settings) -> AsyncIterator[Live]:
     finally:
         for runner in runners:
             await runner.cleanup()
-
-
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            await b.close()
-
-
-@pytest_asyncio.fixture
-async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
-    ctx = await browser.new_context()
-    try:
-        yield ctx
-    finally:
-        await ctx.close()
 
 
 async def _customer_with_data(pool: asyncpg.Pool, **tenant_args: Any) -> Tenant:

@@ -88,10 +88,25 @@ class PaymentMethodData(_Data):
 
 
 class PortalActionData(_Data):
+    """What a customer did in the portal (portal-web's audit record, as an event).
+
+    ``action`` names it (``subscription.cancel``, ``payment_method.set_default``, …),
+    ``target`` the object (``sub_…``, ``pm_…``, ``in_…``; None for the profile),
+    ``session_id`` the portal session (``ps_…``) and ``browser_session_id`` the browser
+    session (``bs_…``) it was done in. ``outcome`` is ``ok`` or the failure's kind
+    (``stripe_error``, ``invalid_request``, ``not_found``, ``unavailable``) with its
+    ``error_code``: an attempt that failed is still something the customer did.
+    """
+
     customer_id: str
     action: str
     target: str | None = None
     session_id: str | None = None
+    browser_session_id: str | None = None
+    audit_id: str | None = None
+    outcome: str = "ok"
+    error_code: str | None = None
+    at: datetime | None = None
 
 
 class _Envelope(BaseModel):

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     db_acquire_timeout: float = Field(default=5.0, gt=0, le=60)
     # Delivery limit for quorum queues before a message goes to the dead-letter queue.
     delivery_limit: int = Field(default=5, ge=1, le=100)
+    # portal-web's deadline for one RPC call to billing-sync (seconds): an action answers
+    # "could not complete, try again" within it when billing-sync is slow or down.
+    rpc_timeout: float = Field(default=5.0, gt=0, le=60)
     default_session_ttl: int = Field(default=3600, ge=60, le=604800)
     # How often session-api looks for sessions that expired, to emit
     # portal_session.expired (seconds: the event's worst-case lateness).

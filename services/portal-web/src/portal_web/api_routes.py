@@ -165,7 +165,7 @@ async def session(request: web.Request) -> web.StreamResponse:
             "actions": api_views.actions(principal.sections),
             "site": {
                 "name": site.name,
-                "logo_url": presenters.https_only(site.logo_url),
+                "logo_url": presenters.hosted_link(site.logo_url),
                 "support_email": site.support_email,
                 "stylesheet": f"/brand/{site.id}/{branding.version(site)}.css",
                 "colors": branding.colors(site),

@@ -13,8 +13,10 @@ from billfold import bus, cache, db, outbox
 from billfold.http import malformed
 from billfold.http.health import add_health_routes
 from billfold.http.middlewares import standard_middlewares
+from billfold.rpc import BILLING_QUEUE, RPC_CLIENT, rpc_client_context
 from billfold.settings import Settings
-from portal_web import api_routes, branding, i18n, link_routes, portal_routes
+from portal_web import action_routes, api_routes, branding, i18n, link_routes, portal_routes
+from portal_web.actions import ACTIONS, Actions
 from portal_web.browser_sessions import Validator
 from portal_web.links import SCHEMA
 from portal_web.pages import PAGE_MEMO, PageMemo, errors_middleware
@@ -41,6 +43,11 @@ async def _check_rabbitmq(app: web.Application) -> None:
 
 async def _validator(app: web.Application) -> AsyncIterator[None]:
     app[VALIDATOR] = Validator(app[SETTINGS], app[cache.REDIS], app[db.DB_POOL])
+    yield
+
+
+async def _actions(app: web.Application) -> AsyncIterator[None]:
+    app[ACTIONS] = Actions(app[db.DB_POOL], app[RPC_CLIENT], timeout=app[SETTINGS].rpc_timeout)
     yield
 
 
@@ -77,7 +84,8 @@ def templates() -> jinja2.Environment:
     return env
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, *, rpc_queue: str = BILLING_QUEUE) -> web.Application:
+    """The app. ``rpc_queue``: billing-sync's call queue (tests give each run its own)."""
     app = web.Application(
         middlewares=[
             *standard_middlewares(
@@ -104,6 +112,10 @@ def create_app(settings: Settings) -> web.Application:
             # the outbox; no page depends on the broker.
             bus.bus_context(settings, name=SERVICE),
             outbox.relay_context(settings, SCHEMA),
+            # Actions call billing-sync on the same bus; while it is unreachable an action
+            # says "could not complete, try again" (reads never need it).
+            rpc_client_context(queue=rpc_queue, timeout=settings.rpc_timeout),
+            _actions,
         ]
     )
     # Postgres is the truth (links, sessions, the mirror): required. Redis (a cache with
@@ -115,6 +127,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.router.add_routes(link_routes.routes)
     portal_routes.add_routes(app)
+    action_routes.add_routes(app)
     api_routes.add_routes(app)
     app.router.add_get("/brand/{site}/{version}.css", brand_css)
     app.router.add_static("/static/", HERE / "static", append_version=False)

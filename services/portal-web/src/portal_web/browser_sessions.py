@@ -115,6 +115,9 @@ class Principal:
     # True when the credential is a multi-use link's own token (a Bearer on the JSON
     # API), not a browser session: ``id`` is then the portal session's id.
     via_link: bool = False
+    # The deep link the tenant asked for (session-api's ``flow``): {"type":
+    # "payment_method_update"} or {"type": "subscription_cancel", "subscription": …}.
+    flow: dict[str, Any] | None = None
 
     def cache_value(self) -> bytes:
         return orjson.dumps(
@@ -130,6 +133,7 @@ class Principal:
                 "loc": self.locale,
                 "ret": self.return_url,
                 "vl": self.via_link,
+                "flow": self.flow,
             }
         )
 
@@ -149,6 +153,7 @@ class Principal:
             locale=v["loc"],
             return_url=v["ret"],
             via_link=v.get("vl", False),
+            flow=v.get("flow"),
         )
 
 
@@ -181,7 +186,7 @@ return string.sub(v, 65)
 _FALLBACK = """
 SELECT bs.id, bs.portal_session_id, bs.site_id, bs.customer_id, bs.embedded,
        bs.ended_at, ps.token_hash AS link_hash, ps.expires_at, ps.revoked_at,
-       ps.sections, ps.locale, ps.return_url
+       ps.sections, ps.locale, ps.return_url, ps.flow
 FROM web.browser_sessions bs
 JOIN portal.portal_sessions ps ON ps.id = bs.portal_session_id AND ps.site_id = bs.site_id
 WHERE bs.token_hash = $1
@@ -190,7 +195,7 @@ WHERE bs.token_hash = $1
 # The same columns as _FALLBACK, so one function makes a Principal of either.
 _LINK_FALLBACK = """
 SELECT id, id AS portal_session_id, site_id, customer_id, false AS embedded, single_use,
-       token_hash AS link_hash, expires_at, revoked_at, sections, locale, return_url
+       token_hash AS link_hash, expires_at, revoked_at, sections, locale, return_url, flow
 FROM portal.portal_sessions
 WHERE token_hash = $1
 """
@@ -310,6 +315,7 @@ def _principal(token: str, row: asyncpg.Record, *, via_link: bool = False) -> Pr
         locale=row["locale"],
         return_url=row["return_url"],
         via_link=via_link,
+        flow=row["flow"] if isinstance(row["flow"], dict) else None,
     )
 
 

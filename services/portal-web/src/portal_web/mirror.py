@@ -47,12 +47,18 @@ class Subscription:
     next_charge_amount: int | None
     next_charge_currency: str | None
     items: list[Item]
+    collection_method: str | None = None
+
+    @property
+    def live(self) -> bool:
+        return self.status not in ("canceled", "incomplete_expired")
 
 
 _SUBSCRIPTIONS = f"""
 SELECT s.stripe_id, s.status, s.currency, s.cancel_at_period_end, s.cancel_at,
        s.canceled_at, s.ended_at, s.trial_end, s.current_period_start,
        s.current_period_end, s.next_charge_at, s.next_charge_amount, s.next_charge_currency,
+       s.collection_method,
        COALESCE(
          (SELECT jsonb_agg(jsonb_build_object(
               'product_name', i.product_name, 'price_model', i.price_model,
@@ -116,6 +122,7 @@ def decode_subscriptions(rows: SubscriptionRows) -> list[Subscription]:
             next_charge_amount=r["next_charge_amount"],
             next_charge_currency=r["next_charge_currency"],
             items=[_item(v) for v in json.loads(r["items"])],
+            collection_method=r["collection_method"],
         )
         for r in rows
     ]
@@ -123,6 +130,16 @@ def decode_subscriptions(rows: SubscriptionRows) -> list[Subscription]:
 
 async def subscriptions(db: Executor, site_id: str, customer_id: str) -> list[Subscription]:
     return decode_subscriptions(await subscription_rows(db, site_id, customer_id))
+
+
+async def subscription(
+    db: Executor, site_id: str, customer_id: str, subscription_id: str
+) -> Subscription | None:
+    """One of the customer's subscriptions (None: not theirs, or not there)."""
+    for sub in await subscriptions(db, site_id, customer_id):
+        if sub.id == subscription_id:
+            return sub
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +179,34 @@ WHERE site_id = $1 AND customer_id = $2 AND deleted_at IS NULL AND status <> 'dr
 """
 
 
+_INVOICE = """
+SELECT stripe_id, number, status, created, due_date, total, amount_remaining, currency,
+       hosted_invoice_url, invoice_pdf
+FROM mirror.invoices
+WHERE site_id = $1 AND customer_id = $2 AND stripe_id = $3 AND deleted_at IS NULL
+"""
+
+
+async def invoice(db: Executor, site_id: str, customer_id: str, invoice_id: str) -> Invoice | None:
+    r = await db.fetchrow(_INVOICE, site_id, customer_id, invoice_id)
+    return _invoice(r) if r is not None else None
+
+
+def _invoice(r: Any) -> Invoice:
+    return Invoice(
+        id=r["stripe_id"],
+        number=r["number"],
+        status=r["status"],
+        created=r["created"],
+        due_date=r["due_date"],
+        total=r["total"],
+        amount_remaining=r["amount_remaining"],
+        currency=r["currency"],
+        hosted_invoice_url=r["hosted_invoice_url"],
+        invoice_pdf=r["invoice_pdf"],
+    )
+
+
 async def invoices(
     db: Executor, site_id: str, customer_id: str, *, page: int, per_page: int
 ) -> InvoicePage:
@@ -169,21 +214,7 @@ async def invoices(
     total = rows[0]["total_count"] if rows else await db.fetchval(_COUNT, site_id, customer_id)
     pages = max(1, -(-int(total) // per_page))
     return InvoicePage(
-        invoices=[
-            Invoice(
-                id=r["stripe_id"],
-                number=r["number"],
-                status=r["status"],
-                created=r["created"],
-                due_date=r["due_date"],
-                total=r["total"],
-                amount_remaining=r["amount_remaining"],
-                currency=r["currency"],
-                hosted_invoice_url=r["hosted_invoice_url"],
-                invoice_pdf=r["invoice_pdf"],
-            )
-            for r in rows
-        ],
+        invoices=[_invoice(r) for r in rows],
         page=page,
         pages=pages,
         total=int(total),
@@ -263,6 +294,8 @@ async def usage(db: Executor, site_id: str, customer_id: str) -> list[Usage]:
 
 @dataclass(frozen=True, slots=True)
 class Profile:
+    """``tax_ids``: Stripe's tax id objects as mirrored (``id``, ``type``, ``value``)."""
+
     name: str | None
     email: str | None
     phone: str | None

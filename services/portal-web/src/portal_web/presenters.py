@@ -49,6 +49,12 @@ class PlanView:
     period: str | None
     next_charge: str | None
     ends: str | None
+    # What the customer may do with it (the session's permissions decide whether the
+    # page offers it): cancel at period end, or undo that / resume a paused one.
+    cancellable: bool = False
+    resumable: bool = False
+    title: str = ""
+    auto_pay: bool | None = None  # None: not a subscription that is billed
 
 
 def interval_text(interval: str | None, count: int) -> str:
@@ -198,14 +204,33 @@ def plan_view(sub: Subscription, now: datetime) -> PlanView:
             "amount": money(charge.amount, charge.currency),
             "date": date(charge.at),
         }
+    lines = [price_line(i) for i in sub.items]
+    live = is_live(sub)
     return PlanView(
         id=sub.id,
-        lines=[price_line(i) for i in sub.items],
+        lines=lines,
         badge=badge(sub, now),
         period=period,
         next_charge=next_charge,
         ends=ends,
+        cancellable=live
+        and sub.status != "paused"
+        and ends_at is None
+        and sub.status not in ("incomplete",),
+        resumable=live
+        and (sub.status == "paused" or (sub.cancel_at_period_end and ends_at is not None)),
+        title=", ".join(line.product for line in lines) or _("Subscription"),
+        auto_pay=(sub.collection_method != "send_invoice") if live else None,
     )
+
+
+def cancel_text(sub: Subscription) -> str:
+    """What cancelling does, said before the customer confirms it."""
+    if sub.current_period_end is not None:
+        return _("Your plan stays active until %(date)s, then it ends.") % {
+            "date": date(sub.current_period_end)
+        }
+    return _("Your plan ends at the end of the current period.")
 
 
 # --- Invoices -----------------------------------------------------------------------------
@@ -213,6 +238,7 @@ def plan_view(sub: Subscription, now: datetime) -> PlanView:
 
 @dataclass(frozen=True, slots=True)
 class InvoiceView:
+    id: str
     number: str
     issued: str
     due: str
@@ -220,6 +246,7 @@ class InvoiceView:
     badge: Badge
     view_url: str | None
     pdf_url: str | None
+    payable: bool = False
 
 
 InvoiceState = Literal["paid", "void", "overdue", "open"]
@@ -257,21 +284,29 @@ def invoice_badge(inv: Invoice, now: datetime) -> Badge:
     return Badge(_("Open"), "info")
 
 
-def https_only(url: str | None) -> str | None:
-    # Only Stripe-hosted https links become hrefs: a javascript: URL in the mirror must
-    # never turn into a link (autoescaping does not stop that).
-    return url if url and url.startswith("https://") else None
+_LOOPBACK = ("http://127.0.0.1:", "http://localhost:", "http://127.0.0.1/", "http://localhost/")
+
+
+def hosted_link(url: str | None) -> str | None:
+    """Only Stripe-hosted https links become hrefs: a javascript: URL in the mirror must
+    never turn into a link (autoescaping does not stop that). Plain http only on the
+    loopback host (a Stripe stand-in on the customer's own machine: local runs, tests)."""
+    if not url:
+        return None
+    return url if url.startswith("https://") or url.startswith(_LOOPBACK) else None
 
 
 def invoice_view(inv: Invoice, now: datetime) -> InvoiceView:
     return InvoiceView(
+        id=inv.id,
         number=inv.number or "—",
         issued=date(inv.created, style="medium"),
         due=date(inv.due_date, style="medium"),
         amount=money(inv.total, inv.currency),
         badge=invoice_badge(inv, now),
-        view_url=https_only(inv.hosted_invoice_url),
-        pdf_url=https_only(inv.invoice_pdf),
+        view_url=hosted_link(inv.hosted_invoice_url),
+        pdf_url=hosted_link(inv.invoice_pdf),
+        payable=inv.status in ("open", "uncollectible") and (inv.amount_remaining or 0) > 0,
     )
 
 
@@ -302,6 +337,7 @@ def _type_label(kind: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PaymentMethodView:
+    id: str
     label: str  # "Visa •••• 4242"
     expires: str | None  # "Expires 12/2027"
     is_default: bool
@@ -316,9 +352,9 @@ def payment_method_view(pm: PaymentMethod) -> PaymentMethodView:
             expires = _("Expires %(date)s") % {
                 "date": f"{pm.card_exp_month:02d}/{pm.card_exp_year}"
             }
-        return PaymentMethodView(label=label, expires=expires, is_default=pm.is_default)
+        return PaymentMethodView(pm.id, label=label, expires=expires, is_default=pm.is_default)
     label = _type_label(pm.type)
-    return PaymentMethodView(label=label, expires=None, is_default=pm.is_default)
+    return PaymentMethodView(pm.id, label=label, expires=None, is_default=pm.is_default)
 
 
 @dataclass(frozen=True, slots=True)
