@@ -64,11 +64,16 @@ async def test_sites_sharing_an_account_have_one_default(
         b = await accounts.configure(conn, box, second, api_key=key)
         assert a.account_ref == b.account_ref
         assert (a.is_default, b.is_default) == (True, False)
-        assert await accounts.owner_site(conn, b, None) == first
-        assert await accounts.owner_site(conn, a, second) == second
-        assert await accounts.owner_site(conn, a, "site_elsewhere") == first
+        assert accounts.owner_site(await accounts.sites_of(conn, b.account_ref), b, None) == first
+        assert (
+            accounts.owner_site(await accounts.sites_of(conn, a.account_ref), a, second) == second
+        )
+        assert (
+            accounts.owner_site(await accounts.sites_of(conn, a.account_ref), a, "site_elsewhere")
+            == first
+        )
         await accounts.configure(conn, box, second, is_default=True)
-        assert await accounts.owner_site(conn, a, None) == second
+        assert accounts.owner_site(await accounts.sites_of(conn, a.account_ref), a, None) == second
 
 
 def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
