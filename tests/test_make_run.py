@@ -116,7 +116,7 @@ def test_run_prints_a_working_key_and_ctrl_c_stops_everything(
         assert demo["api_key"].startswith("bf_sk_")
         assert demo["portal_url"].startswith(portal_base + "/r/bfl_")
         assert [c["external_id"] for c in demo["customers"]][:1] == ["demo-ada"]
-        assert len(demo["customers"]) == 6
+        assert len(demo["customers"]) == 7
         customer = demo["customers"][0]["id"]
         # The printed link opens the portal on the demo customer's plan, which came
         # from the fake Stripe through billing-sync's webhooks and mirror.
@@ -227,7 +227,7 @@ def test_run_with_a_stripe_of_its_own_fills_the_mirror_by_listing(
         start = next(i for i, line in enumerate(lines) if line.rstrip() == "{")
         end = next(i for i in range(start, len(lines)) if lines[i].rstrip() == "}")
         demo = json.loads("".join(lines[start : end + 1]))
-        assert len(demo["customers"]) == 6
+        assert len(demo["customers"]) == 7
         assert stripe_fake.client().v1.webhook_endpoints.list().data == []  # no webhooks
         assert "Team (per seat)" in _portal_plan_page(demo["portal_url"], portal_base)
         assert proc.stdout is not None
