@@ -59,8 +59,11 @@ MAX_RATE, MAX_DURATION, MAX_BURST = 2000.0, 300.0, 50_000
 API_VERSION = "2024-06-20"
 
 
-def spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def spawn(cmd: list[str], env: dict[str, str], *, stderr: bool = False) -> subprocess.Popen[bytes]:
+    """``stderr``: let its errors through (billing-sync logs at warning: a crash says why)."""
+    return subprocess.Popen(
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=None if stderr else subprocess.DEVNULL
+    )
 
 
 def event(kind: str, customer: dict[str, Any]) -> str:
@@ -265,6 +268,7 @@ async def run(args: argparse.Namespace, piece: Slice) -> None:
                     "BILLFOLD_BILLING_SYNC_PORT": str(sync_port),
                     "BILLFOLD_STRIPE_API_BASE": stripe_url,
                 },
+                stderr=True,
             )
         )
         procs.append(

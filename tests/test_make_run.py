@@ -99,7 +99,7 @@ def test_run_prints_a_working_key_and_ctrl_c_stops_everything(
         assert demo["api_key"].startswith("bf_sk_")
         assert demo["portal_url"].startswith(portal_base + "/r/bfl_")
         assert [c["external_id"] for c in demo["customers"]][:1] == ["demo-ada"]
-        assert len(demo["customers"]) == 6
+        assert len(demo["customers"]) == 7
         customer = demo["customers"][0]["id"]
         # The printed link opens the portal on the demo customer's plan, which came
         # from the fake Stripe through billing-sync's webhooks and mirror.
@@ -208,7 +208,7 @@ def test_run_with_a_stripe_of_its_own_fills_the_mirror_by_listing(
         lines = read_until(proc, "Try it", timeout=180)
         assert not any(line.startswith("[stripe-fake]") for line in lines)  # none started
         demo = demo_object(lines)
-        assert len(demo["customers"]) == 6
+        assert len(demo["customers"]) == 7
         assert stripe_fake.client().v1.webhook_endpoints.list().data == []  # no webhooks
         assert "Team (per seat)" in _portal_plan_page(demo["portal_url"], portal_base)
         assert proc.stdout is not None

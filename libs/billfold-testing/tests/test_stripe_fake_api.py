@@ -334,10 +334,51 @@ def test_stripe_test_clocks_api(
     target = now + 3 * 86_400 + 7200
     advanced = client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": target})
     assert advanced.frozen_time == target
-    assert stripe_fake.now() >= target
+    assert stripe_fake.now() < target  # only the clock's customers moved, as on Stripe
     invoices = client.v1.invoices.list(params={"subscription": sub.id})
     assert [i.status for i in invoices.data] == ["paid"] * 4  # start + three daily renewals
     assert client.v1.test_helpers.test_clocks.delete(clock.id).deleted is True
+
+
+def test_a_test_clock_in_the_past_leaves_an_overdue_invoice(
+    stripe_fake: StripeFake, stripe_client: stripe.StripeClient
+) -> None:
+    """Stripe's way to an overdue invoice: a customer on a test clock frozen in the past,
+    a send_invoice subscription whose first invoice is due 14 days later, the clock
+    advanced to about now: that invoice is open and its due date has passed."""
+    client = stripe_client
+    now = stripe_fake.now()
+    start = now - 40 * 86_400
+    clock = client.v1.test_helpers.test_clocks.create(params={"frozen_time": start})
+    customer = client.v1.customers.create(params={"test_clock": clock.id})
+    assert customer.created == start
+    price = client.v1.prices.create(
+        params={
+            "currency": "usd",
+            "unit_amount": 5000,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Invoiced"},
+        }
+    )
+    sub = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "collection_method": "send_invoice",
+            "days_until_due": 14,
+        }
+    )
+    first = str(sub.latest_invoice)
+    if client.v1.invoices.retrieve(first).status == "draft":
+        client.v1.invoices.finalize_invoice(first)
+    client.v1.test_helpers.test_clocks.advance(clock.id, params={"frozen_time": now - 3600})
+    overdue = client.v1.invoices.retrieve(first)
+    assert overdue.status == "open"
+    assert overdue.due_date == start + 14 * 86_400 < now
+    # The renewal 30 days in came due on the clock's time, not on the fake's own.
+    invoices = client.v1.invoices.list(params={"subscription": sub.id}).data
+    assert len(invoices) == 2
+    assert stripe_fake.now() < now + 3600
 
 
 def _free_port() -> int:

@@ -10,6 +10,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest_asyncio
@@ -96,7 +97,7 @@ async def test_register_then_demo_fills_the_mirror_through_webhooks(
     printed = json.loads(done.stdout)
     assert printed["site"] == site
     people = {c["external_id"]: c for c in printed["customers"]}
-    assert len(people) == 6
+    assert len(people) == 7
     assert printed["customers"][0]["external_id"] == "demo-ada"
 
     rows = await db_pool.fetch(
@@ -124,6 +125,7 @@ async def test_register_then_demo_fills_the_mirror_through_webhooks(
     edsger = sorted(r["status"] for r in invoices if r["external_id"] == "demo-edsger")
     assert edsger == ["open", "open", "void"]  # due in 30 days, declined, void
     assert any(r["status"] == "paid" and r["amount_paid"] > 0 for r in invoices)
+    await _overdue_shown(db_pool, site)
     cards = await db_pool.fetch(
         "SELECT c.external_id, p.is_default FROM mirror.payment_methods p "
         "JOIN mirror.customers c ON c.id = p.customer_id WHERE p.site_id = $1",
@@ -196,3 +198,22 @@ async def test_a_deleted_customer_gives_its_external_id_to_a_live_one(
     assert rows[new.id]["deleted_at"] is None
     assert rows[old.id]["external_id"] is None
     assert rows[old.id]["deleted_at"] is not None
+
+
+async def _overdue_shown(pool: asyncpg.Pool, site: str) -> None:
+    """Barbara (on a test clock started 40 days back) has an open invoice whose due date
+    has passed, and portal-web's invoice page (read-only here) badges it Overdue."""
+    from portal_web import mirror as portal_mirror
+    from portal_web.presenters import invoice_badge
+
+    customer = await pool.fetchval(
+        "SELECT id FROM mirror.customers WHERE site_id = $1 AND external_id = 'demo-barbara'",
+        site,
+    )
+    now = datetime.now(UTC)
+    page = await portal_mirror.invoices(pool, site, customer, page=1, per_page=10)
+    overdue = [i for i in page.invoices if i.status == "open" and i.due_date and i.due_date < now]
+    assert len(overdue) == 1, page.invoices
+    assert (now - overdue[0].due_date).days >= 20  # due 14 days after a start 40 days back
+    badge = invoice_badge(overdue[0], now)
+    assert badge.text.startswith("Overdue by"), badge

@@ -64,11 +64,16 @@ async def test_sites_sharing_an_account_have_one_default(
         b = await accounts.configure(conn, box, second, api_key=key)
         assert a.account_ref == b.account_ref
         assert (a.is_default, b.is_default) == (True, False)
-        assert await accounts.owner_site(conn, b, None) == first
-        assert await accounts.owner_site(conn, a, second) == second
-        assert await accounts.owner_site(conn, a, "site_elsewhere") == first
+        assert accounts.owner_site(await accounts.sites_of(conn, b.account_ref), b, None) == first
+        assert (
+            accounts.owner_site(await accounts.sites_of(conn, a.account_ref), a, second) == second
+        )
+        assert (
+            accounts.owner_site(await accounts.sites_of(conn, a.account_ref), a, "site_elsewhere")
+            == first
+        )
         await accounts.configure(conn, box, second, is_default=True)
-        assert await accounts.owner_site(conn, a, None) == second
+        assert accounts.owner_site(await accounts.sites_of(conn, a.account_ref), a, None) == second
 
 
 def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -170,3 +175,39 @@ async def test_secrets_never_reach_the_logs(
     for secret in (synced.api_key, synced.webhook_secret):
         assert secret not in text
         assert secret[8:] not in text
+
+
+async def test_site_update_takes_the_stripe_options_into_billing_syncs_schema(
+    db_pool: asyncpg.Pool, box: SecretBox
+) -> None:
+    """`billfold site update S --stripe-api-key … --stripe-webhook-secret …`: session-api's
+    command, billing-sync's options (entry point billfold.cli.site_update)."""
+    site = await new_site(db_pool)
+    slug = await db_pool.fetchval("SELECT slug FROM portal.sites WHERE id = $1", site)
+    done = _cli(
+        "site",
+        "update",
+        slug,
+        "--stripe-api-key",
+        "-",
+        "--stripe-webhook-secret",
+        WEBHOOK_SECRET,
+        stdin=API_KEY + "\n",
+    )
+    assert done.returncode == 0, done.stderr
+    assert API_KEY not in done.stdout + done.stderr
+    assert WEBHOOK_SECRET not in done.stdout + done.stderr
+    assert "api key: sk_live_…Q7Q7" in done.stdout
+    async with db_pool.acquire() as conn:
+        stored = await accounts.get(conn, box, site)
+    assert stored is not None
+    assert (stored.api_key, stored.webhook_secret) == (API_KEY, WEBHOOK_SECRET)
+    # Checked like `billfold stripe configure`; nothing given is a usage error.
+    bad = _cli("site", "update", site, "--stripe-webhook-secret", "nope_" + "x" * 20)
+    assert bad.returncode == 2
+    assert "--stripe-webhook-secret must be" in bad.stderr
+    assert "nope_" not in bad.stderr
+    empty = _cli("site", "update", site)
+    assert empty.returncode == 2
+    assert "nothing to update" in empty.stderr
+    assert "--stripe-api-key" in empty.stderr

@@ -170,9 +170,11 @@ async def sites_of(conn: Conn | asyncpg.Pool, ref: str) -> list[tuple[str, bool]
     return [(r["site_id"], r["is_default"]) for r in rows]
 
 
-async def owner_site(conn: Conn, account: SiteAccount, metadata_site: str | None) -> str:
-    """The site a customer of ``account``'s Stripe account belongs to."""
-    sites = await sites_of(conn, account.account_ref)
+def owner_site(
+    sites: list[tuple[str, bool]], account: SiteAccount, metadata_site: str | None
+) -> str:
+    """The site a customer of ``account``'s Stripe account belongs to, given the sites
+    sharing that account (:func:`sites_of`)."""
     if metadata_site and any(site == metadata_site for site, _ in sites):
         return metadata_site
     for site, is_default in sites:

@@ -13,6 +13,7 @@ from billfold.http.health import add_health_routes
 from billfold.http.middlewares import standard_middlewares
 from billfold.rpc import BILLING_QUEUE, RPC_SERVER
 from billing_sync import rpc, webhooks
+from billing_sync.priority import ACCEPTANCE, AcceptanceFirst
 from billing_sync.reconcile import reconciler_context
 from billing_sync.secrets import SecretBox
 from billing_sync.settings import BillingSyncSettings
@@ -70,6 +71,7 @@ def create_app(
     quiet_stripe_library()
     app[SETTINGS] = settings
     app[SECRET_BOX] = SecretBox(settings.secrets_key_bytes())
+    app[ACCEPTANCE] = AcceptanceFirst(settings.worker_yield_above)
     contexts = [
         db.pool_context(settings),
         _stripe_gateway,

@@ -4,10 +4,10 @@
 stores the site's webhook signing secret and (optionally) its own API key, encrypted
 (``billing_sync.secrets``). A secret given as ``-`` is read from standard input, so it
 stays out of the shell history and the process list. Secrets are never printed back:
-``show`` and ``list`` give hints only. (The issue also names ``billfold site update S
---stripe-api-key …``; ``site`` is session-api's group, and a command of one service
-cannot join another's group without one importing the other, so the Stripe settings are
-billing-sync's own ``stripe`` group.)
+``show`` and ``list`` give hints only. The same options also work on session-api's
+``billfold site update S --stripe-api-key … --stripe-webhook-secret …``: billing-sync
+publishes them (:data:`SITE_UPDATE`) under the ``billfold.cli.site_update`` entry point,
+so neither service imports the other and the secrets still go to billing-sync's schema.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import click
 from stripe import StripeError
 
-from billfold.cli import Command, Group, InputError, run_database_command
+from billfold.cli import Command, CommandExtension, Group, InputError, run_database_command
 from billfold.db import create_pool
 from billfold.logs import configure_logging, redact_text
 from billfold.settings import load_settings
@@ -118,6 +118,27 @@ def configure(
     default_site: bool | None,
 ) -> None:
     """Create or change a site's Stripe configuration."""
+    _configure(
+        site_ref,
+        stripe_api_key=stripe_api_key,
+        use_deployment_key=use_deployment_key,
+        stripe_webhook_secret=stripe_webhook_secret,
+        stripe_account=stripe_account,
+        no_stripe_account=no_stripe_account,
+        default_site=default_site,
+    )
+
+
+def _configure(
+    site_ref: str,
+    *,
+    stripe_api_key: str | None = None,
+    use_deployment_key: bool = False,
+    stripe_webhook_secret: str | None = None,
+    stripe_account: str | None = None,
+    no_stripe_account: bool = False,
+    default_site: bool | None = None,
+) -> None:
     if stripe_api_key is not None and use_deployment_key:
         raise InputError("--stripe-api-key and --use-deployment-key exclude each other")
     if stripe_account is not None and no_stripe_account:
@@ -340,6 +361,26 @@ def _echo(account: accounts.SiteAccount) -> None:
     click.echo(f"webhook secret: {'set' if account.webhook_secret else 'not set'}")
     click.echo(f"default site of its account: {'yes' if account.is_default else 'no'}")
     click.echo(f"webhook endpoint path: /stripe/webhooks/{account.site_id}")
+
+
+#: ``billfold site update SITE --stripe-api-key … --stripe-webhook-secret whsec_…``:
+#: these options on session-api's command (entry point ``billfold.cli.site_update``);
+#: the values go to :func:`_configure`, as with ``billfold stripe configure``.
+SITE_UPDATE = CommandExtension(
+    params=[
+        click.Option(
+            ["--stripe-api-key"],
+            help="The site's own Stripe secret key (sk_… or rk_…), '-' to read it from "
+            "stdin (stored encrypted by billing-sync).",
+        ),
+        click.Option(
+            ["--stripe-webhook-secret"],
+            help="The site's Stripe webhook signing secret (whsec_…), or '-'.",
+        ),
+        click.Option(["--stripe-account"], help="Stripe Connect account id (acct_…)."),
+    ],
+    apply=lambda site_ref, values: _configure(site_ref, **values),
+)
 
 
 def register(root: click.Group) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,8 @@ class Person:
     email: str
     name: str
     story: str  # what this customer shows, for the printed summary
+    # Days in the past this customer's Stripe test clock starts (0: no test clock).
+    clock_days_back: int = 0
 
 
 #: The first one is the customer `make run` opens the portal for.
@@ -77,7 +80,17 @@ PEOPLE = (
         "Edsger Dijkstra",
         "invoiced: one open, one void, one unpaid (card declined)",
     ),
+    Person(
+        "demo-barbara",
+        "barbara@example.com",
+        "Barbara Liskov",
+        "invoiced, one invoice overdue (on a test clock started 40 days ago)",
+        clock_days_back=40,
+    ),
 )
+
+#: How a test clock is watched while Stripe advances it (seconds).
+CLOCK_POLL, CLOCK_WAIT = 1.0, 120.0
 
 
 @dataclass
@@ -180,6 +193,32 @@ async def _finalized(w: _Writer, sub: stripe.Subscription) -> str | None:
     return inv
 
 
+async def _test_clock(w: _Writer, person: Person) -> str:
+    """A test clock frozen ``clock_days_back`` days ago, for this person's customer."""
+    clock = await w.v1.test_helpers.test_clocks.create_async(
+        params={
+            "frozen_time": int(time.time()) - person.clock_days_back * 86_400,
+            "name": f"billfold demo {person.external_id}",
+        },
+        options=w.opts("test-clock", person.external_id),
+    )
+    return str(clock.id)
+
+
+async def _advance(w: _Writer, clock_id: str, to: int) -> None:
+    """Advance the test clock to ``to`` and wait until Stripe is done (it reports
+    ``advancing`` for a while, then ``ready``)."""
+    clock = await w.v1.test_helpers.test_clocks.advance_async(
+        clock_id, params={"frozen_time": to}, options=w.opts("advance", clock_id, str(to))
+    )
+    async with asyncio.timeout(CLOCK_WAIT):
+        while clock.status != "ready":
+            if clock.status == "internal_failure":
+                raise RuntimeError(f"Stripe could not advance test clock {clock_id}")
+            await asyncio.sleep(CLOCK_POLL)
+            clock = await w.v1.test_helpers.test_clocks.retrieve_async(clock_id)
+
+
 async def _story(w: _Writer, person: Person, customer: str, prices: dict[str, str]) -> None:
     """The customer's cards, subscriptions and invoices."""
     ext = person.external_id
@@ -225,6 +264,16 @@ async def _story(w: _Writer, person: Person, customer: str, prices: dict[str, st
             quantity=2,
             payment_behavior="allow_incomplete",
         )
+    elif ext == "demo-barbara":
+        # Overdue, the Stripe way: the customer lives on a test clock 40 days back; its
+        # first invoice is due 14 days after that; the clock is then advanced to now, so
+        # that invoice is open, 26 days past due (and the renewal 30 days in is open too).
+        invoiced = {"collection_method": "send_invoice", "days_until_due": 14}
+        sub = await _subscribe(w, customer, "overdue", prices[STARTER.lookup_key], **invoiced)
+        await _finalized(w, sub)
+        clock = (await w.v1.customers.retrieve_async(customer)).test_clock
+        if clock is not None:
+            await _advance(w, str(getattr(clock, "id", clock)), int(time.time()) - 60)
 
 
 async def _listing(w: _Writer, seeded: Seeded) -> None:
@@ -244,12 +293,15 @@ async def seed(client: stripe.StripeClient, site_id: str) -> list[Seeded]:
     for person in PEOPLE:
         existing = await _existing(w, person)
         if existing is None:
+            params: dict[str, Any] = {
+                "email": person.email,
+                "name": person.name,
+                "metadata": {EXTERNAL_ID_KEY: person.external_id, SITE_METADATA_KEY: site_id},
+            }
+            if person.clock_days_back:
+                params["test_clock"] = await _test_clock(w, person)
             customer = await w.v1.customers.create_async(
-                params={
-                    "email": person.email,
-                    "name": person.name,
-                    "metadata": {EXTERNAL_ID_KEY: person.external_id, SITE_METADATA_KEY: site_id},
-                },
+                params=params,  # type: ignore[arg-type]
                 options=w.opts("customer", person.external_id),
             )
             await _story(w, person, customer.id, prices)

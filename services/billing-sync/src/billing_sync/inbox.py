@@ -2,9 +2,10 @@
 
 Accepting an event is one INSERT (its id is the primary key, so a redelivery inserts
 nothing) that also NOTIFYs the workers, delivered at commit: the event is durable before
-Stripe gets its 2xx. Processing claims pending rows with ``FOR UPDATE SKIP LOCKED`` so
+Stripe gets its 2xx. Processing locks pending rows with ``FOR UPDATE SKIP LOCKED`` so
 replicas share the work, and marks them processed in the transaction that updated the
-mirror; a failure reschedules them with exponential backoff.
+mirror; a failure reschedules them with exponential backoff (recorded after that
+transaction rolled back, on the events nobody processed meanwhile).
 """
 
 from __future__ import annotations
@@ -59,23 +60,40 @@ class Pending:
     payload: dict[str, Any]
 
 
-async def claim(conn: Conn, limit: int) -> list[Pending]:
-    """Lock up to ``limit`` due events (oldest first) for this transaction."""
+async def due(conn: Conn | asyncpg.Pool, limit: int, *, exclude: list[str]) -> list[Pending]:
+    """Up to ``limit`` due events (oldest first) other than ``exclude`` (the ones this
+    worker holds already). Not locked: :func:`lock` takes them in the group's
+    transaction, so a replica that read them too cannot process them twice."""
     rows = await conn.fetch(
         """
         SELECT id, site_id, type, attempts, payload::text AS payload
         FROM mirror.stripe_events
         WHERE processed_at IS NULL AND failed_at IS NULL AND next_attempt_at <= now()
+          AND id <> ALL($2::text[])
         ORDER BY received_at, id
         LIMIT $1
-        FOR UPDATE SKIP LOCKED
         """,
         limit,
+        exclude,
     )
     return [
         Pending(r["id"], r["site_id"], r["type"], r["attempts"], json.loads(r["payload"]))
         for r in rows
     ]
+
+
+async def lock(conn: Conn, ids: list[str]) -> list[str]:
+    """Lock, for this transaction, those of ``ids`` still to process and not locked by
+    another transaction; returns them."""
+    rows = await conn.fetch(
+        """
+        SELECT id FROM mirror.stripe_events
+        WHERE id = ANY($1::text[]) AND processed_at IS NULL AND failed_at IS NULL
+        FOR UPDATE SKIP LOCKED
+        """,
+        ids,
+    )
+    return [r["id"] for r in rows]
 
 
 async def done(conn: Conn, ids: list[str]) -> None:
@@ -86,18 +104,25 @@ async def done(conn: Conn, ids: list[str]) -> None:
     )
 
 
-async def later(conn: Conn, ids: list[str], seconds: float) -> None:
+async def later(conn: Conn | asyncpg.Pool, ids: list[str], seconds: float) -> None:
     """Not this round (another worker holds the object): look again soon, no attempt."""
     await conn.execute(
         "UPDATE mirror.stripe_events "
-        "SET next_attempt_at = now() + make_interval(secs => $2) WHERE id = ANY($1::text[])",
+        "SET next_attempt_at = now() + make_interval(secs => $2) "
+        "WHERE id = ANY($1::text[]) AND processed_at IS NULL",
         ids,
         seconds,
     )
 
 
 async def failed(
-    conn: Conn, ids: list[str], error: str, *, base: float, cap: float, max_attempts: int
+    conn: Conn | asyncpg.Pool,
+    ids: list[str],
+    error: str,
+    *,
+    base: float,
+    cap: float,
+    max_attempts: int,
 ) -> list[str]:
     """Record a failed attempt with exponential backoff (jittered); returns the ids that
     reached ``max_attempts`` and were given up on (left for reconciliation)."""
@@ -109,7 +134,7 @@ async def failed(
             next_attempt_at = now() + make_interval(
                 secs => least($4::float8, $3::float8 * power(2, attempts)) * (0.5 + random() / 2)),
             failed_at = CASE WHEN attempts + 1 >= $5 THEN now() END
-        WHERE id = ANY($1::text[])
+        WHERE id = ANY($1::text[]) AND processed_at IS NULL AND failed_at IS NULL
         RETURNING id, failed_at
         """,
         ids,
@@ -121,10 +146,12 @@ async def failed(
     return [r["id"] for r in rows if r["failed_at"] is not None]
 
 
-async def next_due(conn: Conn | asyncpg.Pool) -> float | None:
-    """Seconds until the earliest scheduled retry (None: nothing pending)."""
+async def next_due(conn: Conn | asyncpg.Pool, *, exclude: list[str]) -> float | None:
+    """Seconds until the earliest scheduled event other than ``exclude`` (the ones this
+    worker holds already) is due (None: nothing pending)."""
     value = await conn.fetchval(
         "SELECT extract(epoch FROM min(next_attempt_at) - now()) FROM mirror.stripe_events "
-        "WHERE processed_at IS NULL AND failed_at IS NULL"
+        "WHERE processed_at IS NULL AND failed_at IS NULL AND id <> ALL($1::text[])",
+        exclude,
     )
     return None if value is None else float(value)

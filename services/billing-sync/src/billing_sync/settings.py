@@ -34,9 +34,16 @@ class BillingSyncSettings(Settings):
     stripe_max_network_retries: int = Field(default=2, ge=0, le=10)
     # A webhook's Stripe-Signature timestamp may be this old (seconds), as Stripe's default.
     webhook_tolerance: int = Field(default=300, ge=1, le=3600)
-    # Processing: events are claimed in batches; a failed one is retried with backoff
-    # up to this many attempts, then left for reconciliation (and an error log line).
+    # Processing: due events are read in batches of up to worker_batch_size and grouped
+    # by Stripe customer; up to worker_concurrency groups are processed at once, each in
+    # its own transaction on the worker's own pool (worker_concurrency + 1 connections).
+    # A failed one is retried with backoff up to worker_max_attempts, then left for
+    # reconciliation (and an error log line).
     worker_batch_size: int = Field(default=50, ge=1, le=500)
+    worker_concurrency: int = Field(default=8, ge=1, le=64)
+    # Webhook acceptance first: the worker starts no customer group while more than this
+    # many webhook deliveries are being answered by this process (billing_sync.priority).
+    worker_yield_above: int = Field(default=4, ge=0, le=1000)
     worker_max_attempts: int = Field(default=12, ge=1, le=100)
     # Processed Stripe events are kept this long, then swept. Stripe retries a delivery
     # for up to 3 days, so the dedupe by event id outlives any redelivery (and one that

@@ -3,7 +3,8 @@
 Nothing is processed here. A verified event is one INSERT keyed by its id (a duplicate
 delivery inserts nothing and still gets a 200, so Stripe stops retrying), committed
 before the answer; the worker (``billing_sync.worker``) picks it up, woken by the
-INSERT's NOTIFY. A missing, wrong or stale ``Stripe-Signature`` (or an unknown site, or
+INSERT's NOTIFY, and waits while many deliveries are being answered
+(``billing_sync.priority``). A missing, wrong or stale ``Stripe-Signature`` (or an unknown site, or
 one without a webhook secret: the answer does not say which, so the endpoint reveals no
 site) is a 400 in Billfold's error shape, one warning line, and nothing stored.
 """
@@ -20,6 +21,7 @@ from billfold.http.errors import ApiError
 from billfold.http.responses import json_response
 from billfold.logs import get_logger
 from billing_sync import accounts, inbox
+from billing_sync.priority import ACCEPTANCE
 from billing_sync.state import SECRET_BOX, SETTINGS
 
 log = get_logger("billing_sync.webhooks")
@@ -44,6 +46,11 @@ def _rejected(site: str, reason: str) -> ApiError:
 
 @routes.post("/stripe/webhooks/{site}")
 async def receive(request: web.Request) -> web.Response:
+    with request.app[ACCEPTANCE].accepting():
+        return await _receive(request)
+
+
+async def _receive(request: web.Request) -> web.Response:
     site = request.match_info["site"]
     body = await request.read()
     signature = request.headers.get("Stripe-Signature")

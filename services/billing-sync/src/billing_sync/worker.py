@@ -3,16 +3,23 @@
 * **Wake-up**: a dedicated connection LISTENs on the channel the webhook INSERT
   notifies, so processing starts right after acceptance; a safety poll (and the earliest
   scheduled retry) covers notifies missed while that connection was down.
-* **Claiming**: up to ``worker_batch_size`` due events, oldest first, ``FOR UPDATE SKIP
-  LOCKED``: replicas (and the ``concurrency`` runners of one replica) never take the same
-  event. The claim's transaction is also the one that writes the mirror and marks the
-  events processed, so an event is processed exactly when its effect committed.
-* **Per customer, one at a time**: events are grouped by Stripe customer; a group runs
-  under a transaction-scoped advisory lock on (account, customer). A group whose lock
-  another runner holds is put back for a moment, not processed concurrently: the other
-  runner's fetch may predate this event, and this one's fetch must be written after it.
-* **Coalescing**: a short wait after a wake-up lets a burst accumulate; within a group,
-  the same object named by many events is fetched once.
+* **Dispatch**: after a short coalescing wait, the dispatcher reads up to
+  ``worker_batch_size`` due events (oldest first, without locking them) that this worker
+  does not hold yet, and groups them by Stripe customer. Each customer group gets a task;
+  at most ``worker_concurrency`` groups are processed at once, each on its own
+  connection from the worker's OWN pool, so processing can never starve webhook
+  acceptance of the app's pool; and no group starts while the process is busy answering
+  webhooks (``billing_sync.priority``), so it cannot starve acceptance of CPU either.
+* **One transaction per customer group**: the group's events are locked ``FOR UPDATE
+  SKIP LOCKED`` (another replica may hold some), then the group takes a
+  transaction-scoped advisory try-lock on (account, customer). If another writer holds
+  that lock, the group is put back for a moment, not processed concurrently: the other
+  writer's fetch may predate these events, and ours must be written after it. The mirror
+  rows, the outbox events and "processed" commit together, and are visible as soon as
+  that group is done (not when a whole batch is).
+* **Coalescing**: events for a customer that arrive while its group is being processed
+  wait for that task's next round, and within a round each object named by any number of
+  events is fetched once: a burst of events for one object costs one read of Stripe.
 * **Failures**: the group's savepoint rolls back; its events get an attempt, a backoff
   and the (redacted) error, and after ``worker_max_attempts`` are given up (one error
   line; reconciliation repairs the mirror).
@@ -22,19 +29,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 
 import asyncpg
 from aiohttp import web
 from prometheus_client import Counter
 
-from billfold.db import DB_POOL
+from billfold import db
 from billfold.logs import get_logger, redact_text
 from billing_sync import accounts, inbox
 from billing_sync.dbtypes import Conn
 from billing_sync.mirror import dispatch
 from billing_sync.mirror.context import SyncContext
+from billing_sync.priority import ACCEPTANCE, AcceptanceFirst
 from billing_sync.secrets import SecretBox
 from billing_sync.settings import BillingSyncSettings
 from billing_sync.state import SECRET_BOX, SETTINGS, STRIPE
@@ -67,6 +74,10 @@ def _error_text(exc: BaseException) -> str:
     return redact_text(f"{type(exc).__name__}: {exc}")[:500]
 
 
+#: (site, lock key): the events of one Stripe customer, processed one group at a time.
+GroupKey = tuple[str, str]
+
+
 class Worker:
     def __init__(
         self,
@@ -75,46 +86,117 @@ class Worker:
         gateway: StripeGateway,
         box: SecretBox,
         *,
-        concurrency: int = 2,
+        concurrency: int | None = None,
+        acceptance: AcceptanceFirst | None = None,
     ) -> None:
         self.settings = settings
+        self.acceptance = acceptance
         self.pool = pool
         self.gateway = gateway
         self.box = box
-        self.concurrency = concurrency
+        self.concurrency = concurrency or settings.worker_concurrency
+        self._slots = asyncio.Semaphore(self.concurrency)
+        # Events read but not processed yet, per customer group; a key is present while
+        # its task runs (or waits for a slot), which takes what was added meanwhile.
+        self._queued: dict[GroupKey, list[inbox.Pending]] = {}
+        self._held: set[str] = set()  # ids in ``_queued`` or being processed
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._accounts: dict[str, accounts.SiteAccount] = {}
+        # Backpressure: the dispatcher reads no more while this many events are held.
+        self._held_cap = 10 * settings.worker_batch_size
         self._wakeup = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._listen_conn: asyncpg.Connection | None = None
         self.processed_total = 0
 
-    # --- one batch --------------------------------------------------------------------
+    # --- dispatch ---------------------------------------------------------------------
 
     async def run_once(self) -> int:
-        """Claim due events and process them; returns how many were claimed."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            pending = await inbox.claim(conn, self.settings.worker_batch_size)
-            if not pending:
-                return 0
-            groups: dict[tuple[str, str], list[inbox.Pending]] = defaultdict(list)
-            for event in pending:
-                obj = (event.payload.get("data") or {}).get("object") or {}
-                groups[(event.site_id, dispatch.lock_key(obj))].append(event)
-            for (site, key), events in groups.items():
-                await self._group(conn, site, key, events)
+        """Read due events, process every customer group they form and wait for it;
+        returns how many events were read."""
+        taken = await self._dispatch()
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        return taken
+
+    async def _dispatch(self) -> int:
+        """Read due events this worker does not hold yet and hand each to its customer
+        group's task (started if the group has none). Returns at once."""
+        room = min(self.settings.worker_batch_size, self._held_cap - len(self._held))
+        if room <= 0:
+            return 0
+        pending = await inbox.due(self.pool, room, exclude=list(self._held))
+        self._accounts = {}  # configuration changes apply from the next round on
+        for event in pending:
+            self._held.add(event.id)
+            obj = (event.payload.get("data") or {}).get("object") or {}
+            key = (event.site_id, dispatch.lock_key(obj))
+            queue = self._queued.get(key)
+            if queue is not None:
+                queue.append(event)  # coalesced into that group's next round
+                continue
+            self._queued[key] = [event]
+            task = asyncio.create_task(self._drain(key), name=f"stripe-events-{key[1]}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return len(pending)
 
-    async def _group(self, conn: Conn, site: str, key: str, events: list[inbox.Pending]) -> None:
-        ids = [e.id for e in events]
-        targets: set[dispatch.Target] = set()
-        for event in events:
-            obj = (event.payload.get("data") or {}).get("object") or {}
-            targets.update(dispatch.targets(event.type, obj))
+    async def _drain(self, key: GroupKey) -> None:
+        """Process the group's events, round after round, until none are left."""
         try:
-            async with conn.transaction():  # a savepoint: a failure undoes this group only
-                account = await accounts.get(conn, self.box, site)
-                if account is None:
-                    raise LookupError(f"site {site} has no Stripe configuration")
+            async with self._slots:
+                while True:
+                    if self.acceptance is not None:
+                        await self.acceptance.wait_clear()
+                    events = self._queued[key]
+                    if not events:
+                        break
+                    self._queued[key] = []
+                    try:
+                        await self._group(key[0], key[1], events)
+                    finally:
+                        self._held.difference_update(e.id for e in events)
+        except Exception as exc:  # the database, typically: the events stay due
+            log.warning("stripe_worker_failed", error=_error_text(exc))
+        finally:
+            for event in self._queued.pop(key, []):
+                self._held.discard(event.id)
+            if len(self._held) < self._held_cap:
+                self._wakeup.set()  # the dispatcher may have stopped reading at the cap
+
+    # --- one customer group -----------------------------------------------------------
+
+    async def _account(self, conn: Conn, site: str) -> accounts.SiteAccount:
+        """The site's Stripe configuration, read once per dispatch round (shared by the
+        round's groups: one query and one decryption instead of one per group)."""
+        account = self._accounts.get(site)
+        if account is None:
+            account = await accounts.get(conn, self.box, site)
+            if account is None:
+                raise LookupError(f"site {site} has no Stripe configuration")
+            self._accounts[site] = account
+        return account
+
+    async def _group(self, site: str, key: str, events: list[inbox.Pending]) -> None:
+        """One transaction: lock the events, take the customer's lock, refresh what they
+        name from Stripe, write the mirror, mark them processed. On failure it rolls back
+        whole and the attempt is recorded afterwards (no savepoint: two round trips less
+        per group, and a group is all or nothing anyway)."""
+        ids: list[str] = []
+        emitted: list[str] = []
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                ids = await inbox.lock(conn, [e.id for e in events])
+                if not ids:
+                    return  # another replica has (or had) them
+                account = await self._account(conn, site)
+                locked_ids = set(ids)
+                targets: set[dispatch.Target] = set()
+                for event in events:
+                    if event.id in locked_ids:
+                        obj = (event.payload.get("data") or {}).get("object") or {}
+                        targets.update(dispatch.targets(event.type, obj))
                 locked = await conn.fetchval(
                     "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
                     customer_lock(account.account_ref, key),
@@ -126,13 +208,16 @@ class Worker:
                     FETCHES.labels(target.kind).inc()
                     await dispatch.refresh(ctx, target)
                 await inbox.done(conn, ids)
+                emitted = ctx.emitted
         except _Busy:
-            await inbox.later(conn, ids, BUSY_RETRY)
+            await inbox.later(self.pool, ids, BUSY_RETRY)
             return
         except Exception as exc:  # recorded on the events; they are retried with backoff
+            if not ids:
+                raise  # nothing was locked (the database, typically): they stay due
             error = _error_text(exc)
             gave_up = await inbox.failed(
-                conn,
+                self.pool,
                 ids,
                 error,
                 base=BASE_BACKOFF,
@@ -140,11 +225,12 @@ class Worker:
                 max_attempts=self.settings.worker_max_attempts,
             )
             PROCESSED.labels("failed").inc(len(ids))
+            attempts = max((e.attempts for e in events if e.id in set(ids)), default=0)
             log.warning(
                 "stripe_events_failed",
                 site=site,
                 events=len(ids),
-                attempt=events[0].attempts + 1,
+                attempt=attempts + 1,
                 error=error,
             )
             if gave_up:
@@ -152,7 +238,7 @@ class Worker:
             return
         self.processed_total += len(ids)
         PROCESSED.labels("processed").inc(len(ids))
-        log.debug("stripe_events_processed", site=site, events=len(ids), emitted=ctx.emitted)
+        log.debug("stripe_events_processed", site=site, events=len(ids), emitted=emitted)
 
     # --- the loop ---------------------------------------------------------------------
 
@@ -169,6 +255,13 @@ class Worker:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
+        # Groups being processed finish (their transactions commit or roll back whole).
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=15)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
         await self._close_listener()
 
     @property
@@ -180,28 +273,24 @@ class Worker:
             with contextlib.suppress(Exception):  # the safety poll covers for it
                 await self._listen()
             self._wakeup.clear()
+            if self.settings.coalesce_window:
+                await self._sleep(self.settings.coalesce_window)
             try:
-                claimed = await self._round()
+                taken = await self._dispatch()
             except Exception as exc:  # the database is unreachable, typically
                 log.warning("stripe_worker_failed", error=_error_text(exc))
                 await self._sleep(1.0)
                 continue
-            if claimed:
+            if taken:
                 continue
             await self._wait_for_work()
-
-    async def _round(self) -> int:
-        if self.settings.coalesce_window:
-            await self._sleep(self.settings.coalesce_window)
-        counts = await asyncio.gather(*(self.run_once() for _ in range(self.concurrency)))
-        return sum(counts)
 
     async def _wait_for_work(self) -> None:
         if self._stopping.is_set():
             return
         timeout = SAFETY_POLL
         with contextlib.suppress(Exception):
-            due = await inbox.next_due(self.pool)
+            due = await inbox.next_due(self.pool, exclude=list(self._held))
             if due is not None:
                 timeout = min(timeout, max(0.01, due))
         with contextlib.suppress(TimeoutError):
@@ -238,18 +327,25 @@ class Worker:
 WORKER: web.AppKey[Worker] = web.AppKey("stripe_worker", Worker)
 
 
-def worker_context(concurrency: int = 2) -> Callable[[web.Application], AsyncIterator[None]]:
-    """An ``app.cleanup_ctx`` entry running the worker (after the pool and the gateway)."""
+def worker_context() -> Callable[[web.Application], AsyncIterator[None]]:
+    """An ``app.cleanup_ctx`` entry running the worker (after the gateway), on a
+    connection pool of its own: one connection per concurrent group, one to dispatch."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        worker = Worker(
-            app[SETTINGS], app[DB_POOL], app[STRIPE], app[SECRET_BOX], concurrency=concurrency
-        )
-        app[WORKER] = worker
-        await worker.start()
+        settings = app[SETTINGS]
+        size = settings.worker_concurrency + 1
+        pool = await db.create_pool(settings, min_size=1, max_size=size)
         try:
-            yield
+            worker = Worker(
+                settings, pool, app[STRIPE], app[SECRET_BOX], acceptance=app[ACCEPTANCE]
+            )
+            app[WORKER] = worker
+            await worker.start()
+            try:
+                yield
+            finally:
+                await worker.stop()
         finally:
-            await worker.stop()
+            await pool.close()
 
     return ctx

@@ -15,7 +15,14 @@ from urllib.parse import urlsplit
 
 import click
 
-from billfold.cli import Command, Group, InputError, run_database_command
+from billfold.cli import (
+    SITE_UPDATE_GROUP,
+    Command,
+    Group,
+    InputError,
+    extensible,
+    run_database_command,
+)
 from billfold.db import create_pool
 from billfold.logs import configure_logging
 from billfold.settings import Settings, load_settings
@@ -147,6 +154,14 @@ def site_create(
 
     created = _run(work)
     click.echo(f"created site {created.id} ({created.slug})")
+
+
+@site.command("update")
+@click.argument("site_ref", metavar="SITE")
+@extensible(SITE_UPDATE_GROUP, subject="site_ref")
+def site_update(site_ref: str) -> None:
+    """Change a site's settings. Other installed services add their options here
+    (billing-sync: --stripe-api-key, --stripe-webhook-secret, --stripe-account)."""
 
 
 @site.command("list")

@@ -144,7 +144,9 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
             state.request = RequestInfo(request_id, idem)
             try:
                 # One request happens at one instant: every timestamp it writes agrees.
-                with state.clock.pinned(state.clock.now()):
+                # A request about a customer on a test clock happens at the clock's time.
+                moment = clock.request_time(state, params, dict(request.match_info))
+                with state.clock.pinned(moment):
                     result = handler(Ctx(state, params, dict(request.match_info)))
                     result = expand(state, result, get_list(params, "expand"))
                 response = _json(result, headers=headers)

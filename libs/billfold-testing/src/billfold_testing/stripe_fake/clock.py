@@ -6,8 +6,9 @@ payment) of renewal invoices an hour after their creation, and the Smart Retries
 payments (schedule and final action in ``dunning.py``) — with the clock pinned to each
 moment so objects and events carry the timestamps Stripe would give them.
 
-Stripe's own test clocks API is served as a facade over the one fake clock: advancing any
-test clock advances the whole fake (documented in the README).
+Stripe's own test clocks API is served too: a customer created with ``test_clock`` lives
+at that clock's frozen time (every request about it, and its transitions, happen then),
+and advancing the clock runs what came due for its customers only (README).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .lists import paginate
 from .params import Allow
 from .periods import DAY, period
 from .routing import Ctx, Routes
-from .state import FakeState
+from .state import FakeState, kind_of
 from .subscriptions import (
     TRIAL_WILL_END_NOTICE,
     cancel_now,
@@ -113,11 +114,38 @@ def trial_will_end(state: FakeState, sub: Json) -> None:
     emit(state, "customer.subscription.trial_will_end", state.render(sub))
 
 
-def _candidates(state: FakeState) -> list[tuple[int, int, Action]]:
-    """Every pending transition as ``(when, tie-break order, action)``."""
+def clock_of(state: FakeState, obj: Json) -> str | None:
+    """The test clock of the customer ``obj`` belongs to (or is); None: the fake's own."""
+    ident = obj.get("id") if obj.get("object") == "customer" else obj.get("customer")
+    customer = state.find("customer", ident) if isinstance(ident, str) else None
+    clock = customer.get("test_clock") if customer is not None else None
+    return clock if isinstance(clock, str) else None
+
+
+def request_time(state: FakeState, params: Json, match: dict[str, str]) -> int:
+    """When a request happens: for a customer on a test clock (named by ``test_clock``,
+    ``customer``, or an object in the path), that clock's frozen time, as on Stripe;
+    otherwise now."""
+    clock_id = get_str(params, "test_clock")
+    refs = [params.get("customer"), *match.values()]
+    for ref in refs:
+        if clock_id is not None:
+            break
+        kind = kind_of(ref) if isinstance(ref, str) else None
+        obj = state.find(kind, ref) if kind is not None and isinstance(ref, str) else None
+        clock_id = clock_of(state, obj) if obj is not None else None
+    clock = state.find("test_helpers.test_clock", clock_id) if clock_id else None
+    return int(clock["frozen_time"]) if clock is not None else state.clock.now()
+
+
+def _candidates(state: FakeState, test_clock: str | None) -> list[tuple[int, int, Action]]:
+    """Every pending transition of the customers on ``test_clock`` (None: on the fake's
+    own clock) as ``(when, tie-break order, action)``."""
     found: list[tuple[int, int, Action]] = []
     for sub in state.newest_first("subscription"):
         if sub["status"] not in ("trialing", "active", "past_due"):
+            continue
+        if clock_of(state, sub) != test_clock:
             continue
         _start, end = current_period(state, sub)
         if sub["status"] == "trialing" and not sub["_trial_will_end_sent"]:
@@ -130,6 +158,8 @@ def _candidates(state: FakeState) -> list[tuple[int, int, Action]]:
         else:
             found.append((end, 2, partial(renew, state, sub)))
     for inv in state.newest_first("invoice"):
+        if clock_of(state, inv) != test_clock:
+            continue
         at = inv["automatically_finalizes_at"]
         if inv["status"] == "draft" and inv["auto_advance"] and at is not None:
             found.append((int(at), 3, partial(finalize_draft, state, inv)))
@@ -140,12 +170,14 @@ def _candidates(state: FakeState) -> list[tuple[int, int, Action]]:
     return found
 
 
-def run_due(state: FakeState) -> int:
-    """Perform every transition due by now, oldest first; returns how many ran."""
+def run_due(state: FakeState, test_clock: str | None = None) -> int:
+    """Perform every transition due by now, oldest first; returns how many ran. Only
+    those of customers on ``test_clock`` (None: on the fake's own clock), whose "now"
+    the caller pins to that clock's time."""
     steps = 0
     while steps < _MAX_STEPS:
         now = state.clock.now()
-        due = [c for c in _candidates(state) if c[0] <= now]
+        due = [c for c in _candidates(state, test_clock) if c[0] <= now]
         if not due:
             return steps
         when, _order, action = min(due, key=lambda c: (c[0], c[1]))
@@ -220,7 +252,14 @@ def advance_test_clock(ctx: Ctx) -> Json:
         )
     if target < int(clock["frozen_time"]):
         raise invalid("The test clock cannot be advanced backwards.", param="frozen_time")
-    # The fake has one clock: move it by the same distance this test clock moves.
-    advance(ctx.state, target - int(clock["frozen_time"]))
+    # Only this clock's customers live through the time in between (Stripe's "advancing"
+    # is immediate here: the clock comes back "ready").
     clock["frozen_time"] = target
-    return ctx.state.render(clock)
+    state = ctx.state
+    saved, state.request = state.request, None  # background work carries no request id
+    try:
+        with state.clock.pinned(target):
+            run_due(state, clock["id"])
+    finally:
+        state.request = saved
+    return state.render(clock)

@@ -10,6 +10,7 @@ import stripe
 
 from billfold import outbox
 from billfold.events import Event
+from billing_sync import accounts
 from billing_sync.accounts import SiteAccount
 from billing_sync.dbtypes import Conn
 
@@ -23,6 +24,14 @@ class SyncContext:
     client: stripe.StripeClient
     #: events enqueued by this context (for logs and tests)
     emitted: list[str] = field(default_factory=list)
+    _sites: list[tuple[str, bool]] | None = field(default=None, init=False, repr=False)
+
+    async def sites(self) -> list[tuple[str, bool]]:
+        """The sites sharing this Stripe account (site id, is default), read once per
+        context: a refresh asks several times, and each ask is a round trip."""
+        if self._sites is None:
+            self._sites = await accounts.sites_of(self.conn, self.account.account_ref)
+        return self._sites
 
     async def emit(self, event: Event, ordering_key: str) -> None:
         """Enqueue a change event in the caller's transaction (billing-sync's outbox)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -33,9 +34,7 @@ def new_customer_id() -> str:
 
 
 async def _sites(ctx: SyncContext) -> list[str]:
-    return [site for site, _ in await accounts.sites_of(ctx.conn, ctx.account.account_ref)] or [
-        ctx.account.site_id
-    ]
+    return [site for site, _ in await ctx.sites()] or [ctx.account.site_id]
 
 
 async def find(ctx: SyncContext, stripe_id: str) -> CustomerRef | None:
@@ -97,18 +96,25 @@ async def _mark_deleted(ctx: SyncContext, stripe_id: str) -> CustomerRef | None:
 
 async def refresh(ctx: SyncContext, stripe_id: str) -> CustomerRef | None:
     """Fetch the customer and write it; None if Stripe has no such customer at all."""
-    try:
-        customer = await ctx.client.v1.customers.retrieve_async(stripe_id)
-    except stripe.InvalidRequestError as exc:
-        if is_missing(exc):
-            return await _mark_deleted(ctx, stripe_id)
-        raise
+    # Both reads at once: one round trip to Stripe instead of two, one after the other.
+    customer_or_error, tax_ids_or_error = await asyncio.gather(
+        ctx.client.v1.customers.retrieve_async(stripe_id),
+        ctx.client.v1.customers.tax_ids.list_async(stripe_id, params={"limit": 100}),
+        return_exceptions=True,
+    )
+    if isinstance(customer_or_error, stripe.InvalidRequestError) and is_missing(customer_or_error):
+        return await _mark_deleted(ctx, stripe_id)
+    if isinstance(customer_or_error, BaseException):
+        raise customer_or_error
+    customer = customer_or_error
     if getattr(customer, "deleted", False):
         return await _mark_deleted(ctx, stripe_id)
-    tax_ids = await ctx.client.v1.customers.tax_ids.list_async(stripe_id, params={"limit": 100})
+    if isinstance(tax_ids_or_error, BaseException):
+        raise tax_ids_or_error
+    tax_ids = tax_ids_or_error
     metadata: dict[str, Any] = customer.metadata.to_dict() if customer.metadata else {}
-    site = await accounts.owner_site(
-        ctx.conn, ctx.account, metadata.get(accounts.SITE_METADATA_KEY)
+    site = accounts.owner_site(
+        await ctx.sites(), ctx.account, metadata.get(accounts.SITE_METADATA_KEY)
     )
     default_pm = ref_id(
         customer.invoice_settings.default_payment_method if customer.invoice_settings else None
@@ -158,12 +164,19 @@ async def _write(
             fields["external_id"],
             cid,
         )
-        taken = await conn.fetchval(
-            "SELECT id FROM mirror.customers WHERE site_id = $1 AND external_id = $2 AND id <> $3",
-            site,
-            fields["external_id"],
-            cid,
-        )
+        taken = await _external_id_holder(ctx, site, fields["external_id"], cid)
+        if taken is not None and await _gone(ctx, taken):
+            # The holder was deleted at Stripe, but its own group (another customer,
+            # processed concurrently) has not committed that yet: record it now (the same
+            # idempotent write), so the live customer is not refused the id.
+            await _mark_deleted(ctx, taken)
+            await conn.execute(
+                "UPDATE mirror.customers SET external_id = NULL, updated_at = now() "
+                "WHERE site_id = $1 AND stripe_id = $2 AND deleted_at IS NOT NULL",
+                site,
+                taken,
+            )
+            taken = await _external_id_holder(ctx, site, fields["external_id"], cid)
         if taken is not None:
             # Two Stripe customers claim one external id in a site: the first keeps it.
             log.warning("customer_external_id_taken", site=site, stripe_customer=stripe_id)
@@ -216,6 +229,34 @@ async def _write(
     )
     await _default_flags(ctx, ref)
     return ref
+
+
+async def _external_id_holder(
+    ctx: SyncContext, site: str, external_id: str, cid: str
+) -> str | None:
+    """The Stripe id of another customer of the site holding ``external_id`` (or "" for
+    one not in Stripe yet), None if nobody does."""
+    row = await ctx.conn.fetchrow(
+        "SELECT stripe_id FROM mirror.customers "
+        "WHERE site_id = $1 AND external_id = $2 AND id <> $3",
+        site,
+        external_id,
+        cid,
+    )
+    return None if row is None else (row["stripe_id"] or "")
+
+
+async def _gone(ctx: SyncContext, stripe_id: str) -> bool:
+    """Stripe has deleted this customer (or never had it)."""
+    if not stripe_id:
+        return False
+    try:
+        customer = await ctx.client.v1.customers.retrieve_async(stripe_id)
+    except stripe.InvalidRequestError as exc:
+        if is_missing(exc):
+            return True
+        raise
+    return bool(getattr(customer, "deleted", False))
 
 
 async def _move_children(ctx: SyncContext, table: str, customer_id: str, site: str) -> None:
