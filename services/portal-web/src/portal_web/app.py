@@ -14,11 +14,13 @@ from billfold.http import malformed
 from billfold.http.health import add_health_routes
 from billfold.http.middlewares import standard_middlewares
 from billfold.settings import Settings
-from portal_web import branding, i18n, link_routes, portal_routes
+from portal_web import branding, i18n, link_routes, portal_routes, sign_in_routes
 from portal_web.browser_sessions import Validator
+from portal_web.code_resolver import resolver_context
 from portal_web.links import SCHEMA
 from portal_web.pages import errors_middleware
 from portal_web.security import headers_middleware
+from portal_web.sign_in_limits import SIGN_IN_POLICY, Policy, limiter_context
 from portal_web.sites import SiteCache
 from portal_web.state import SETTINGS, SITES, VALIDATOR
 
@@ -86,6 +88,7 @@ def create_app(settings: Settings) -> web.Application:
     malformed.install(app)
     app[SETTINGS] = settings
     app[SITES] = SiteCache()
+    app[SIGN_IN_POLICY] = Policy()  # tests may replace it before the app starts
     env = templates()
     app[aiohttp_jinja2.APP_KEY] = env
     app.on_response_prepare.append(_static_cache)
@@ -98,6 +101,8 @@ def create_app(settings: Settings) -> web.Application:
             # the outbox; no page depends on the broker.
             bus.bus_context(settings, name=SERVICE),
             outbox.relay_context(settings, SCHEMA),
+            limiter_context(settings),
+            resolver_context(settings, lambda a: a[SIGN_IN_POLICY].resolver),
         ]
     )
     # Postgres is the truth (links, sessions, the mirror): required. Redis (a cache with
@@ -108,6 +113,7 @@ def create_app(settings: Settings) -> web.Application:
         optional={"redis": _check_redis, "rabbitmq": _check_rabbitmq},
     )
     app.router.add_routes(link_routes.routes)
+    app.router.add_routes(sign_in_routes.routes)
     portal_routes.add_routes(app)
     app.router.add_get("/brand/{site}/{version}.css", brand_css)
     app.router.add_static("/static/", HERE / "static", append_version=False)

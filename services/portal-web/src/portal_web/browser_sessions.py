@@ -63,19 +63,23 @@ class Created:
 async def create(
     conn: Conn,
     *,
-    portal_session_id: str,
+    portal_session_id: str | None,
     site_id: str,
     customer_id: str,
     expires_at: datetime,
     embedded: bool,
+    sign_in_id: str | None = None,
+    sections: dict[str, dict[str, bool]] | None = None,
 ) -> Created:
+    """A browser session from a link (``portal_session_id``) or from an email sign-in
+    (``sign_in_id`` with its own ``sections``)."""
     token = tokens.generate(tokens.BROWSER_SESSION_PREFIX)
     session_id = f"bs_{secrets.token_hex(12)}"
     await conn.execute(
         """
-        INSERT INTO web.browser_sessions
-            (id, token_hash, portal_session_id, site_id, customer_id, embedded, expires_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        INSERT INTO web.browser_sessions (id, token_hash, portal_session_id, site_id,
+            customer_id, embedded, expires_at, sign_in_id, sections)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
         """,
         session_id,
         tokens.hash_token(token),
@@ -84,6 +88,8 @@ async def create(
         customer_id,
         embedded,
         expires_at,
+        sign_in_id,
+        sections,
     )
     return Created(id=session_id, token=token)
 
@@ -94,8 +100,8 @@ class Principal:
 
     id: str
     token: str
-    portal_session_id: str
-    link_hash: str
+    portal_session_id: str | None  # None: opened by email sign-in (``sign_in_id``)
+    link_hash: str  # NO_LINK for a sign-in
     site_id: str
     customer_id: str
     embedded: bool
@@ -103,6 +109,7 @@ class Principal:
     sections: dict[str, dict[str, bool]]
     locale: str | None
     return_url: str | None
+    sign_in_id: str | None = None
 
     def cache_value(self) -> bytes:
         return orjson.dumps(
@@ -117,6 +124,7 @@ class Principal:
                 "sec": self.sections,
                 "loc": self.locale,
                 "ret": self.return_url,
+                "si": self.sign_in_id,
             }
         )
 
@@ -135,6 +143,7 @@ class Principal:
             sections=v["sec"],
             locale=v["loc"],
             return_url=v["ret"],
+            sign_in_id=v.get("si"),
         )
 
 
@@ -159,18 +168,29 @@ class Refused:
 _CHECK = """
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
-if redis.call('EXISTS', ARGV[1] .. string.sub(v, 1, 64)) == 0 then return false end
+local lh = string.sub(v, 1, 64)
+if lh ~= ARGV[2] and redis.call('EXISTS', ARGV[1] .. lh) == 0 then return false end
 return string.sub(v, 65)
 """
+# A sign-in's browser session has no link: its cache entry starts with this instead of
+# a link hash (never a hex digest), and only sign-out (which forgets the entry) ends it.
+NO_LINK = "-" * 64
 
-_FALLBACK = """
+# A link's browser session takes expiry, revocation and sections from its portal
+# session; a sign-in's from itself (and ends with its sign-in).
+_FALLBACK = f"""
 SELECT bs.id, bs.portal_session_id, bs.site_id, bs.customer_id, bs.embedded,
-       bs.ended_at, ps.token_hash AS link_hash, ps.expires_at, ps.revoked_at,
-       ps.sections, ps.locale, ps.return_url
+       COALESCE(bs.ended_at, si.ended_at) AS ended_at,
+       COALESCE(ps.token_hash, '{NO_LINK}') AS link_hash,
+       COALESCE(ps.expires_at, bs.expires_at) AS expires_at, ps.revoked_at,
+       COALESCE(ps.sections, bs.sections) AS sections, ps.locale, ps.return_url,
+       bs.sign_in_id
 FROM web.browser_sessions bs
-JOIN portal.portal_sessions ps ON ps.id = bs.portal_session_id AND ps.site_id = bs.site_id
-WHERE bs.token_hash = $1
-"""
+LEFT JOIN portal.portal_sessions ps
+    ON ps.id = bs.portal_session_id AND ps.site_id = bs.site_id
+LEFT JOIN web.sign_ins si ON si.id = bs.sign_in_id
+WHERE bs.token_hash = $1 AND (ps.id IS NOT NULL OR si.id IS NOT NULL)
+"""  # noqa: S608 - a constant
 
 
 class Validator:
@@ -197,7 +217,8 @@ class Validator:
         else:
             try:
                 raw = await self._check(
-                    keys=[cache_key(self._settings, token_hash)], args=[self._link_prefix]
+                    keys=[cache_key(self._settings, token_hash)],
+                    args=[self._link_prefix, NO_LINK],
                 )
             except _REDIS_FAILURES as exc:
                 redis_ok = False
@@ -251,6 +272,7 @@ def _principal(token: str, row: asyncpg.Record) -> Principal:
         sections=row["sections"],
         locale=row["locale"],
         return_url=row["return_url"],
+        sign_in_id=row["sign_in_id"],
     )
 
 
@@ -260,3 +282,8 @@ async def end(db: Executor, principal: Principal) -> None:
         "UPDATE web.browser_sessions SET ended_at = now() WHERE id = $1 AND ended_at IS NULL",
         principal.id,
     )
+    if principal.sign_in_id is not None:  # and the email's sign-in: no switching after it
+        await db.execute(
+            "UPDATE web.sign_ins SET ended_at = now() WHERE id = $1 AND ended_at IS NULL",
+            principal.sign_in_id,
+        )

@@ -16,7 +16,7 @@ from aiohttp import web
 from billfold.db import DB_POOL
 from billfold.http.middlewares import REQUEST_ID
 from billfold.logs import get_logger
-from portal_web import credentials, links
+from portal_web import credentials, links, recovery
 from portal_web.ids import utcnow
 from portal_web.pages import PageError, activate_locale, render
 from portal_web.state import SETTINGS, SITE, SITES
@@ -43,7 +43,12 @@ async def _live_link(request: web.Request) -> links.Link:
     activate_locale(request, link.locale, site)
     state = link.state(utcnow())
     if state is not links.LinkState.ACTIVE:
-        raise PageError(410, _REFUSALS[state], return_url=link.return_url)
+        raise PageError(
+            410,
+            _REFUSALS[state],
+            return_url=link.return_url,
+            sign_in_url=recovery.sign_in_url(site, link.flow),
+        )
     return link
 
 
@@ -63,7 +68,13 @@ async def _enter(request: web.Request, link: links.Link, embedded: bool) -> web.
         again = await links.lookup(request.app[DB_POOL], request.match_info["token"])
         state = again.state(utcnow()) if again is not None else links.LinkState.REVOKED
         kind = _REFUSALS.get(state, "link_used")
-        raise PageError(410, kind, return_url=link.return_url)
+        site = request.get(SITE)
+        raise PageError(
+            410,
+            kind,
+            return_url=link.return_url,
+            sign_in_url=recovery.sign_in_url(site, link.flow),
+        )
     log.info("link_used", session_id=link.session_id, embedded=embedded)
     settings = request.app[SETTINGS]
     location = credentials.prefix(embedded, consumed.token) + "/"

@@ -84,7 +84,7 @@ async def _site(conn: Conn, ref: str) -> sites.Site:
 
 @click.group(cls=Group)
 def site() -> None:
-    """Sites (tenants): create and list."""
+    """Sites (tenants): create, list, update."""
 
 
 @site.command("create")
@@ -158,6 +158,53 @@ def site_list() -> None:
 
     for s in _run(work):
         click.echo(f"{s.id}\t{s.slug}\t{s.name}\t{s.created_at:%Y-%m-%dT%H:%M:%SZ}")
+
+
+SIGN_IN_TTL_MIN = 300
+SIGN_IN_TTL_MAX = 7 * 24 * 3600
+
+
+@site.command("update")
+@click.option("--site", "site_ref", required=True, help="Site slug or id.")
+@click.option(
+    "--sign-in-ttl",
+    type=int,
+    help=f"Lifetime of a session opened by email sign-in, {SIGN_IN_TTL_MIN}..{SIGN_IN_TTL_MAX} s.",
+)
+@click.option(
+    "--account-label-field",
+    "label_fields",
+    multiple=True,
+    help="Customer field labelling an account in the sign-in chooser (repeatable, in "
+    f"order): {', '.join(sites.ACCOUNT_LABEL_FIELDS)}.",
+)
+def site_update(site_ref: str, sign_in_ttl: int | None, label_fields: tuple[str, ...]) -> None:
+    """Change a site's sign-in settings."""
+    if sign_in_ttl is not None and not SIGN_IN_TTL_MIN <= sign_in_ttl <= SIGN_IN_TTL_MAX:
+        raise InputError(f"--sign-in-ttl must be between {SIGN_IN_TTL_MIN} and {SIGN_IN_TTL_MAX}")
+    for field in label_fields:
+        if field not in sites.ACCOUNT_LABEL_FIELDS:
+            raise InputError(
+                f"--account-label-field must be one of {', '.join(sites.ACCOUNT_LABEL_FIELDS)}, "
+                f"got {field!r}"
+            )
+    if sign_in_ttl is None and not label_fields:
+        raise InputError("nothing to update: pass --sign-in-ttl or --account-label-field")
+
+    async def work(_: Settings, conn: Conn) -> sites.Site:
+        target = await _site(conn, site_ref)
+        return await sites.update_sign_in(
+            conn,
+            target.id,
+            sign_in_ttl=sign_in_ttl,
+            account_label_fields=list(label_fields) or None,
+        )
+
+    updated = _run(work)
+    click.echo(
+        f"updated site {updated.id} ({updated.slug}): sign-in ttl {updated.sign_in_ttl} s, "
+        f"account labels {','.join(updated.account_label_fields)}"
+    )
 
 
 # --- key ------------------------------------------------------------------------------
