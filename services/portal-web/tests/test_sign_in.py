@@ -11,10 +11,11 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 import pytest_asyncio
 
 from billfold.sections import with_site_defaults
-from billfold.settings import Settings
+from billfold.settings import Settings, SettingsError
 from billfold_testing.infra import Slice
 from portal_web.sign_in_limits import Policy
 
@@ -156,29 +157,44 @@ async def test_unknown_email_same_answer_same_work_same_time(
         await ask_code(portal, tenant, "ada@example.com")
         await ask_code(portal, tenant, "nobody@example.com")
     await db_pool.execute("DELETE FROM web.login_requests WHERE site_id = $1", tenant.site_id)
-    times: dict[str, list[float]] = {"ada@example.com": [], "nobody@example.com": []}
-    answers: dict[str, set[tuple[int, str]]] = {k: set() for k in times}
-    for _ in range(30):
-        for email in times:  # interleaved, so load on the machine hits both alike
-            start = time.perf_counter()
-            resp = await portal.post(
-                f"/s/{tenant.slug}",
-                data={"email": email},
-                headers=SAME_ORIGIN,
-                allow_redirects=False,
-            )
-            await resp.read()
-            times[email].append(time.perf_counter() - start)
-            location = resp.headers["Location"].split("r=lr_")[0]
-            answers[email].add((resp.status, location))
+    emails = ("ada@example.com", "nobody@example.com")
+    answers: dict[str, set[tuple[int, str]]] = {k: set() for k in emails}
+
+    async def medians() -> tuple[float, float]:
+        times: dict[str, list[float]] = {k: [] for k in emails}
+        for i in range(30):
+            # Interleaved, alternating who goes first: load on the machine hits both alike.
+            for email in emails if i % 2 == 0 else emails[::-1]:
+                start = time.perf_counter()
+                resp = await portal.post(
+                    f"/s/{tenant.slug}",
+                    data={"email": email},
+                    headers=SAME_ORIGIN,
+                    allow_redirects=False,
+                )
+                await resp.read()
+                times[email].append(time.perf_counter() - start)
+                location = resp.headers["Location"].split("r=lr_")[0]
+                answers[email].add((resp.status, location))
+        return statistics.median(times[emails[0]]), statistics.median(times[emails[1]])
+
+    # Two cores shared with other test runs: a burst of foreign load can skew one round
+    # of 30, so up to three rounds are measured; one must show the medians within 25 %.
+    # (A lookup in the request would show in every round; the rows below prove the
+    # same work whatever the timing.)
+    rounds = []
+    for _ in range(3):
+        known, unknown = await medians()
+        rounds.append((known, unknown))
+        if abs(known - unknown) <= 0.25 * max(known, unknown):
+            break
+    else:
+        raise AssertionError(f"medians (known, unknown) differ by more than 25 %: {rounds}")
     assert (
         answers["ada@example.com"]
         == answers["nobody@example.com"]
         == {(303, f"/s/{tenant.slug}/code?")}
     )
-    known = statistics.median(times["ada@example.com"])
-    unknown = statistics.median(times["nobody@example.com"])
-    assert abs(known - unknown) <= 0.25 * max(known, unknown), (known, unknown)
     # The same work: one unresolved row each, and nothing else (no event, no lookup).
     rows = await db_pool.fetch(
         "SELECT email, count(*) AS n, bool_and(resolved_at IS NULL) AS pending, "
@@ -187,14 +203,14 @@ async def test_unknown_email_same_answer_same_work_same_time(
         tenant.site_id,
     )
     assert {(r["email"], r["n"], r["pending"], r["no_code"]) for r in rows} == {
-        ("ada@example.com", 30, True, True),
-        ("nobody@example.com", 30, True, True),
+        ("ada@example.com", 30 * len(rounds), True, True),
+        ("nobody@example.com", 30 * len(rounds), True, True),
     }
     outbox = "SELECT count(*) FROM web.outbox WHERE payload->>'site_id' = $1"
     assert await db_pool.fetchval(outbox, tenant.site_id) == 0  # nothing enqueued
     # The code page does not tell them apart either.
     pages = set()
-    for email in times:
+    for email in emails:
         request_id = await ask_code(portal, tenant, email)
         html = await (await portal.get(f"/s/{tenant.slug}/code?r={request_id}")).text()
         pages.add(html.replace(request_id, "lr_X"))
@@ -365,3 +381,12 @@ async def test_used_link_offers_sign_in_without_naming_anyone(
     # An unknown link belongs to no site: nothing to offer.
     unknown = await portal.get("/r/bfl_nothing_here")
     assert "Email me a sign-in code" not in texts(await unknown.text())
+
+
+def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BILLFOLD_SIGN_IN_PER_IP", "100/minute")
+    policy = Policy.from_environment()
+    assert (policy.per_email, policy.per_ip) == ("5/15 minutes", "100/minute")
+    monkeypatch.setenv("BILLFOLD_SIGN_IN_PER_EMAIL", "often")
+    with pytest.raises(SettingsError):
+        Policy.from_environment()

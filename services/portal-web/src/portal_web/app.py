@@ -19,6 +19,7 @@ from portal_web.browser_sessions import Validator
 from portal_web.code_resolver import resolver_context
 from portal_web.links import SCHEMA
 from portal_web.pages import errors_middleware
+from portal_web.preview import preview_middleware
 from portal_web.security import headers_middleware
 from portal_web.sign_in_limits import SIGN_IN_POLICY, Policy, limiter_context
 from portal_web.sites import SiteCache
@@ -82,13 +83,14 @@ def create_app(settings: Settings) -> web.Application:
             *standard_middlewares(SERVICE, settings.max_body_bytes),
             headers_middleware(settings),
             errors_middleware(),
+            preview_middleware(),
         ],
         client_max_size=settings.max_body_bytes,
     )
     malformed.install(app)
     app[SETTINGS] = settings
     app[SITES] = SiteCache()
-    app[SIGN_IN_POLICY] = Policy()  # tests may replace it before the app starts
+    app[SIGN_IN_POLICY] = Policy.from_environment()  # tests may replace it before start
     env = templates()
     app[aiohttp_jinja2.APP_KEY] = env
     app.on_response_prepare.append(_static_cache)

@@ -110,6 +110,7 @@ class Principal:
     locale: str | None
     return_url: str | None
     sign_in_id: str | None = None
+    preview: bool = False  # an operator's read-only preview: every action refused
 
     def cache_value(self) -> bytes:
         return orjson.dumps(
@@ -125,6 +126,7 @@ class Principal:
                 "loc": self.locale,
                 "ret": self.return_url,
                 "si": self.sign_in_id,
+                "pv": self.preview,
             }
         )
 
@@ -144,6 +146,7 @@ class Principal:
             locale=v["loc"],
             return_url=v["ret"],
             sign_in_id=v.get("si"),
+            preview=v.get("pv", False),
         )
 
 
@@ -184,7 +187,7 @@ SELECT bs.id, bs.portal_session_id, bs.site_id, bs.customer_id, bs.embedded,
        COALESCE(ps.token_hash, '{NO_LINK}') AS link_hash,
        COALESCE(ps.expires_at, bs.expires_at) AS expires_at, ps.revoked_at,
        COALESCE(ps.sections, bs.sections) AS sections, ps.locale, ps.return_url,
-       bs.sign_in_id
+       bs.sign_in_id, COALESCE(ps.preview, false) AS preview
 FROM web.browser_sessions bs
 LEFT JOIN portal.portal_sessions ps
     ON ps.id = bs.portal_session_id AND ps.site_id = bs.site_id
@@ -273,6 +276,7 @@ def _principal(token: str, row: asyncpg.Record) -> Principal:
         locale=row["locale"],
         return_url=row["return_url"],
         sign_in_id=row["sign_in_id"],
+        preview=row["preview"],
     )
 
 

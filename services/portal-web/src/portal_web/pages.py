@@ -103,6 +103,10 @@ def _messages(kind: str) -> tuple[str, str]:
             _("Not allowed"),
             _("This action is not available in this session."),
         ),
+        "preview": (
+            _("This is a read-only preview"),
+            _("Actions are turned off in a preview. Nothing was changed."),
+        ),
         "bad_request": (
             _("Something went wrong"),
             _("The request could not be completed. Go back and try again."),

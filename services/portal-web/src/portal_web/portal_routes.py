@@ -60,6 +60,10 @@ async def _principal(request: web.Request) -> Principal:
     return result
 
 
+# For middlewares that must know the session before the handler (portal_web.preview).
+authenticate = _principal
+
+
 def _require_section(principal: Principal, slug: str) -> None:
     if slug not in enabled_sections(principal):
         raise PageError(404, "not_found")
@@ -67,6 +71,8 @@ def _require_section(principal: Principal, slug: str) -> None:
 
 def require_action(principal: Principal, section: str, flag: str) -> None:
     """A disallowed action is a 403, whatever the page offered."""
+    if principal.preview:
+        raise PageError(403, "preview")
     if not principal.sections.get(section, {}).get(flag):
         raise PageError(403, "forbidden")
 

@@ -10,6 +10,8 @@ Redis anyway: each code allows ``MAX_ATTEMPTS`` tries, counted in Postgres
 from __future__ import annotations
 
 import hashlib
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -22,21 +24,46 @@ from limits.errors import StorageError
 from redis.exceptions import RedisError
 
 from billfold.logs import get_logger
-from billfold.settings import Settings
+from billfold.settings import ENV_PREFIX, Settings, SettingsError
 
 log = get_logger("portal_web.sign_in_limits")
 
 _FAILURES = (StorageError, RedisError, OSError, TimeoutError)
 
 
+PER_EMAIL = "5/15 minutes"
+PER_IP = "30/15 minutes"
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """How often codes may be asked for (``limits`` notation, e.g. ``5/15 minutes``)."""
 
-    per_email: str = "5/15 minutes"
-    per_ip: str = "30/15 minutes"
+    per_email: str = PER_EMAIL
+    per_ip: str = PER_IP
     # Tests turn the resolver off to see what the request alone wrote.
     resolver: bool = True
+
+    @classmethod
+    def from_environment(cls) -> Policy:
+        """``BILLFOLD_SIGN_IN_PER_EMAIL`` / ``BILLFOLD_SIGN_IN_PER_IP`` (e.g. behind a
+        NAT that puts a whole office on one address); a bad value stops start-up with
+        one line naming the variable."""
+        values: dict[str, str] = {}
+        for field, default in (("per_email", PER_EMAIL), ("per_ip", PER_IP)):
+            name = f"{ENV_PREFIX}SIGN_IN_{field.upper()}"
+            value = os.environ.get(name, default)
+            try:
+                parse(value)
+            except ValueError:
+                print(
+                    f"billfold: invalid setting {name}: expected a rate such as "
+                    f"'{default}', got {value!r}",
+                    file=sys.stderr,
+                )
+                raise SettingsError(2) from None
+            values[field] = value
+        return cls(per_email=values["per_email"], per_ip=values["per_ip"])
 
 
 class LimiterUnavailable(Exception):

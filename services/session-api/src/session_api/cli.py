@@ -294,3 +294,6 @@ def register(root: click.Group) -> None:
     root.add_command(site)
     root.add_command(key)
     root.add_command(demo)
+    from session_api.portal_cli import portal  # imports this module: registered last
+
+    root.add_command(portal)
