@@ -17,6 +17,7 @@ from billfold.settings import Settings
 from portal_web import branding, i18n, link_routes, portal_routes, sign_in_routes
 from portal_web.browser_sessions import Validator
 from portal_web.code_resolver import resolver_context
+from portal_web.hosts import DOMAINS, DomainCache, hosts_middleware
 from portal_web.links import SCHEMA
 from portal_web.pages import errors_middleware
 from portal_web.preview import preview_middleware
@@ -83,6 +84,7 @@ def create_app(settings: Settings) -> web.Application:
             *standard_middlewares(SERVICE, settings.max_body_bytes),
             headers_middleware(settings),
             errors_middleware(),
+            hosts_middleware(settings),
             preview_middleware(),
         ],
         client_max_size=settings.max_body_bytes,
@@ -90,6 +92,7 @@ def create_app(settings: Settings) -> web.Application:
     malformed.install(app)
     app[SETTINGS] = settings
     app[SITES] = SiteCache()
+    app[DOMAINS] = DomainCache()
     app[SIGN_IN_POLICY] = Policy.from_environment()  # tests may replace it before start
     env = templates()
     app[aiohttp_jinja2.APP_KEY] = env

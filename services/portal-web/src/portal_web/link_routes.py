@@ -16,7 +16,7 @@ from aiohttp import web
 from billfold.db import DB_POOL
 from billfold.http.middlewares import REQUEST_ID
 from billfold.logs import get_logger
-from portal_web import credentials, links, recovery
+from portal_web import credentials, hosts, links, recovery
 from portal_web.ids import utcnow
 from portal_web.pages import PageError, activate_locale, render
 from portal_web.state import SETTINGS, SITE, SITES
@@ -37,6 +37,7 @@ async def _live_link(request: web.Request) -> links.Link:
     link = await links.lookup(pool, request.match_info["token"])
     if link is None:
         raise PageError(404, "link_unknown")
+    hosts.check_site(request, link.site_id)
     site = await request.app[SITES].get(pool, link.site_id)
     if site is not None:
         request[SITE] = site

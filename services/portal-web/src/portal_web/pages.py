@@ -95,6 +95,10 @@ def _messages(kind: str) -> tuple[str, str]:
             _("You are signed out"),
             _("You can close this page."),
         ),
+        "unknown_host": (
+            _("No billing portal here"),
+            _("This address is not set up for a billing portal."),
+        ),
         "not_found": (
             _("Page not found"),
             _("There is nothing at this address."),

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from billfold.db import DB_POOL
 from billfold.logs import get_logger
-from portal_web import browser_sessions, credentials, mirror, presenters
+from portal_web import browser_sessions, credentials, hosts, mirror, presenters
 from portal_web.browser_sessions import Principal, Refusal, Refused
 from portal_web.ids import utcnow
 from portal_web.pages import SECTIONS, PageError, activate_locale, enabled_sections, render
@@ -51,6 +51,7 @@ async def _principal(request: web.Request) -> Principal:
         result.embedded and request.headers.get("Sec-Fetch-Dest") == "document"
     ):
         raise PageError(401, "session_ended")
+    hosts.check_site(request, result.site_id)
     site = await request.app[SITES].get(pool, result.site_id)
     if site is None:
         raise PageError(401, "session_ended")

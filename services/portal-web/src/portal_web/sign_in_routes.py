@@ -25,7 +25,7 @@ from billfold import tokens
 from billfold.db import DB_POOL
 from billfold.logs import get_logger
 from billfold.sections import with_site_defaults
-from portal_web import browser_sessions, credentials, i18n, login_requests, sign_ins
+from portal_web import browser_sessions, credentials, hosts, i18n, login_requests, sign_ins
 from portal_web.i18n import gettext as _
 from portal_web.ids import utcnow
 from portal_web.login_requests import Outcome
@@ -44,6 +44,7 @@ async def _site(request: web.Request) -> Site:
     site = await request.app[SITES].by_slug(request.app[DB_POOL], request.match_info["site"])
     if site is None:
         raise PageError(404, "not_found")
+    hosts.check_site(request, site.id)
     request[SITE] = site
     activate_locale(request, None, site)
     return site

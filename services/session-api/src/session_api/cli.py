@@ -294,6 +294,9 @@ def register(root: click.Group) -> None:
     root.add_command(site)
     root.add_command(key)
     root.add_command(demo)
-    from session_api.portal_cli import portal  # imports this module: registered last
+    # These import this module: registered last.
+    from session_api.domain_cli import domain
+    from session_api.portal_cli import portal
 
+    site.add_command(domain)
     root.add_command(portal)

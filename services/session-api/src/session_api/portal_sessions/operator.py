@@ -18,10 +18,11 @@ from session_api.dbtypes import Conn
 from session_api.keys.repository import KeyOwner
 from session_api.portal_sessions import link_index, repository, service
 from session_api.portal_sessions.schemas import CreatePortalSession
+from session_api.sites import repository as sites
 from session_api.sites.repository import Site
 
 
-def _owner(site: Site) -> KeyOwner:
+def _owner(site: Site, domain: str | None) -> KeyOwner:
     return KeyOwner(
         key_id="",  # replaced by None in the statement: no key involved
         site_id=site.id,
@@ -31,6 +32,7 @@ def _owner(site: Site) -> KeyOwner:
         site_default_sections=site.default_sections,
         site_default_ttl=site.default_session_ttl,
         site_default_locale=site.default_locale,
+        site_domain=domain,
     )
 
 
@@ -45,7 +47,9 @@ async def create(
 ) -> service.Created:
     """Create a session for ``params.customer`` of ``site``; raises ``ApiError`` (400
     ``resource_missing``) for a customer the site does not have."""
-    draft = service.prepare(_owner(site), params, None, settings=settings)
+    domains = await sites.domains(conn, site.id)
+    owner = _owner(site, domains[0] if domains else None)
+    draft = service.prepare(owner, params, None, settings=settings)
     new = dataclasses.replace(draft.new, key_id=None)
     async with conn.transaction():
         key_live, customer_id = await repository.create_with_event(conn, new)

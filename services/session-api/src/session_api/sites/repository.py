@@ -144,3 +144,38 @@ async def update_sign_in(
     )
     assert row is not None
     return Site.from_row(row)
+
+
+# --- custom domains (portal.site_domains): the hosts portal-web answers on for a site --
+
+
+class DomainTaken(Exception):
+    def __init__(self, domain: str, site_id: str) -> None:
+        super().__init__(domain)
+        self.site_id = site_id
+
+
+async def add_domain(conn: Conn, site_id: str, domain: str) -> None:
+    """Add ``domain`` to the site (adding it again to the same site is a no-op);
+    ``DomainTaken`` if another site has it."""
+    owner = await conn.fetchval(
+        "INSERT INTO portal.site_domains (domain, site_id) VALUES ($1, $2) "
+        "ON CONFLICT (domain) DO UPDATE SET domain = EXCLUDED.domain RETURNING site_id",
+        domain,
+        site_id,
+    )
+    if owner != site_id:
+        raise DomainTaken(domain, owner)
+
+
+async def remove_domain(conn: Conn, domain: str) -> bool:
+    status = await conn.execute("DELETE FROM portal.site_domains WHERE domain = $1", domain)
+    return bool(status.endswith(" 1"))
+
+
+async def domains(conn: Conn, site_id: str) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT domain FROM portal.site_domains WHERE site_id = $1 ORDER BY created_at, domain",
+        site_id,
+    )
+    return [r["domain"] for r in rows]
