@@ -390,3 +390,42 @@ def test_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("BILLFOLD_SIGN_IN_PER_EMAIL", "often")
     with pytest.raises(SettingsError):
         Policy.from_environment()
+
+
+async def test_per_ip_limit_behind_a_proxy_counts_the_client(
+    aiohttp_client: Factory, bf_settings: Settings, db_pool: asyncpg.Pool
+) -> None:
+    tenant = await make_tenant(db_pool)
+    portal = await portal_with(
+        aiohttp_client,
+        bf_settings,
+        Policy(per_email="100/minute", per_ip="2/15 minutes", proxy_hops=1),
+    )
+
+    async def ask(email: str, forwarded: str) -> int:
+        resp = await portal.post(
+            f"/s/{tenant.slug}",
+            data={"email": email},
+            headers={**SAME_ORIGIN, "X-Forwarded-For": forwarded},
+            allow_redirects=False,
+        )
+        return resp.status
+
+    # Client A: two codes, then limited, whatever it claims further left in the header.
+    assert await ask("a1@example.com", "198.51.100.7") == 303
+    assert await ask("a2@example.com", "203.0.113.99, 198.51.100.7") == 303
+    assert await ask("a3@example.com", "1.2.3.4, 198.51.100.7") == 429
+    # Client B, through the same proxy (the same TCP peer), has its own budget.
+    assert await ask("b1@example.com", "192.0.2.55") == 303
+    ips = await db_pool.fetch(
+        "SELECT DISTINCT ip FROM web.login_requests WHERE site_id = $1", tenant.site_id
+    )
+    assert {r["ip"] for r in ips} == {"198.51.100.7", "192.0.2.55"}
+
+
+def test_proxy_hops_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BILLFOLD_SIGN_IN_PROXY_HOPS", "1")
+    assert Policy.from_environment().proxy_hops == 1
+    monkeypatch.setenv("BILLFOLD_SIGN_IN_PROXY_HOPS", "-1")
+    with pytest.raises(SettingsError):
+        Policy.from_environment()

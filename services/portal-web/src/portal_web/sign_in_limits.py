@@ -43,6 +43,21 @@ class Policy:
     per_ip: str = PER_IP
     # Tests turn the resolver off to see what the request alone wrote.
     resolver: bool = True
+    # Proxies in front of portal-web that append to X-Forwarded-For (an ingress: 1).
+    # 0: the TCP peer is the client. Behind an ingress without it, every customer
+    # would share the ingress's address and so one per-IP limit.
+    proxy_hops: int = 0
+
+    def client_ip(self, request: web.Request) -> str | None:
+        """The address the per-IP limit counts: the one the nearest trusted proxy saw
+        (earlier X-Forwarded-For entries are whatever the client claimed)."""
+        if self.proxy_hops <= 0:
+            return request.remote
+        chain = [p.strip() for p in request.headers.get("X-Forwarded-For", "").split(",")]
+        chain = [p for p in chain if p]
+        if len(chain) < self.proxy_hops:
+            return request.remote
+        return chain[-self.proxy_hops][:64]
 
     @classmethod
     def from_environment(cls) -> Policy:
@@ -50,6 +65,14 @@ class Policy:
         NAT that puts a whole office on one address); a bad value stops start-up with
         one line naming the variable."""
         values: dict[str, str] = {}
+        hops_name = f"{ENV_PREFIX}SIGN_IN_PROXY_HOPS"
+        hops = os.environ.get(hops_name, "0")
+        if not hops.isascii() or not hops.isdigit() or int(hops) > 10:
+            print(
+                f"billfold: invalid setting {hops_name}: expected 0..10, got {hops!r}",
+                file=sys.stderr,
+            )
+            raise SettingsError(2)
         for field, default in (("per_email", PER_EMAIL), ("per_ip", PER_IP)):
             name = f"{ENV_PREFIX}SIGN_IN_{field.upper()}"
             value = os.environ.get(name, default)
@@ -63,7 +86,7 @@ class Policy:
                 )
                 raise SettingsError(2) from None
             values[field] = value
-        return cls(per_email=values["per_email"], per_ip=values["per_ip"])
+        return cls(per_email=values["per_email"], per_ip=values["per_ip"], proxy_hops=int(hops))
 
 
 class LimiterUnavailable(Exception):

@@ -30,7 +30,7 @@ from portal_web.i18n import gettext as _
 from portal_web.ids import utcnow
 from portal_web.login_requests import Outcome
 from portal_web.pages import SECTIONS, PageError, activate_locale, render
-from portal_web.sign_in_limits import SIGN_IN_LIMITER, LimiterUnavailable
+from portal_web.sign_in_limits import SIGN_IN_LIMITER, SIGN_IN_POLICY, LimiterUnavailable
 from portal_web.sites import Site
 from portal_web.state import SETTINGS, SITE, SITES, VALIDATOR
 
@@ -112,7 +112,8 @@ async def request_code(request: web.Request) -> web.StreamResponse:
             error=_("Enter an email address such as name@example.com."),
         )
     try:
-        limited = await request.app[SIGN_IN_LIMITER].hit(site.id, email, request.remote)
+        ip = request.app[SIGN_IN_POLICY].client_ip(request)
+        limited = await request.app[SIGN_IN_LIMITER].hit(site.id, email, ip)
     except LimiterUnavailable:
         return _email_page(
             request,
@@ -146,7 +147,7 @@ async def request_code(request: web.Request) -> web.StreamResponse:
             email=email,
             locale=i18n.current().language,
             next_section=next_section,
-            ip=request.remote,
+            ip=ip,
         )
     return web.Response(
         status=303,
