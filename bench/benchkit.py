@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 import asyncpg
 
+from billfold_testing.smtp_sink import SmtpSink
 from session_api.customers import repository as customers
 
 LOOPBACK = "127.0.0.1"
@@ -45,6 +46,20 @@ async def wait_ready(
                 pass
             await asyncio.sleep(0.2)
     raise RuntimeError(f"{url} did not become ready")
+
+
+def spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """A service as its own process, its stdout discarded."""
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+
+
+async def wait_for_mail(sink: SmtpSink, count: int, timeout: float = 120) -> None:
+    """Until the sink holds ``count`` messages (RuntimeError after ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    while len(sink.messages) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(sink.messages)} of {count} emails arrived")
+        await asyncio.sleep(0.02)
 
 
 def pct(values: list[float], q: float) -> float:

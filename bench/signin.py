@@ -24,7 +24,6 @@ import asyncio
 import base64
 import os
 import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -35,24 +34,12 @@ import aiohttp
 import aiosmtplib
 import asyncpg
 import uvloop
-from benchkit import free_port, pct, wait_ready
+from benchkit import free_port, pct, spawn, wait_for_mail, wait_ready
 
 from billfold_testing.infra import Slice, create_slice, destroy_slice
 from billfold_testing.smtp_sink import SmtpSink
 from session_api.customers import repository as customers
 from session_api.sites import repository as sites
-
-
-def spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-
-
-async def wait_for_mail(sink: SmtpSink, count: int, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while len(sink.messages) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(sink.messages)} of {count} emails arrived")
-        await asyncio.sleep(0.02)
 
 
 async def make_site(database_url: str, count: int) -> tuple[str, list[str]]:
