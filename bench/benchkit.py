@@ -20,6 +20,7 @@ import asyncpg
 import uvloop
 
 from billfold_testing.infra import Slice, create_slice, destroy_slice
+from billfold_testing.smtp_sink import SmtpSink
 from session_api.customers import repository as customers
 
 LOOPBACK = "127.0.0.1"
@@ -55,6 +56,15 @@ def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
     """User + system CPU time the process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def wait_for_mail(sink: SmtpSink, count: int, timeout: float = 120) -> None:
+    """Until the sink holds ``count`` messages (RuntimeError after ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    while len(sink.messages) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(sink.messages)} of {count} emails arrived")
+        await asyncio.sleep(0.02)
 
 
 def pct(values: list[float], q: float) -> float:

@@ -22,31 +22,18 @@ import argparse
 import asyncio
 import base64
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import aiohttp
 import uvloop
-from benchkit import demo_tenant, free_port, pct, wait_ready
+from benchkit import demo_tenant, free_port, pct, spawn, wait_for_mail, wait_ready
 
 from billfold_testing.infra import Slice, create_slice, destroy_slice
 from billfold_testing.smtp_sink import SmtpSink
 
 HERE = Path(__file__).resolve().parent
-
-
-def spawn(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-
-
-async def wait_for_mail(sink: SmtpSink, count: int, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while len(sink.messages) < count:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(sink.messages)} of {count} emails arrived")
-        await asyncio.sleep(0.02)
 
 
 async def create(

@@ -235,7 +235,7 @@ async def test_migration_marks_sessions_expired_before_it_without_announcing_the
                 session_id,
             )
         applied = await asyncio.to_thread(apply_migrations, scratch_db, [MIGRATIONS])
-        assert applied == ["portal_0002_expired_events"]
+        assert applied[:1] == ["portal_0002_expired_events"]  # later migrations may follow
         rows = await conn.fetch(
             "SELECT id, expired_event_at IS NOT NULL AS marked FROM portal.portal_sessions"
         )

@@ -93,7 +93,8 @@ class PortalActionData(_Data):
     ``action`` names it (``subscription.cancel``, ``payment_method.set_default``, …),
     ``target`` the object (``sub_…``, ``pm_…``, ``in_…``; None for the profile),
     ``session_id`` the portal session (``ps_…``) and ``browser_session_id`` the browser
-    session (``bs_…``) it was done in. ``outcome`` is ``ok`` or the failure's kind
+    session (``bs_…``) it was done in; a customer who signed in by email code has no
+    portal session but a ``sign_in_id`` (``si_…``). ``outcome`` is ``ok`` or the failure's kind
     (``stripe_error``, ``invalid_request``, ``not_found``, ``unavailable``) with its
     ``error_code``: an attempt that failed is still something the customer did.
     """
@@ -102,6 +103,7 @@ class PortalActionData(_Data):
     action: str
     target: str | None = None
     session_id: str | None = None
+    sign_in_id: str | None = None
     browser_session_id: str | None = None
     audit_id: str | None = None
     outcome: str = "ok"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from billfold.db import DB_POOL
-from portal_web import credentials
+from portal_web import credentials, hosts
 from portal_web.browser_sessions import Principal, Refusal, Refused
 from portal_web.ids import utcnow
 from portal_web.pages import PageError, activate_locale
@@ -57,6 +57,7 @@ async def admit(request: web.Request, result: Principal | Refused) -> Principal:
                 request[SITE] = site
         status = 401 if result.reason in (Refusal.UNKNOWN, Refusal.SINGLE_USE) else 410
         raise PageError(status, REFUSED_KINDS[result.reason], return_url=result.return_url)
+    hosts.check_site(request, result.site_id)
     site = await request.app[SITES].get(pool, result.site_id)
     if site is None:
         raise PageError(401, "session_ended")

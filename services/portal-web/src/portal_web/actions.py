@@ -33,6 +33,7 @@ from aiohttp import web
 
 from billfold import outbox
 from billfold.events import PortalAction, PortalActionData
+from billfold.http.client_ip import CLIENT_IP
 from billfold.http.middlewares import REQUEST_ID
 from billfold.logs import get_logger
 from billfold.rpc import (
@@ -90,7 +91,7 @@ class Actor:
         agent = request.headers.get("User-Agent")
         return cls(
             principal=principal,
-            ip=request.remote,
+            ip=request.get(CLIENT_IP, request.remote),
             user_agent=agent[:512] if agent else None,
             request_id=request.get(REQUEST_ID),
         )
@@ -179,7 +180,7 @@ def allowed(principal: Principal, section: str, flag: str | None) -> bool:
 def permit(principal: Principal, call_type: type[CallBase]) -> None:
     """Raise unless ``principal`` may make calls of ``call_type``: a hidden section is
     ``hidden`` (404: it does not exist for this session), a disallowed action
-    ``forbidden`` (403)."""
+    ``forbidden`` (403), and so is every action of a read-only preview."""
     section, flag = _PERMISSIONS[call_type]
     settings = principal.sections.get(section, {})
     if not settings.get("enabled"):
@@ -187,6 +188,15 @@ def permit(principal: Principal, call_type: type[CallBase]) -> None:
     if flag is not None and not settings.get(flag):
         raise ActionFailed(
             "forbidden", "action_not_allowed", _("This action is not available in this session.")
+        )
+    # An operator's read-only preview (``billfold portal preview``): refused here too, so
+    # every front end (forms, JSON API with any credential) refuses it, not only the
+    # preview middleware's POSTs under /p/ and /e/.
+    if principal.preview:
+        raise ActionFailed(
+            "forbidden",
+            "preview_read_only",
+            _("Actions are turned off in a preview. Nothing was changed."),
         )
 
 
@@ -330,8 +340,8 @@ class Actions:
                     """
                     INSERT INTO web.audit_log (id, site_id, customer_id, portal_session_id,
                         browser_session_id, action, object_id, outcome, error_code, call_id,
-                        ip, user_agent, request_id, created_at)
-                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                        ip, user_agent, request_id, created_at, sign_in_id)
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
                     """,
                     audit_id,
                     p.site_id,
@@ -347,6 +357,7 @@ class Actions:
                     actor.user_agent,
                     actor.request_id,
                     now,
+                    p.sign_in_id,
                 )
                 await outbox.enqueue(
                     conn,
@@ -359,6 +370,7 @@ class Actions:
                             action=action,
                             target=target,
                             session_id=p.portal_session_id,
+                            sign_in_id=p.sign_in_id,
                             browser_session_id=p.id,
                             audit_id=audit_id,
                             outcome=outcome,

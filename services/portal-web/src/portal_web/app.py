@@ -15,12 +15,24 @@ from billfold.http.health import add_health_routes
 from billfold.http.middlewares import standard_middlewares
 from billfold.rpc import BILLING_QUEUE, RPC_CLIENT, rpc_client_context
 from billfold.settings import Settings
-from portal_web import action_routes, api_routes, branding, i18n, link_routes, portal_routes
+from portal_web import (
+    action_routes,
+    api_routes,
+    branding,
+    i18n,
+    link_routes,
+    portal_routes,
+    sign_in_routes,
+)
 from portal_web.actions import ACTIONS, Actions
 from portal_web.browser_sessions import Validator
+from portal_web.code_resolver import resolver_context
+from portal_web.hosts import DOMAINS, DomainCache, hosts_middleware
 from portal_web.links import SCHEMA
 from portal_web.pages import PAGE_MEMO, PageMemo, errors_middleware
+from portal_web.preview import preview_middleware
 from portal_web.security import headers_middleware
+from portal_web.sign_in_limits import SIGN_IN_POLICY, Policy, limiter_context
 from portal_web.sites import SiteCache
 from portal_web.state import SETTINGS, SITES, VALIDATOR
 
@@ -93,6 +105,8 @@ def create_app(settings: Settings, *, rpc_queue: str = BILLING_QUEUE) -> web.App
             ),
             headers_middleware(settings),
             errors_middleware(),
+            hosts_middleware(settings),
+            preview_middleware(),
         ],
         client_max_size=settings.max_body_bytes,
     )
@@ -100,6 +114,8 @@ def create_app(settings: Settings, *, rpc_queue: str = BILLING_QUEUE) -> web.App
     app[SETTINGS] = settings
     app[SITES] = SiteCache()
     app[PAGE_MEMO] = PageMemo()
+    app[DOMAINS] = DomainCache()
+    app[SIGN_IN_POLICY] = Policy.from_environment()  # tests may replace it before start
     env = templates()
     app[aiohttp_jinja2.APP_KEY] = env
     app.on_response_prepare.append(_static_cache)
@@ -116,6 +132,8 @@ def create_app(settings: Settings, *, rpc_queue: str = BILLING_QUEUE) -> web.App
             # says "could not complete, try again" (reads never need it).
             rpc_client_context(queue=rpc_queue, timeout=settings.rpc_timeout),
             _actions,
+            limiter_context(settings),
+            resolver_context(settings, lambda a: a[SIGN_IN_POLICY].resolver),
         ]
     )
     # Postgres is the truth (links, sessions, the mirror): required. Redis (a cache with
@@ -126,6 +144,7 @@ def create_app(settings: Settings, *, rpc_queue: str = BILLING_QUEUE) -> web.App
         optional={"redis": _check_redis, "rabbitmq": _check_rabbitmq},
     )
     app.router.add_routes(link_routes.routes)
+    app.router.add_routes(sign_in_routes.routes)
     portal_routes.add_routes(app)
     action_routes.add_routes(app)
     api_routes.add_routes(app)

@@ -72,19 +72,23 @@ class Created:
 async def create(
     conn: Conn,
     *,
-    portal_session_id: str,
+    portal_session_id: str | None,
     site_id: str,
     customer_id: str,
     expires_at: datetime,
     embedded: bool,
+    sign_in_id: str | None = None,
+    sections: dict[str, dict[str, bool]] | None = None,
 ) -> Created:
+    """A browser session from a link (``portal_session_id``) or from an email sign-in
+    (``sign_in_id`` with its own ``sections``)."""
     token = tokens.generate(tokens.BROWSER_SESSION_PREFIX)
     session_id = f"bs_{secrets.token_hex(12)}"
     await conn.execute(
         """
-        INSERT INTO web.browser_sessions
-            (id, token_hash, portal_session_id, site_id, customer_id, embedded, expires_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        INSERT INTO web.browser_sessions (id, token_hash, portal_session_id, site_id,
+            customer_id, embedded, expires_at, sign_in_id, sections)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
         """,
         session_id,
         tokens.hash_token(token),
@@ -93,6 +97,8 @@ async def create(
         customer_id,
         embedded,
         expires_at,
+        sign_in_id,
+        sections,
     )
     return Created(id=session_id, token=token)
 
@@ -103,8 +109,8 @@ class Principal:
 
     id: str
     token: str
-    portal_session_id: str
-    link_hash: str
+    portal_session_id: str | None  # None: opened by email sign-in (``sign_in_id``)
+    link_hash: str  # NO_LINK for a sign-in
     site_id: str
     customer_id: str
     embedded: bool
@@ -118,6 +124,8 @@ class Principal:
     # The deep link the tenant asked for (session-api's ``flow``): {"type":
     # "payment_method_update"} or {"type": "subscription_cancel", "subscription": …}.
     flow: dict[str, Any] | None = None
+    sign_in_id: str | None = None
+    preview: bool = False  # an operator's read-only preview: every action refused
 
     def cache_value(self) -> bytes:
         return orjson.dumps(
@@ -134,6 +142,8 @@ class Principal:
                 "ret": self.return_url,
                 "vl": self.via_link,
                 "flow": self.flow,
+                "si": self.sign_in_id,
+                "pv": self.preview,
             }
         )
 
@@ -154,6 +164,8 @@ class Principal:
             return_url=v["ret"],
             via_link=v.get("vl", False),
             flow=v.get("flow"),
+            sign_in_id=v.get("si"),
+            preview=v.get("pv", False),
         )
 
 
@@ -179,23 +191,35 @@ class Refused:
 _CHECK = """
 local v = redis.call('GET', KEYS[1])
 if not v then return false end
-if redis.call('EXISTS', ARGV[1] .. string.sub(v, 1, 64)) == 0 then return false end
+local lh = string.sub(v, 1, 64)
+if lh ~= ARGV[2] and redis.call('EXISTS', ARGV[1] .. lh) == 0 then return false end
 return string.sub(v, 65)
 """
+# A sign-in's browser session has no link: its cache entry starts with this instead of
+# a link hash (never a hex digest), and only sign-out (which forgets the entry) ends it.
+NO_LINK = "-" * 64
 
-_FALLBACK = """
+# A link's browser session takes expiry, revocation and sections from its portal
+# session; a sign-in's from itself (and ends with its sign-in).
+_FALLBACK = f"""
 SELECT bs.id, bs.portal_session_id, bs.site_id, bs.customer_id, bs.embedded,
-       bs.ended_at, ps.token_hash AS link_hash, ps.expires_at, ps.revoked_at,
-       ps.sections, ps.locale, ps.return_url, ps.flow
+       COALESCE(bs.ended_at, si.ended_at) AS ended_at,
+       COALESCE(ps.token_hash, '{NO_LINK}') AS link_hash,
+       COALESCE(ps.expires_at, bs.expires_at) AS expires_at, ps.revoked_at,
+       COALESCE(ps.sections, bs.sections) AS sections, ps.locale, ps.return_url,
+       ps.flow, bs.sign_in_id, COALESCE(ps.preview, false) AS preview
 FROM web.browser_sessions bs
-JOIN portal.portal_sessions ps ON ps.id = bs.portal_session_id AND ps.site_id = bs.site_id
-WHERE bs.token_hash = $1
-"""
+LEFT JOIN portal.portal_sessions ps
+    ON ps.id = bs.portal_session_id AND ps.site_id = bs.site_id
+LEFT JOIN web.sign_ins si ON si.id = bs.sign_in_id
+WHERE bs.token_hash = $1 AND (ps.id IS NOT NULL OR si.id IS NOT NULL)
+"""  # noqa: S608 - a constant
 
 # The same columns as _FALLBACK, so one function makes a Principal of either.
 _LINK_FALLBACK = """
 SELECT id, id AS portal_session_id, site_id, customer_id, false AS embedded, single_use,
-       token_hash AS link_hash, expires_at, revoked_at, sections, locale, return_url, flow
+       token_hash AS link_hash, expires_at, revoked_at, sections, locale, return_url, flow,
+       NULL::text AS sign_in_id, preview
 FROM portal.portal_sessions
 WHERE token_hash = $1
 """
@@ -246,7 +270,7 @@ class Validator:
             self.redis_skipped += 1
         else:
             try:
-                raw = await self._check(keys=[key], args=[self._link_prefix])
+                raw = await self._check(keys=[key], args=[self._link_prefix, NO_LINK])
             except _REDIS_FAILURES as exc:
                 redis_ok = False
                 self._redis_down_until = time.monotonic() + REDIS_BACKOFF_SECONDS
@@ -316,6 +340,8 @@ def _principal(token: str, row: asyncpg.Record, *, via_link: bool = False) -> Pr
         return_url=row["return_url"],
         via_link=via_link,
         flow=row["flow"] if isinstance(row["flow"], dict) else None,
+        sign_in_id=row["sign_in_id"],
+        preview=row["preview"],
     )
 
 
@@ -325,3 +351,8 @@ async def end(db: Executor, principal: Principal) -> None:
         "UPDATE web.browser_sessions SET ended_at = now() WHERE id = $1 AND ended_at IS NULL",
         principal.id,
     )
+    if principal.sign_in_id is not None:  # and the email's sign-in: no switching after it
+        await db.execute(
+            "UPDATE web.sign_ins SET ended_at = now() WHERE id = $1 AND ended_at IS NULL",
+            principal.sign_in_id,
+        )

@@ -43,13 +43,23 @@ def insecure_localhost(settings: Settings) -> bool:
     return parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1", "::1")
 
 
-def cookie_name(settings: Settings) -> str:
-    return "bf_session" if insecure_localhost(settings) else "__Host-bf_session"
+SESSION_COOKIE = "bf_session"
 
 
-def set_cookie(response: web.StreamResponse, settings: Settings, token: str, max_age: int) -> None:
+def cookie_name(settings: Settings, base: str = SESSION_COOKIE) -> str:
+    return base if insecure_localhost(settings) else f"__Host-{base}"
+
+
+def set_cookie(
+    response: web.StreamResponse,
+    settings: Settings,
+    token: str,
+    max_age: int,
+    *,
+    base: str = SESSION_COOKIE,
+) -> None:
     response.set_cookie(
-        cookie_name(settings),
+        cookie_name(settings, base),
         token,
         max_age=max(0, max_age),
         path="/",

@@ -17,7 +17,7 @@ from billfold.db import DB_POOL
 from billfold.http.client_ip import CLIENT_IP
 from billfold.http.middlewares import REQUEST_ID
 from billfold.logs import get_logger
-from portal_web import credentials, links
+from portal_web import credentials, hosts, links, recovery
 from portal_web.ids import utcnow
 from portal_web.pages import PageError, activate_locale, render
 from portal_web.state import SETTINGS, SITE, SITES
@@ -38,13 +38,19 @@ async def _live_link(request: web.Request) -> links.Link:
     link = await links.lookup(pool, request.match_info["token"])
     if link is None:
         raise PageError(404, "link_unknown")
+    hosts.check_site(request, link.site_id)
     site = await request.app[SITES].get(pool, link.site_id)
     if site is not None:
         request[SITE] = site
     activate_locale(request, link.locale, site)
     state = link.state(utcnow())
     if state is not links.LinkState.ACTIVE:
-        raise PageError(410, _REFUSALS[state], return_url=link.return_url)
+        raise PageError(
+            410,
+            _REFUSALS[state],
+            return_url=link.return_url,
+            sign_in_url=recovery.sign_in_url(site, link.flow),
+        )
     return link
 
 
@@ -64,7 +70,13 @@ async def _enter(request: web.Request, link: links.Link, embedded: bool) -> web.
         again = await links.lookup(request.app[DB_POOL], request.match_info["token"])
         state = again.state(utcnow()) if again is not None else links.LinkState.REVOKED
         kind = _REFUSALS.get(state, "link_used")
-        raise PageError(410, kind, return_url=link.return_url)
+        site = request.get(SITE)
+        raise PageError(
+            410,
+            kind,
+            return_url=link.return_url,
+            sign_in_url=recovery.sign_in_url(site, link.flow),
+        )
     log.info("link_used", session_id=link.session_id, embedded=embedded)
     settings = request.app[SETTINGS]
     location = credentials.prefix(embedded, consumed.token) + "/"

@@ -45,6 +45,7 @@ class Link:
     used_at: datetime | None
     return_url: str | None
     locale: str | None
+    flow: dict[str, Any] | None = None  # the deep link the tenant asked for, if any
 
     def state(self, now: datetime) -> LinkState:
         # Same precedence as session-api's status: revoked, used, expired, active.
@@ -59,7 +60,7 @@ class Link:
 
 _LOOKUP = """
 SELECT ps.id, ps.site_id, ps.customer_id, ps.token_hash, ps.single_use, ps.expires_at,
-       ps.revoked_at, ps.return_url, ps.locale, lu.used_at
+       ps.revoked_at, ps.return_url, ps.locale, ps.flow, lu.used_at
 FROM portal.portal_sessions ps
 LEFT JOIN web.link_uses lu ON lu.portal_session_id = ps.id
 WHERE ps.token_hash = $1
@@ -78,6 +79,7 @@ def _link(row: asyncpg.Record) -> Link:
         used_at=row["used_at"],
         return_url=row["return_url"],
         locale=row["locale"],
+        flow=row["flow"],
     )
 
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from billfold.http.middlewares import Handler, Middleware
 from billfold.logs import get_logger
-from portal_web import branding, credentials, i18n
+from portal_web import branding, credentials, i18n, sign_ins
 from portal_web.browser_sessions import Principal
 from portal_web.i18n import gettext as _
 from portal_web.sites import Site
@@ -59,6 +59,8 @@ class PageError(Exception):
     status: int
     kind: str
     return_url: str | None = None
+    # A dead link's way back through email sign-in: /s/{site}?next=<section>.
+    sign_in_url: str | None = None
 
 
 def _messages(kind: str) -> tuple[str, str]:
@@ -96,6 +98,10 @@ def _messages(kind: str) -> tuple[str, str]:
             _("You are signed out"),
             _("You can close this page."),
         ),
+        "unknown_host": (
+            _("No billing portal here"),
+            _("This address is not set up for a billing portal."),
+        ),
         "not_found": (
             _("Page not found"),
             _("There is nothing at this address."),
@@ -103,6 +109,10 @@ def _messages(kind: str) -> tuple[str, str]:
         "forbidden": (
             _("Not allowed"),
             _("This action is not available in this session."),
+        ),
+        "preview": (
+            _("This is a read-only preview"),
+            _("Actions are turned off in a preview. Nothing was changed."),
         ),
         "bad_request": (
             _("Something went wrong"),
@@ -136,10 +146,21 @@ def context(request: web.Request, **extra: Any) -> dict[str, Any]:
         ),
         "return_url": principal.return_url if principal else None,
         "embedded": bool(principal and principal.embedded),
+        "switch_url": _switch_url(request, site, principal),
         "current": None,
     }
     ctx.update(extra)
     return ctx
+
+
+def _switch_url(request: web.Request, site: Site | None, principal: Principal | None) -> str | None:
+    """The account chooser, for a signed-in customer whose email has several accounts
+    (only then does the browser hold the sign-in cookie)."""
+    if principal is None or principal.sign_in_id is None or site is None:
+        return None
+    if sign_ins.cookie_token(request, request.app[SETTINGS]) is None:
+        return None
+    return f"/s/{site.slug}/accounts"
 
 
 def render(request: web.Request, template: str, status: int = 200, **extra: Any) -> web.Response:
@@ -246,6 +267,7 @@ def error_page(request: web.Request, error: PageError) -> web.Response:
         text=text,
         back_url=error.return_url,
         kind=error.kind,
+        sign_in_url=error.sign_in_url,
     )
     if error.kind in ("session_ended", "session_revoked", "session_expired", "signed_out"):
         credentials.clear_cookie(response, request.app[SETTINGS])

@@ -46,6 +46,8 @@ def _require_section(principal: Principal, slug: str) -> None:
 
 def require_action(principal: Principal, section: str, flag: str) -> None:
     """A disallowed action is a 403, whatever the page offered."""
+    if principal.preview:
+        raise PageError(403, "preview")
     if not principal.sections.get(section, {}).get(flag):
         raise PageError(403, "forbidden")
 

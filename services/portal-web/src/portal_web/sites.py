@@ -7,7 +7,8 @@ and kept in process for a short while: branding changes rarely, and every page n
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from portal_web.dbtypes import Executor
 
@@ -25,11 +26,15 @@ class Site:
     support_email: str | None
     default_locale: str
     frame_ancestors: tuple[str, ...]
+    # Email sign-in: the sections and lifetime it grants, the chooser's labels.
+    sign_in_ttl: int = 3600
+    account_label_fields: tuple[str, ...] = ("name", "email")
+    default_sections: dict[str, Any] = field(default_factory=dict)
 
 
 _SQL = """
 SELECT id, slug, name, logo_url, primary_color, accent_color, support_email,
-       default_locale, frame_ancestors
+       default_locale, frame_ancestors, sign_in_ttl, account_label_fields, default_sections
 FROM portal.sites WHERE id = $1
 """
 
@@ -40,6 +45,7 @@ class SiteCache:
     def __init__(self, ttl: float = CACHE_SECONDS) -> None:
         self._ttl = ttl
         self._entries: dict[str, tuple[float, Site | None]] = {}
+        self._slugs: dict[str, str] = {}
 
     async def get(self, db: Executor, site_id: str) -> Site | None:
         now = time.monotonic()
@@ -59,8 +65,26 @@ class SiteCache:
                 support_email=row["support_email"],
                 default_locale=row["default_locale"],
                 frame_ancestors=tuple(row["frame_ancestors"]),
+                sign_in_ttl=row["sign_in_ttl"],
+                account_label_fields=tuple(row["account_label_fields"]),
+                default_sections=row["default_sections"],
             )
         if len(self._entries) >= 10_000:
             self._entries.clear()
         self._entries[site_id] = (now + self._ttl, site)
         return site
+
+    async def by_slug(self, db: Executor, slug: str) -> Site | None:
+        """The site a public URL (``/s/{slug}``) names; slugs never change, so the id
+        is kept for good and the site itself for ``ttl`` like any other."""
+        if not slug.isascii() or len(slug) > 63:
+            return None
+        site_id = self._slugs.get(slug)
+        if site_id is None:
+            site_id = await db.fetchval("SELECT id FROM portal.sites WHERE slug = $1", slug)
+            if site_id is None:
+                return None
+            if len(self._slugs) >= 10_000:
+                self._slugs.clear()
+            self._slugs[slug] = site_id
+        return await self.get(db, site_id)

@@ -91,7 +91,7 @@ async def _site(conn: Conn, ref: str) -> sites.Site:
 
 @click.group(cls=Group)
 def site() -> None:
-    """Sites (tenants): create and list."""
+    """Sites (tenants): create, list, update."""
 
 
 @site.command("create")
@@ -156,14 +156,6 @@ def site_create(
     click.echo(f"created site {created.id} ({created.slug})")
 
 
-@site.command("update")
-@click.argument("site_ref", metavar="SITE")
-@extensible(SITE_UPDATE_GROUP, subject="site_ref")
-def site_update(site_ref: str) -> None:
-    """Change a site's settings. Other installed services add their options here
-    (billing-sync: --stripe-api-key, --stripe-webhook-secret, --stripe-account)."""
-
-
 @site.command("list")
 def site_list() -> None:
     """List sites."""
@@ -173,6 +165,54 @@ def site_list() -> None:
 
     for s in _run(work):
         click.echo(f"{s.id}\t{s.slug}\t{s.name}\t{s.created_at:%Y-%m-%dT%H:%M:%SZ}")
+
+
+SIGN_IN_TTL_MIN = 300
+SIGN_IN_TTL_MAX = 7 * 24 * 3600
+
+
+@site.command("update")
+@click.argument("site_ref", metavar="SITE")
+@click.option(
+    "--sign-in-ttl",
+    type=int,
+    help=f"Lifetime of a session opened by email sign-in, {SIGN_IN_TTL_MIN}..{SIGN_IN_TTL_MAX} s.",
+)
+@click.option(
+    "--account-label-field",
+    "label_fields",
+    multiple=True,
+    help="Customer field labelling an account in the sign-in chooser (repeatable, in "
+    f"order): {', '.join(sites.ACCOUNT_LABEL_FIELDS)}.",
+)
+@extensible(SITE_UPDATE_GROUP, subject="site_ref")
+def site_update(site_ref: str, sign_in_ttl: int | None, label_fields: tuple[str, ...]) -> None:
+    """Change a site's settings (SITE: slug or id). Other installed services add their
+    options here (billing-sync: --stripe-api-key, --stripe-webhook-secret,
+    --stripe-account); this body runs only when one of its own options is given."""
+    if sign_in_ttl is not None and not SIGN_IN_TTL_MIN <= sign_in_ttl <= SIGN_IN_TTL_MAX:
+        raise InputError(f"--sign-in-ttl must be between {SIGN_IN_TTL_MIN} and {SIGN_IN_TTL_MAX}")
+    for field in label_fields:
+        if field not in sites.ACCOUNT_LABEL_FIELDS:
+            raise InputError(
+                f"--account-label-field must be one of {', '.join(sites.ACCOUNT_LABEL_FIELDS)}, "
+                f"got {field!r}"
+            )
+
+    async def work(_: Settings, conn: Conn) -> sites.Site:
+        target = await _site(conn, site_ref)
+        return await sites.update_sign_in(
+            conn,
+            target.id,
+            sign_in_ttl=sign_in_ttl,
+            account_label_fields=list(label_fields) or None,
+        )
+
+    updated = _run(work)
+    click.echo(
+        f"updated site {updated.id} ({updated.slug}): sign-in ttl {updated.sign_in_ttl} s, "
+        f"account labels {','.join(updated.account_label_fields)}"
+    )
 
 
 # --- key ------------------------------------------------------------------------------
@@ -262,3 +302,9 @@ def register(root: click.Group) -> None:
     root.add_command(site)
     root.add_command(key)
     root.add_command(demo)
+    # These import this module: registered last.
+    from session_api.domain_cli import domain
+    from session_api.portal_cli import portal
+
+    site.add_command(domain)
+    root.add_command(portal)

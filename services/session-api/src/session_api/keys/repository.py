@@ -35,6 +35,8 @@ class KeyOwner:
     site_default_sections: dict[str, object]
     site_default_ttl: int | None
     site_default_locale: str
+    # The site's first custom domain: links minted for the site use it.
+    site_domain: str | None = None
 
 
 def _key(row: asyncpg.Record) -> ApiKey:
@@ -100,7 +102,9 @@ async def owner_by_hash(conn: Executor, key_hash: str) -> KeyOwner | None:
     row = await conn.fetchrow(
         """
         SELECT k.id, k.site_id, k.kind, k.scopes, k.revoked_at IS NOT NULL AS revoked,
-               s.default_sections, s.default_session_ttl, s.default_locale
+               s.default_sections, s.default_session_ttl, s.default_locale,
+               (SELECT d.domain FROM portal.site_domains d WHERE d.site_id = s.id
+                ORDER BY d.created_at, d.domain LIMIT 1) AS site_domain
         FROM portal.api_keys k JOIN portal.sites s ON s.id = k.site_id
         WHERE k.key_hash = $1
         """,
@@ -117,4 +121,5 @@ async def owner_by_hash(conn: Executor, key_hash: str) -> KeyOwner | None:
         site_default_sections=row["default_sections"] or {},
         site_default_ttl=row["default_session_ttl"],
         site_default_locale=row["default_locale"],
+        site_domain=row["site_domain"],
     )

@@ -45,7 +45,12 @@ _READ_COLUMNS = _COLUMNS + ", used_ip, used_user_agent"
 # needed: nothing else can produce events for a session id that does not exist yet.
 _CREATE_TEMPLATE = """
 WITH k AS (
-    SELECT revoked_at IS NULL AS live FROM portal.api_keys WHERE id = $17 AND site_id = $2
+    -- No key ($17 NULL): an operator's command (`billfold portal link`), which holds
+    -- the database itself rather than an API key.
+    SELECT COALESCE(
+        (SELECT revoked_at IS NULL FROM portal.api_keys WHERE id = $17 AND site_id = $2),
+        $17::text IS NULL
+    ) AS live
 ), c AS (
     SELECT id FROM mirror.customers
     WHERE site_id = $2 AND deleted_at IS NULL AND {match} AND (SELECT live FROM k)
@@ -82,7 +87,7 @@ _CREATE_BY_EXTERNAL_ID = _CREATE_TEMPLATE.format(
 class NewSession:
     """Everything the create statement writes for one session (and its event)."""
 
-    key_id: str
+    key_id: str | None  # None: created by an operator command, not through a key
     session_id: str
     site_id: str
     customer: str  # Billfold/Stripe id, or external id

@@ -12,7 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from billfold.sections import SECTION_DEFAULTS
+from billfold.sections import SECTION_DEFAULTS as SECTION_DEFAULTS  # re-exported
+from billfold.sections import with_site_defaults
 from session_api import urls
 from session_api.forms import Bool, Int
 from session_api.ids import iso
@@ -20,7 +21,6 @@ from session_api.ids import iso
 TTL_MIN = 60
 TTL_MAX = 7 * 24 * 3600
 DEFAULT_TTL = 3600
-
 
 _LOCALE = re.compile(r"^(auto|[a-zA-Z]{2,3}(-[a-zA-Z0-9]{2,8})*)$")
 
@@ -109,12 +109,7 @@ def resolve_sections(
     site_defaults: dict[str, Any], requested: SectionsInput | None
 ) -> dict[str, dict[str, bool]]:
     """All-on defaults, then the site's defaults, then the request: a full settings map."""
-    sections = {name: dict(flags) for name, flags in SECTION_DEFAULTS.items()}
-    for name, flags in (site_defaults or {}).items():
-        if name in sections and isinstance(flags, dict):
-            for flag, value in flags.items():
-                if flag in sections[name] and isinstance(value, bool):
-                    sections[name][flag] = value
+    sections = with_site_defaults(site_defaults)
     if requested is not None:
         for name, section in requested:
             if section is None:

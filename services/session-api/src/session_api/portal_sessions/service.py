@@ -42,7 +42,12 @@ class Created:
     expires_at: datetime
 
 
-def link_url(settings: Settings, token: str) -> str:
+def link_url(settings: Settings, token: str, domain: str | None = None) -> str:
+    """The link: on the site's custom domain when it has one (same scheme as the
+    portal's base URL), else on the portal's own host."""
+    if domain:
+        scheme = settings.portal_base_url.split("://", 1)[0]
+        return f"{scheme}://{domain}/r/{token}"
     return f"{settings.portal_base_url}/r/{token}"
 
 
@@ -76,6 +81,7 @@ class Draft:
     new: repository.NewSession
     param: str  # the customer parameter the caller used (for a "No such customer")
     token: str = field(repr=False)
+    url: str = field(default="", repr=False)  # the link; "" when prepared without settings
 
 
 def email_unavailable() -> ApiError:
@@ -113,7 +119,7 @@ def prepare(
     token = tokens.generate(tokens.LINK_TOKEN_PREFIX)
     sealed_link = None
     if params.send_email and settings is not None and public_key is not None:
-        sealed_link = sealing.seal(public_key, link_url(settings, token))
+        sealed_link = sealing.seal(public_key, link_url(settings, token, owner.site_domain))
     sections = resolve_sections(owner.site_default_sections, params.sections)
     flow = params.flow.model_dump() if params.flow is not None else None
     # Validated construction on purpose: pydantic-core's validation (~5 µs here) is
@@ -150,7 +156,8 @@ def prepare(
         expires_at=expires_at,
         event=event,
     )
-    return Draft(new=new, param=param, token=token)
+    url = link_url(settings, token, owner.site_domain) if settings is not None else ""
+    return Draft(new=new, param=param, token=token, url=url)
 
 
 def finish(settings: Settings, draft: Draft, key_live: bool, customer_id: str | None) -> Created:
@@ -176,7 +183,7 @@ def finish(settings: Settings, draft: Draft, key_live: bool, customer_id: str | 
         "id": new.session_id,
         "object": "portal_session",
         "token": token,
-        "url": link_url(settings, token),
+        "url": draft.url or link_url(settings, token),
         "customer": customer_id,
         "status": "active",
         "single_use": new.single_use,
