@@ -17,7 +17,7 @@ from session_api.portal_sessions.schemas import CreatePortalSession
 from session_api.sites import repository as sites
 
 from .conftest import Client, Tenant, create_link, enter, make_tenant, texts
-from .test_browser import Live, _check, browser, context, live  # noqa: F401 - fixtures
+from .test_browser import Live, _check, live  # noqa: F401 - fixtures
 
 BANNER = "Read-only preview: you see this portal as the customer does. Actions are turned off."
 # Whatever the action (cancel, resume, set default, edit…): a POST under the prefix.
@@ -84,7 +84,7 @@ async def test_preview_in_a_browser_is_marked_and_accessible(
     db_pool: asyncpg.Pool,
     redis_client: aioredis.Redis,
     bf_settings: Settings,
-    context: BrowserContext,  # noqa: F811
+    context: BrowserContext,
 ) -> None:
     tenant = await make_tenant(db_pool)
     token = await _preview_token(

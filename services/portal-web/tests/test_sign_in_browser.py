@@ -30,9 +30,9 @@ from notifier.settings import NotifierSettings
 from portal_web.app import create_app as create_portal
 from portal_web.sign_in_limits import SIGN_IN_POLICY, Policy
 
-from .conftest import Tenant, create_link, make_tenant
+from .conftest import Tenant, create_link, free_port, make_tenant
 from .signin_helpers import add_customer, other_code
-from .test_browser import _check, browser, context, free_port  # noqa: F401 - its fixtures, shared
+from .test_browser import _check
 
 CODE = re.compile(r"\b(\d{6})\b")
 
@@ -108,7 +108,7 @@ async def _sign_in(page: Page, live: SignInLive, tenant: Tenant, email: str, n: 
 async def test_sign_in_by_code_end_to_end(
     live: SignInLive,
     db_pool: asyncpg.Pool,
-    context: BrowserContext,  # noqa: F811
+    context: BrowserContext,
 ) -> None:
     tenant = await make_tenant(db_pool)
     page = await context.new_page()
@@ -125,7 +125,7 @@ async def test_sign_in_by_code_end_to_end(
 async def test_chooser_for_a_shared_email_and_switching(
     live: SignInLive,
     db_pool: asyncpg.Pool,
-    context: BrowserContext,  # noqa: F811
+    context: BrowserContext,
 ) -> None:
     tenant = await make_tenant(db_pool)
     await db_pool.execute(
@@ -175,13 +175,13 @@ async def test_chooser_for_a_shared_email_and_switching(
 async def test_axe_on_sign_in_pages(
     live: SignInLive,
     db_pool: asyncpg.Pool,
-    browser: Browser,  # noqa: F811
+    browser: Browser,
     scheme: str,
     width: int,
 ) -> None:
     tenant = await make_tenant(db_pool, primary_color="#ffcc00")
     await add_customer(db_pool, tenant.site_id, "ada@example.com", "Second Co")
-    context = await browser.new_context(  # noqa: F811
+    context = await browser.new_context(
         viewport={"width": width, "height": 800},
         color_scheme=scheme,  # type: ignore[arg-type]
     )
@@ -218,7 +218,7 @@ async def test_expired_link_recovers_through_sign_in_to_its_section(
     live: SignInLive,
     api: Any,
     db_pool: asyncpg.Pool,
-    context: BrowserContext,  # noqa: F811
+    context: BrowserContext,
 ) -> None:
     tenant = await make_tenant(db_pool)
     created = await create_link(api, tenant, flow={"type": "payment_method_update"})

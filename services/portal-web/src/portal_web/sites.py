@@ -29,7 +29,9 @@ class Site:
     # Email sign-in: the sections and lifetime it grants, the chooser's labels.
     sign_in_ttl: int = 3600
     account_label_fields: tuple[str, ...] = ("name", "email")
-    default_sections: dict[str, Any] = field(default_factory=dict)
+    # Left out of the hash (a dict has none; equality still compares it): a Site keys
+    # per-site caches (CSP, brand version, the page memo).
+    default_sections: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 _SQL = """
