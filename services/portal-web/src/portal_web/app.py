@@ -15,7 +15,15 @@ from billfold.http.health import add_health_routes
 from billfold.http.middlewares import standard_middlewares
 from billfold.rpc import BILLING_QUEUE, RPC_CLIENT, rpc_client_context
 from billfold.settings import Settings
-from portal_web import action_routes, api_routes, branding, i18n, link_routes, portal_routes
+from portal_web import (
+    action_routes,
+    api_routes,
+    api_writes,
+    branding,
+    i18n,
+    link_routes,
+    portal_routes,
+)
 from portal_web.actions import ACTIONS, Actions
 from portal_web.browser_sessions import Validator
 from portal_web.links import SCHEMA
@@ -129,6 +137,7 @@ def create_app(settings: Settings, *, rpc_queue: str = BILLING_QUEUE) -> web.App
     portal_routes.add_routes(app)
     action_routes.add_routes(app)
     api_routes.add_routes(app)
+    api_writes.add_routes(app)
     app.router.add_get("/brand/{site}/{version}.css", brand_css)
     app.router.add_static("/static/", HERE / "static", append_version=False)
     return app
