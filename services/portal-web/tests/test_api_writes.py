@@ -408,3 +408,19 @@ async def test_billing_sync_stopped_is_503_within_the_deadline_and_audited(
         ("subscription.cancel", "unavailable", "unavailable"),
         ("payment_method.update", "unavailable", "unavailable"),
     ]
+
+
+async def test_writes_answer_a_cors_preflight(portal: Client) -> None:
+    for path in (f"{API}/subscriptions/sub_1", f"{API}/payment-methods/setup-session"):
+        resp = await portal.options(
+            path,
+            headers={
+                "Origin": "https://app.example.com",
+                "Access-Control-Request-Method": "PATCH",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+        assert resp.status == 204, path
+        assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+        assert {"POST", "PATCH"} <= set(resp.headers["Access-Control-Allow-Methods"].split(", "))
+        assert "Authorization" in resp.headers["Access-Control-Allow-Headers"]
