@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import stripe
-from aiohttp.test_utils import TestServer
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 
 from billfold.rpc import RPC_SERVER
+from billfold.settings import Settings
 from billfold_testing.stripe_fake import seeding
 from billfold_testing.stripe_fake.fixtures import StripeFake
 from billfold_testing.waiting import Eventually
@@ -121,6 +124,24 @@ async def register(
             api_key=f"sk_test_{secrets.token_hex(12)}",
             webhook_secret=str(endpoint.secret),
         )
+
+
+#: The RPC deadline of a portal in front of the test's billing-sync: short, so a test of
+#: "billing-sync stopped" hears back soon.
+RPC_TIMEOUT = 2.0
+
+
+async def portal_for(
+    aiohttp_client: Callable[..., Any], bf_settings: Settings, billing: Billing
+) -> TestClient[web.Request, web.Application]:
+    """portal-web asking ``billing`` over RPC (its queue), with ``RPC_TIMEOUT``."""
+    from portal_web.app import create_app as create_portal
+
+    settings = bf_settings.model_copy(update={"rpc_timeout": RPC_TIMEOUT})
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(
+        create_portal(settings, rpc_queue=billing.queue)
+    )
+    return client
 
 
 def serving(server: TestServer) -> bool:

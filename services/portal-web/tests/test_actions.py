@@ -21,20 +21,9 @@ from billfold.bus import Bus
 from billfold.events import PortalAction, parse_event
 from billfold.settings import Settings
 from billfold_testing.waiting import Eventually
-from portal_web.app import create_app as create_portal
 
-from .billing import Billing
+from .billing import RPC_TIMEOUT, Billing, portal_for
 from .conftest import Client, create_link, enter, texts
-
-RPC_TIMEOUT = 2.0
-
-
-async def _portal(
-    aiohttp_client: Callable[..., Any], bf_settings: Settings, billing: Billing
-) -> Client:
-    settings = bf_settings.model_copy(update={"rpc_timeout": RPC_TIMEOUT})
-    client: Client = await aiohttp_client(create_portal(settings, rpc_queue=billing.queue))
-    return client
 
 
 def _csrf(html: str) -> str:
@@ -59,7 +48,7 @@ async def test_cancel_writes_audit_and_event_and_changes_stripe(
 ) -> None:
     customer = await billing.customer(eventually, subscription={})
     assert customer.subscription is not None
-    portal = await _portal(aiohttp_client, bf_settings, billing)
+    portal = await portal_for(aiohttp_client, bf_settings, billing)
     created = await create_link(api, billing.tenant)
     await enter(portal, created)
 
@@ -143,7 +132,7 @@ async def test_post_without_or_with_a_wrong_csrf_token_is_refused(
     eventually: Eventually,
 ) -> None:
     customer = await billing.customer(eventually, subscription={})
-    portal = await _portal(aiohttp_client, bf_settings, billing)
+    portal = await portal_for(aiohttp_client, bf_settings, billing)
     created = await create_link(api, billing.tenant)
     await enter(portal, created)
     for data in ({}, {"csrf": "0" * 40}):
@@ -179,7 +168,7 @@ async def test_disallowed_action_is_403_and_hidden_section_404_by_direct_post(
     customer = await billing.customer(
         eventually, cards=("pm_card_visa", "pm_card_mastercard"), subscription={}
     )
-    portal = await _portal(aiohttp_client, bf_settings, billing)
+    portal = await portal_for(aiohttp_client, bf_settings, billing)
     created = await create_link(
         api,
         billing.tenant,
@@ -221,7 +210,7 @@ async def test_billing_sync_stopped_reads_work_and_actions_say_try_again(
     eventually: Eventually,
 ) -> None:
     customer = await billing.customer(eventually, subscription={})
-    portal = await _portal(aiohttp_client, bf_settings, billing)
+    portal = await portal_for(aiohttp_client, bf_settings, billing)
     created = await create_link(api, billing.tenant)
     await enter(portal, created)
     csrf = await _csrf_of(portal, "/p/plan")
@@ -257,7 +246,7 @@ async def test_subscription_cancel_flow_lands_on_confirm_and_offers_the_way_back
     eventually: Eventually,
 ) -> None:
     customer = await billing.customer(eventually, subscription={})
-    portal = await _portal(aiohttp_client, bf_settings, billing)
+    portal = await portal_for(aiohttp_client, bf_settings, billing)
     back = "https://app.example.com/billing"
     created = await create_link(
         api,
@@ -288,7 +277,7 @@ async def test_payment_method_update_flow_returns_with_the_new_default(
     eventually: Eventually,
 ) -> None:
     await billing.customer(eventually, subscription={})
-    portal = await _portal(aiohttp_client, bf_settings, billing)
+    portal = await portal_for(aiohttp_client, bf_settings, billing)
     back = "https://app.example.com/billing"
     created = await create_link(
         api, billing.tenant, return_url=back, flow={"type": "payment_method_update"}
@@ -333,7 +322,7 @@ async def test_framed_flow_posts_with_its_path_token(
     """The frame has no cookie: its POSTs are authenticated by the path token. The CSRF
     field is still required (one code path), and a forged POST would need the token."""
     customer = await billing.customer(eventually, subscription={})
-    portal = await _portal(aiohttp_client, bf_settings, billing)
+    portal = await portal_for(aiohttp_client, bf_settings, billing)
     created = await create_link(api, billing.tenant)
     frame = {"Sec-Fetch-Dest": "iframe"}
     resp = await portal.post(f"/r/{created['token']}", headers=frame, allow_redirects=False)
@@ -361,7 +350,7 @@ async def test_make_default_remove_and_auto_pay(
         eventually, cards=("pm_card_visa", "pm_card_mastercard"), subscription={}
     )
     visa, mastercard = customer.cards
-    portal = await _portal(aiohttp_client, bf_settings, billing)
+    portal = await portal_for(aiohttp_client, bf_settings, billing)
     created = await create_link(api, billing.tenant)
     await enter(portal, created)
     csrf = await _csrf_of(portal, "/p/payment-methods")

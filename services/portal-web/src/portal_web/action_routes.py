@@ -230,46 +230,55 @@ async def update_step(request: web.Request) -> web.StreamResponse:
     return render(request, "update_card.html", current="payment-methods")
 
 
-async def _current_default(request: web.Request, principal: Principal) -> str:
-    found = await mirror.payment_methods(
-        request.app[DB_POOL], principal.site_id, principal.customer_id
-    )
+async def current_default(request: web.Request, principal: Principal) -> str:
+    """The customer's default payment method now ("" when none, or unreadable), so the
+    page after Stripe's can tell whether the new card has arrived in the mirror."""
+    try:
+        found = await mirror.payment_methods(
+            request.app[DB_POOL], principal.site_id, principal.customer_id
+        )
+    except Exception as exc:
+        log.warning("mirror_read_failed", section="payment_methods", error=type(exc).__name__)
+        return ""
     return next((pm.id for pm in found if pm.is_default), "")
+
+
+def setup_returns(base: str, principal: Principal, was: str) -> tuple[str, str]:
+    """Where Stripe's card page sends the customer back (success, cancel), for each way
+    of being in the portal.
+
+    At top level, into the portal (the cookie comes along, SameSite=Lax allows a
+    top-level GET). From a frame, the new tab lands on a page that needs no session (the
+    framed token never travels to Stripe) and the frame re-checks. A tenant's own UI
+    (a multi-use link's token as Bearer) gets its session's ``return_url`` when it has
+    one (the tenant's page re-reads ``/payment-methods``), else the same session-less
+    page as a frame: its customer has no portal cookie to come back into."""
+    if principal.via_link and principal.return_url:
+        return principal.return_url, principal.return_url
+    if principal.embedded or principal.via_link:
+        return f"{base}/hosted-return?what=card_added", f"{base}/hosted-return?what=card_cancelled"
+    pages = f"{base}{_prefix(principal)}/payment-methods"
+    return pages + "?" + urlencode({"updated": "1", "was": was}), pages + "?done=card_cancelled"
+
+
+def setup_session(principal: Principal, success_url: str, cancel_url: str) -> CreateSetupSession:
+    language = current().language
+    return CreateSetupSession(
+        site_id=principal.site_id,
+        customer_id=principal.customer_id,
+        success_url=success_url,
+        cancel_url=cancel_url,
+        locale=language if language in ("en", "de") else None,
+    )
 
 
 async def update_card(request: web.Request) -> web.StreamResponse:
     principal, _form = await _posted(request)
     _gate(principal, CreateSetupSession)
-    base = request.app[SETTINGS].portal_base_url
+    was = await current_default(request, principal)
+    success, cancelled = setup_returns(request.app[SETTINGS].portal_base_url, principal, was)
     try:
-        was = await _current_default(request, principal)
-    except Exception as exc:
-        log.warning("mirror_read_failed", section="payment_methods", error=type(exc).__name__)
-        was = ""
-    # Back from Stripe: at top level into the portal (the cookie comes along, SameSite=Lax
-    # allows a top-level GET); from a frame, the new tab lands on a page that needs no
-    # session (the framed token never travels to Stripe) and the frame re-checks.
-    if principal.embedded:
-        success = f"{base}/hosted-return?what=card_added"
-        cancelled = f"{base}/hosted-return?what=card_cancelled"
-    else:
-        success = f"{base}{_prefix(principal)}/payment-methods?" + urlencode(
-            {"updated": "1", "was": was}
-        )
-        cancelled = f"{base}{_prefix(principal)}/payment-methods?done=card_cancelled"
-    language = current().language
-    try:
-        result = await _perform(
-            request,
-            principal,
-            CreateSetupSession(
-                site_id=principal.site_id,
-                customer_id=principal.customer_id,
-                success_url=success,
-                cancel_url=cancelled,
-                locale=language if language in ("en", "de") else None,
-            ),
-        )
+        result = await _perform(request, principal, setup_session(principal, success, cancelled))
     except ActionFailed as exc:
         return _back(principal, "payment-methods", failed=exc.public_code)
     url = result.get("url")

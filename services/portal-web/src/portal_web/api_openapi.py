@@ -8,10 +8,7 @@ openapi-spec-validator, real responses validate against its schemas, and schemat
 drives it.
 
 The write operations (``PATCH /subscriptions/{id}``, ``POST
-/payment-methods/setup-session``) are not routes yet: their schemas are here as
-components (``SubscriptionUpdateRequest``, ``SetupSession``) for the operations that
-will use them, and ``PENDING_OPERATIONS`` sketches those operations for whoever adds the
-routes; the document itself lists only what is served.
+/payment-methods/setup-session``) are served by ``api_writes`` on the action layer.
 """
 
 from __future__ import annotations
@@ -28,7 +25,9 @@ _ERROR_CODES = (
     "authentication_required, authorization_invalid, session_invalid, session_expired, "
     "session_revoked, link_single_use, csrf_invalid, parameter_invalid, resource_missing, "
     "route_not_found, method_not_allowed, body_too_large, request_malformed, "
-    "mirror_unavailable, service_busy, internal_error"
+    "mirror_unavailable, service_busy, internal_error, action_not_allowed, "
+    "parameter_unknown, parameter_missing, body_invalid_json, body_invalid_encoding, "
+    "unsupported_media_type, unavailable, and Stripe's codes (card_declined, …) on 402"
 )
 
 _STR = {"type": "string"}
@@ -281,7 +280,7 @@ SCHEMAS: dict[str, Schema] = {
             ),
         }
     ),
-    # For the write operations to come (see the module docstring).
+    # The write operations' bodies.
     "CancellationReason": {
         **{k: v for k, v in _CANCELLATION_REASON.items() if k != "title"},
         "description": "Why the customer cancels (Stripe's cancellation_details).",
@@ -348,6 +347,65 @@ def _section(operation_id: str, summary: str, schema: str, **extra: Any) -> Sche
     }
 
 
+_WRITE_ERRORS = {
+    "402": oa.error("Stripe refused (card_error; Stripe's code, e.g. card_declined)."),
+    "403": oa.error(
+        "Not allowed in this session (action_not_allowed), or a cookie-authenticated "
+        "request without same-origin and X-CSRF-Token (csrf_invalid)."
+    ),
+    "404": oa.error(
+        "This session hides the section (route_not_found), or no such object of this "
+        "customer's (resource_missing)."
+    ),
+    "415": oa.error("A body that is not application/json (unsupported_media_type)."),
+    "503": {
+        **oa.error(
+            "billing-sync did not answer within the deadline, or the mirror cannot be read "
+            "(unavailable, mirror_unavailable, service_busy): nothing or maybe something "
+            "changed; read again, then retry."
+        ),
+        "headers": oa.RETRY_AFTER,
+    },
+}
+
+WRITE_PATHS: dict[str, Schema] = {
+    f"{PREFIX}/subscriptions/{{id}}": {
+        "patch": {
+            "operationId": "updateSubscription",
+            "summary": "Cancel at period end (with an optional reason), or undo it.",
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": _STR}],
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": ref("SubscriptionUpdateRequest")}},
+            },
+            "responses": _responses(
+                oa.json_response(
+                    "The subscription as it is now (as GET /subscriptions lists it).",
+                    "Subscription",
+                ),
+                _WRITE_ERRORS,
+            ),
+        }
+    },
+    f"{PREFIX}/payment-methods/setup-session": {
+        "post": {
+            "operationId": "createSetupSession",
+            "summary": "A Stripe-hosted page to add a card, which becomes the default. It "
+            "returns to the portal; with a multi-use link's token (Bearer), to the "
+            "session's return_url when it has one, else to a portal page that needs no "
+            "session ('you can close this tab').",
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": obj({})}},
+            },
+            "responses": _responses(
+                oa.json_response("Open url top level.", "SetupSession"), _WRITE_ERRORS
+            ),
+        }
+    },
+}
+
+
 _DESCRIPTION = """\
 For tenants who draw their own portal UI: the customer's portal sections as JSON, with
 the same rules as the portal's pages (a section the session hides answers 404, like an
@@ -364,6 +422,14 @@ Credentials (one per request):
 - `Authorization: Bearer bfl_...`: the token of a MULTI-USE link (session created with
   `single_use: false`), checked on every request; revoking the session or its expiry
   refuses the next request. A single-use link's token is refused (401 link_single_use).
+
+Writes: `PATCH /api/portal/v1/subscriptions/{id}` (cancel at period end, or undo it)
+and `POST /api/portal/v1/payment-methods/setup-session` (Stripe's hosted card page),
+through the same action layer as the portal's own buttons: the same permissions (a
+disallowed action is 403), an audit record for each, and billing-sync's answer within
+the deadline (503 `unavailable` when it does not come: read again, then retry). Bodies
+are read strictly: a key given twice, an unknown field or a wrong type is a 400 naming
+the parameter.
 
 Cross-origin: a Bearer request from one of the site's allowed origins (its framing
 origins) may read the response (CORS); cookies are never accepted cross-origin.
@@ -449,6 +515,7 @@ def document() -> Schema:
                     ),
                 }
             },
+            **WRITE_PATHS,
             f"{PREFIX}/openapi.json": {
                 **{
                     k: {**v, "servers": [{"url": "/"}]}
@@ -477,35 +544,5 @@ def document() -> Schema:
         },
     }
 
-
-# The write operations the action layer will serve, for whoever registers their routes:
-# add each under ``paths`` (and the route) together, or the parity test fails.
-PENDING_OPERATIONS: dict[str, Schema] = {
-    f"{PREFIX}/subscriptions/{{id}}": {
-        "patch": {
-            "operationId": "updateSubscription",
-            "summary": "Cancel at period end (with an optional reason), or undo it.",
-            "parameters": [{"name": "id", "in": "path", "required": True, "schema": _STR}],
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": ref("SubscriptionUpdateRequest")}},
-            },
-            "responses": _responses(
-                oa.json_response("The subscription as it is now.", "Subscription"),
-                {"403": oa.error("Not allowed in this session, or csrf_invalid.")},
-            ),
-        }
-    },
-    f"{PREFIX}/payment-methods/setup-session": {
-        "post": {
-            "operationId": "createSetupSession",
-            "summary": "A Stripe-hosted page to add a card, which becomes the default.",
-            "responses": _responses(
-                oa.json_response("Open url top level.", "SetupSession"),
-                {"403": oa.error("Not allowed in this session, or csrf_invalid.")},
-            ),
-        }
-    },
-}
 
 handler = oa.serve(document)

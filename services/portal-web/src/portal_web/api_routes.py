@@ -127,7 +127,7 @@ def _ok(body: dict[str, Any]) -> web.Response:
     return response
 
 
-def _unavailable(section: str, exc: Exception) -> ApiError:
+def mirror_unavailable(section: str, exc: Exception) -> ApiError:
     log.warning("mirror_read_failed", section=section, error=type(exc).__name__, api=True)
     return ApiError(
         503,
@@ -192,7 +192,7 @@ async def _subscriptions(request: web.Request, principal: Principal) -> dict[str
             request.app[DB_POOL], principal.site_id, principal.customer_id
         )
     except Exception as exc:  # the mirror cannot be read: a retryable 503, not a 500
-        raise _unavailable("plan", exc) from None
+        raise mirror_unavailable("plan", exc) from None
     now = utcnow()
     return api_views.list_of(
         PREFIX + "/subscriptions", [api_views.subscription(s, now) for s in subs]
@@ -236,7 +236,7 @@ async def _invoices(request: web.Request, principal: Principal) -> dict[str, Any
             per_page=per_page,
         )
     except Exception as exc:  # the mirror cannot be read
-        raise _unavailable("invoices", exc) from None
+        raise mirror_unavailable("invoices", exc) from None
     return api_views.invoice_list(page, per_page, utcnow(), PREFIX + "/invoices")
 
 
@@ -246,7 +246,7 @@ async def _payment_methods(request: web.Request, principal: Principal) -> dict[s
             request.app[DB_POOL], principal.site_id, principal.customer_id
         )
     except Exception as exc:  # the mirror cannot be read
-        raise _unavailable("payment_methods", exc) from None
+        raise mirror_unavailable("payment_methods", exc) from None
     return api_views.list_of(
         PREFIX + "/payment-methods", [api_views.payment_method(pm) for pm in found]
     )
@@ -256,7 +256,7 @@ async def _usage(request: web.Request, principal: Principal) -> dict[str, Any]:
     try:
         found = await mirror.usage(request.app[DB_POOL], principal.site_id, principal.customer_id)
     except Exception as exc:  # the mirror cannot be read
-        raise _unavailable("usage", exc) from None
+        raise mirror_unavailable("usage", exc) from None
     return api_views.list_of(PREFIX + "/usage", [api_views.usage(u) for u in found])
 
 
@@ -264,7 +264,7 @@ async def _profile(request: web.Request, principal: Principal) -> dict[str, Any]
     try:
         found = await mirror.profile(request.app[DB_POOL], principal.site_id, principal.customer_id)
     except Exception as exc:  # the mirror cannot be read
-        raise _unavailable("profile", exc) from None
+        raise mirror_unavailable("profile", exc) from None
     if found is None:  # not mirrored (yet), or deleted in Stripe
         raise ApiError(
             404, "invalid_request_error", "resource_missing", "No billing profile is available."

@@ -18,6 +18,7 @@ from billfold.settings import Settings
 from portal_web import (
     action_routes,
     api_routes,
+    api_writes,
     branding,
     i18n,
     link_routes,
@@ -148,6 +149,7 @@ def create_app(settings: Settings, *, rpc_queue: str = BILLING_QUEUE) -> web.App
     portal_routes.add_routes(app)
     action_routes.add_routes(app)
     api_routes.add_routes(app)
+    api_writes.add_routes(app)
     app.router.add_get("/brand/{site}/{version}.css", brand_css)
     app.router.add_static("/static/", HERE / "static", append_version=False)
     return app

@@ -15,6 +15,7 @@ from billfold.http.responses import json_response
 
 ErrorType = Literal[
     "invalid_request_error",
+    "card_error",
     "authentication_error",
     "permission_error",
     "idempotency_error",
