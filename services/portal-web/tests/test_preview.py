@@ -100,3 +100,31 @@ async def test_preview_in_a_browser_is_marked_and_accessible(
     )
     assert refused.status == 403
     assert "This is a read-only preview" in await refused.text()
+
+
+async def test_preview_refuses_the_json_api_writes_too(
+    portal: Client,
+    tenant: Tenant,
+    db_pool: asyncpg.Pool,
+    redis_client: aioredis.Redis,
+    bf_settings: Settings,
+) -> None:
+    """The JSON API's writes are not POSTs under /p/ or /e/ (the preview middleware's
+    ground): the action layer itself refuses a preview, whatever the front end."""
+    token = await _preview_token(db_pool, redis_client, bf_settings, tenant)
+    assert (await portal.post(f"/r/{token}", allow_redirects=False)).status == 303
+    session = await portal.get("/api/portal/v1/session")
+    assert session.status == 200
+    headers = {"X-CSRF-Token": (await session.json())["csrf_token"]}
+    for method, path, body in (
+        ("PATCH", "/api/portal/v1/subscriptions/sub_any", {"cancel_at_period_end": True}),
+        ("POST", "/api/portal/v1/payment-methods/setup-session", None),
+    ):
+        resp = await portal.request(method, path, json=body, headers=headers)
+        refused = await resp.json()
+        assert resp.status == 403, refused
+        assert refused["error"]["code"] == "preview_read_only"
+    count = await db_pool.fetchval(
+        "SELECT count(*) FROM web.audit_log WHERE site_id = $1", tenant.site_id
+    )
+    assert count == 0  # refused before anything was attempted
