@@ -25,7 +25,8 @@ def test_a_rate_limit_is_stripes_429_and_the_library_does_not_retry_it(
     assert err.http_status == 429
     assert err.error is not None  # (the library sets no ``code`` on a RateLimitError)
     assert (err.error.type, err.error.code) == ("invalid_request_error", "rate_limit")
-    assert err.headers is not None and "stripe-should-retry" not in err.headers
+    assert err.headers is not None
+    assert "stripe-should-retry" not in err.headers
     assert err.headers.get("request-id", "").startswith("req_")
     assert stripe_fake.rate_limited() == 1  # one request: the library did not retry
     assert client.v1.customers.list().data == []  # the write never ran
@@ -34,7 +35,7 @@ def test_a_rate_limit_is_stripes_429_and_the_library_does_not_retry_it(
 
 def test_the_raw_429_body(stripe_fake: StripeFake) -> None:
     stripe_fake.rate_limit(1)
-    request = urllib.request.Request(
+    request = urllib.request.Request(  # noqa: S310 - the fake's http:// URL
         stripe_fake.base_url + "/v1/customers",
         headers={"Authorization": f"Bearer {stripe_fake.api_key}"},
     )

@@ -122,7 +122,8 @@ async def test_a_rate_limited_portal_write_is_busy_and_the_retry_writes_once(
     assert cus.subscription is not None
     async with env.pool.acquire() as conn:
         account = await accounts.get(conn, env.box, env.site_id)
-    assert account is not None and account.api_key is not None
+    assert account is not None
+    assert account.api_key is not None
     call = SetCancelAtPeriodEnd(
         site_id=env.site_id,
         customer_id=cus.id,

@@ -25,8 +25,8 @@ from aiohttp import web
 
 from .clock import advance
 from .dunning import DunningPolicy
-from .limits import KINDS
 from .forms import decode
+from .limits import KINDS
 from .routing import STATE_KEY
 from .webhooks import Dispatcher
 
