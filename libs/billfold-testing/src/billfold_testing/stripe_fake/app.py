@@ -111,6 +111,11 @@ def _wrap(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]
         try:
             key = _api_key(request)
             _check_key(key)
+            # Stripe's limiters answer before anything runs (no idempotency record).
+            if limited := state.rate_limiter.take(key):
+                error, extra = limited
+                headers.update(extra)
+                raise error
             body = await request.text() if request.method == "POST" else ""
             idem = request.headers.get("Idempotency-Key")
             if idem:

@@ -8,6 +8,10 @@
 ``GET  /_fake/webhooks/deliveries``   every delivery attempt with its HTTP status
 ``POST /_fake/billing/dunning``       ``retry_days=3,5,7``, ``after_retries=canceled|unpaid|
                                       past_due``: Smart Retries settings (GET shows them)
+``POST /_fake/rate_limit``           ``requests=N``, ``kind=rate_limit|lock_timeout``,
+                                      ``api_key=sk_test_…`` (optional): the next N API
+                                      requests (with that key) answer Stripe's 429 (GET
+                                      shows what is armed and how many were limited)
 ``GET  /_fake/health``
 Parameters may be sent as JSON, form fields or query string.
 """
@@ -22,6 +26,7 @@ from aiohttp import web
 from .clock import advance
 from .dunning import DunningPolicy
 from .forms import decode
+from .limits import KINDS
 from .routing import STATE_KEY
 from .webhooks import Dispatcher
 
@@ -125,6 +130,20 @@ async def dunning(request: web.Request) -> web.Response:
     return web.json_response(_describe_dunning(state.dunning))
 
 
+async def rate_limit(request: web.Request) -> web.Response:
+    limiter = request.app[STATE_KEY].rate_limiter
+    if request.method == "POST":
+        params = await _params(request)
+        requests = _number(params, "requests")
+        if requests is None or requests < 0:
+            raise web.HTTPBadRequest(text="requests= must be a number >= 0")
+        kind = params.get("kind") or "rate_limit"
+        if kind not in KINDS:
+            raise web.HTTPBadRequest(text=f"kind must be one of {', '.join(KINDS)}")
+        limiter.arm(int(requests), kind, params.get("api_key"))
+    return web.json_response(limiter.describe())
+
+
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
@@ -138,4 +157,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/_fake/webhooks/deliveries", webhook_deliveries)
     app.router.add_get("/_fake/billing/dunning", dunning)
     app.router.add_post("/_fake/billing/dunning", dunning)
+    app.router.add_get("/_fake/rate_limit", rate_limit)
+    app.router.add_post("/_fake/rate_limit", rate_limit)
     app.router.add_get("/_fake/health", health)

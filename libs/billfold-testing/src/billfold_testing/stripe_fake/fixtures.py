@@ -30,6 +30,7 @@ from .app import create_app
 from .clock import advance as _advance
 from .control import DISPATCHER_KEY
 from .dunning import AfterRetries, DunningPolicy
+from .limits import Kind
 from .routing import STATE_KEY
 from .state import FakeState
 from .webhooks import Dispatcher, RetryPolicy
@@ -169,6 +170,18 @@ class StripeFake:
             )
 
         self.call(apply)
+
+    def rate_limit(
+        self, requests: int, *, kind: Kind = "rate_limit", api_key: str | None = None
+    ) -> None:
+        """The next ``requests`` API requests (only those with ``api_key``, if given)
+        answer Stripe's 429: ``rate_limit`` (the libraries do not retry it) or
+        ``lock_timeout`` (``Stripe-Should-Retry: true``: they do)."""
+        self.call(lambda: self.state.rate_limiter.arm(requests, kind, api_key))
+
+    def rate_limited(self) -> int:
+        """How many API requests were answered with a 429 so far."""
+        return self.call(lambda: self.state.rate_limiter.limited)
 
     def deliveries(self) -> list[Json]:
         return self.call(lambda: list(self.dispatcher.log))

@@ -18,6 +18,7 @@ from typing import Any
 
 from .dunning import DunningPolicy
 from .errors import not_found
+from .limits import RateLimiter
 
 Json = dict[str, Any]
 _ALPHABET = string.ascii_letters + string.digits
@@ -136,6 +137,8 @@ class FakeState:
         self.idempotency: dict[tuple[str, str], IdempotentResult] = {}
         self.meter_events: list[Json] = []
         self.meter_event_identifiers: set[str] = set()
+        #: 429s armed for the next API requests (``/_fake/rate_limit``)
+        self.rate_limiter = RateLimiter()
 
     def reset(self) -> None:
         """Forget all objects and events; the clock keeps its offset (time never rewinds)."""

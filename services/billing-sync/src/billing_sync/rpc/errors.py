@@ -3,7 +3,7 @@
 Stripe's own ``message`` is written for developers and may name internals (a
 PaymentIntent, a parameter path, an account), so it is never passed on: the message
 comes from the tables below, by Stripe's ``code`` / ``decline_code``, with a generic one
-for anything else. Stripe being unreachable, rate limiting or failing (5xx) is
+for anything else. Stripe being unreachable, rate limiting (said as "busy") or failing (5xx) is
 ``RpcUnavailable``: not stored, so the caller's retry runs the call again (with the
 same idempotency keys, so a write that did reach Stripe is not made twice).
 """
@@ -23,6 +23,7 @@ log = get_logger("billing_sync.rpc")
 
 GENERIC_CARD = "Your card was declined. Please use another card or contact your bank."
 GENERIC_REQUEST = "This change could not be made. Please check the details and try again."
+BUSY = "Billing is busy right now. Please try again in a moment."
 MUST_ACT = "Your bank needs you to confirm this payment. Please continue on the payment page."
 
 _DECLINES = {
@@ -58,11 +59,13 @@ def to_rpc_error(
 ) -> RpcStripeError | RpcNotFound | RpcUnavailable:
     """The RPC error for a Stripe error (``hosted_invoice_url`` for a payment the
     customer can complete on Stripe's page)."""
+    if isinstance(exc, stripe.RateLimitError):
+        # Stripe limited the account's requests (the library's retries, if Stripe advised
+        # any, are spent): say "busy", which is true and tells the customer what to do.
+        log.warning("rpc_stripe_rate_limited", status=exc.http_status)
+        return RpcUnavailable(BUSY, code="stripe_unavailable")
     if (
-        isinstance(
-            exc,
-            stripe.APIConnectionError | stripe.RateLimitError | stripe.APIError,
-        )
+        isinstance(exc, stripe.APIConnectionError | stripe.APIError)
         or (exc.http_status or 0) >= 500
     ):
         log.warning("rpc_stripe_unavailable", error=type(exc).__name__, status=exc.http_status)
