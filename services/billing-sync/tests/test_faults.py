@@ -1,6 +1,7 @@
 """Faults around processing: Stripe down while events wait, RabbitMQ down while
-webhooks arrive. Nothing accepted is lost; the mirror and its change events complete
-once the other side is back."""
+webhooks arrive, billing-sync's webhook endpoint unreachable while Stripe changes. Nothing
+is lost; the mirror and its change events complete once the other side is back (for the
+endpoint outage, through Stripe's redelivery)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import stripe
 from aiohttp.test_utils import TestServer
 
 from billfold_testing.stripe_fake.fixtures import StripeFake
+from billfold_testing.stripe_fake.webhooks import RetryPolicy
 from billfold_testing.tcp_proxy import TcpProxy
 from billing_sync import accounts
 from billing_sync.app import create_app
@@ -21,6 +23,7 @@ from billing_sync.settings import BillingSyncSettings
 from billing_sync.stripe_api import StripeGateway
 from billing_sync.worker import Worker
 
+from .compare import mismatches
 from .conftest import Eventually, Synced, new_site
 
 MANUAL = [{"worker": False}]
@@ -136,3 +139,76 @@ async def test_rabbitmq_down_while_webhooks_arrive_then_the_events_go_out(
     finally:
         await server.close()
         await proxy.stop()
+
+
+async def test_endpoint_unreachable_then_stripes_redelivery_completes_the_mirror(
+    synced: Synced, eventually: Eventually
+) -> None:
+    # billing-sync's webhook port behind a proxy that can be cut: Stripe's deliveries fail
+    # at the TCP level while Stripe's objects change, as when billing-sync is down.
+    proxy = TcpProxy("127.0.0.1", synced.server.port or 0)
+    await proxy.start()
+    endpoints = await synced.api.v1.webhook_endpoints.list_async()
+    assert len(endpoints.data) == 1
+    await synced.api.v1.webhook_endpoints.update_async(
+        endpoints.data[0].id,
+        params={"url": f"http://127.0.0.1:{proxy.port}/stripe/webhooks/{synced.site_id}"},
+    )
+    # Stripe's retry schedule (three days) compressed: ten tries, 50 ms doubling (about
+    # 25 s in all), so the outage below spans several retries and the link is back well
+    # before the last one. The default test policy gives up within ~0.15 s.
+    synced.fake.call(
+        lambda: setattr(
+            synced.fake.dispatcher, "retry", RetryPolicy(attempts=10, backoff=0.05, timeout=5.0)
+        )
+    )
+    api = synced.api
+    try:
+        await proxy.cut()
+        customer = await api.v1.customers.create_async(
+            params={"email": "away@example.com", "name": "Away"}
+        )
+        await api.v1.customers.update_async(customer.id, params={"name": "Away (renamed)"})
+        card = await api.v1.payment_methods.attach_async(
+            "pm_card_visa", params={"customer": customer.id}
+        )
+        await api.v1.customers.update_async(
+            customer.id, params={"invoice_settings": {"default_payment_method": card.id}}
+        )
+        fake = synced.fake
+        events = set(await asyncio.to_thread(fake.call, lambda: list(fake.state.table("event"))))
+        assert len(events) >= 4
+
+        async def each_failed_twice() -> bool:
+            log = await asyncio.to_thread(synced.fake.deliveries)
+            failed = [d["event"] for d in log if not d["ok"]]
+            return all(failed.count(e) >= 2 for e in events)
+
+        await eventually(each_failed_twice, timeout=20)  # down across retries, not one try
+        log = await asyncio.to_thread(synced.fake.deliveries)
+        assert not any(d["ok"] for d in log)
+        assert (
+            await synced.pool.fetchval(
+                "SELECT count(*) FROM mirror.stripe_events WHERE site_id = $1", synced.site_id
+            )
+            == 0
+        )  # billing-sync saw nothing
+        await proxy.restore()
+        await synced.settled(eventually, timeout=40)  # the fake's retries, then processing
+    finally:
+        await proxy.stop()
+
+    log = await asyncio.to_thread(synced.fake.deliveries)
+    delivered = [d for d in log if d["ok"]]
+    # Every event was accepted once, and only by a redelivery after the failed tries.
+    assert sorted(d["event"] for d in delivered) == sorted(events)
+    assert all(d["attempt"] > 2 for d in delivered)
+    assert await synced.pool.fetchval(
+        "SELECT count(*) FROM mirror.stripe_events WHERE site_id = $1 AND processed_at IS NOT NULL",
+        synced.site_id,
+    ) == len(events)
+    assert await mismatches(synced.pool, api, synced.site_id, set()) == []
+    # Each change is emitted once: the customer (created with its final profile and
+    # default card) and its card, however many events named them.
+    kinds = sorted(e["type"] for e in await synced.outbox())
+    assert kinds == ["customer.updated", "payment_method.updated"], kinds
