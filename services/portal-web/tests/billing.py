@@ -44,6 +44,11 @@ class Billing:
     fake: StripeFake
     pool: asyncpg.Pool
 
+    def idempotency_keys(self) -> set[str]:
+        """Every Idempotency-Key the fake Stripe stored a write under: the writes made."""
+        fake = self.fake
+        return fake.call(lambda: {key for _, key in fake.state.idempotency})
+
     async def settled(self, eventually: Eventually) -> None:
         """Every webhook the fake queued delivered and processed into the mirror."""
         await asyncio.to_thread(self.fake.drain, 30)

@@ -19,8 +19,10 @@ from yarl import URL
 
 from billfold.bus import Bus
 from billfold.events import PortalAction, parse_event
+from billfold.rpc import SetCancelAtPeriodEnd
 from billfold.settings import Settings
 from billfold_testing.waiting import Eventually
+from portal_web import call_ids
 
 from .billing import RPC_TIMEOUT, Billing, portal_for
 from .conftest import Client, create_link, enter, texts
@@ -389,3 +391,75 @@ async def test_make_default_remove_and_auto_pay(
         "/p/payment-methods/pm_someone_elses/default", data={"csrf": csrf}, allow_redirects=False
     )
     assert other.headers["Location"] == "/p/payment-methods?failed=resource_missing"
+
+
+def _call_values(html: str) -> list[str]:
+    return re.findall(r'name="call" value="(call_[0-9a-f]{32})"', html)
+
+
+async def test_a_form_submitted_twice_makes_one_stripe_write(
+    aiohttp_client: Callable[..., Any],
+    bf_settings: Settings,
+    billing: Billing,
+    api: Client,
+    db_pool: asyncpg.Pool,
+    eventually: Eventually,
+) -> None:
+    customer = await billing.customer(eventually, subscription={})
+    assert customer.subscription is not None
+    portal = await portal_for(aiohttp_client, bf_settings, billing)
+    created = await create_link(api, billing.tenant)
+    await enter(portal, created)
+    path = f"/p/plan/{customer.subscription}/cancel"
+    page = await (await portal.get(path)).text()
+    (call,) = _call_values(page)
+    (other,) = _call_values(await (await portal.get(path)).text())
+    assert other != call  # every render its own id
+
+    before = billing.idempotency_keys()
+    form = {"csrf": _csrf(page), "call": call, "feedback": "unused"}
+    # The same rendered form, sent twice (a double click, the browser resending it).
+    for _ in range(2):
+        resp = await portal.post(path, data=form, allow_redirects=False)
+        assert resp.status == 303, await resp.text()
+        assert resp.headers["Location"] == "/p/plan?done=cancelled"
+
+    rows = await db_pool.fetch(
+        "SELECT call_id, outcome FROM web.audit_log WHERE portal_session_id = $1",
+        created["id"],
+    )
+    # Both attempts are audited, with the one call id they shared.
+    assert [r["outcome"] for r in rows] == ["ok", "ok"]
+    sent = {r["call_id"] for r in rows}
+    assert len(sent) == 1
+    (call_id,) = sent
+    assert call_id != call  # derived by the server, never the browser's value itself
+    writes = [k for k in billing.idempotency_keys() - before if k.startswith(call_id)]
+    assert len(writes) == 1, writes  # one Stripe write: the second answered by billing-sync
+    sub = await billing.api.v1.subscriptions.retrieve_async(customer.subscription)
+    assert sub.cancel_at_period_end is True
+
+    # A form without the field (rendered before it existed) still works: a fresh id.
+    resume = await _csrf_of(portal, "/p/plan")
+    resp = await portal.post(
+        f"/p/plan/{customer.subscription}/resume",
+        data={"csrf": resume, "call": "not-a-call-id"},
+        allow_redirects=False,
+    )
+    assert resp.headers["Location"] == "/p/plan?done=resumed"
+
+
+def test_call_ids_are_scoped_to_the_session_and_the_call() -> None:
+    cancel = SetCancelAtPeriodEnd(
+        site_id="site_1", customer_id="cu_1", subscription_id="sub_1", cancel_at_period_end=True
+    )
+    value = "call_" + "a" * 32
+    mine = call_ids.from_form("bs_mine", value, cancel)
+    assert mine.call_id == call_ids.from_form("bs_mine", value, cancel).call_id
+    assert mine.call_id != call_ids.from_form("bs_theirs", value, cancel).call_id
+    # The same value on another call (or with other content) is another call id.
+    resume = cancel.model_copy(update={"cancel_at_period_end": False})
+    assert mine.call_id != call_ids.from_form("bs_mine", value, resume).call_id
+    # Malformed or missing: the call keeps its own fresh id.
+    for bad in (None, "", "call_XYZ", "call_" + "a" * 33, value + "\n", 5):
+        assert call_ids.from_form("bs_mine", bad, cancel).call_id == cancel.call_id

@@ -424,3 +424,43 @@ async def test_writes_answer_a_cors_preflight(portal: Client) -> None:
         assert resp.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
         assert {"POST", "PATCH"} <= set(resp.headers["Access-Control-Allow-Methods"].split(", "))
         assert "Authorization" in resp.headers["Access-Control-Allow-Headers"]
+
+
+async def test_idempotency_key_makes_a_retried_write_run_once(
+    aiohttp_client: Callable[..., Any],
+    bf_settings: Settings,
+    billing: Billing,
+    api: Client,
+    db_pool: asyncpg.Pool,
+    eventually: Eventually,
+) -> None:
+    customer = await billing.customer(eventually, subscription={})
+    sub_id = str(customer.subscription)
+    portal = await portal_for(aiohttp_client, bf_settings, billing)
+    created = await create_link(api, billing.tenant, single_use=False)
+    path = f"{API}/subscriptions/{sub_id}"
+
+    # Malformed: refused before any call, naming the header.
+    body = await call(
+        portal,
+        "PATCH",
+        path,
+        400,
+        json={"cancel_at_period_end": True},
+        headers={**bearer(created), "Idempotency-Key": "short"},
+    )
+    assert body["error"]["param"] == "Idempotency-Key"
+
+    before = billing.idempotency_keys()
+    retried = {**bearer(created), "Idempotency-Key": "retry-7f3c2a9e-1"}
+    for _ in range(2):
+        body = await call(
+            portal, "PATCH", path, 200, json={"cancel_at_period_end": True}, headers=retried
+        )
+        assert body["cancel_at_period_end"] is True
+    ids = await db_pool.fetch(
+        "SELECT DISTINCT call_id FROM web.audit_log WHERE portal_session_id = $1", created["id"]
+    )
+    assert len(ids) == 1
+    writes = [k for k in billing.idempotency_keys() - before if k.startswith(ids[0]["call_id"])]
+    assert len(writes) == 1, writes

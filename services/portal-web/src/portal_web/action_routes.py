@@ -43,7 +43,7 @@ from billfold.rpc import (
     SetDefaultPaymentMethod,
     UpdateBillingProfile,
 )
-from portal_web import credentials, mirror, presenters
+from portal_web import call_ids, credentials, mirror, presenters
 from portal_web.actions import ACTIONS, ActionFailed, Actor, permit
 from portal_web.browser_sessions import Principal
 from portal_web.i18n import current
@@ -129,7 +129,10 @@ def _field(form: Any, name: str, limit: int = 512) -> str:
     return value.strip()[:limit] if isinstance(value, str) else ""
 
 
-async def _perform(request: web.Request, principal: Principal, call: Any) -> Any:
+async def _perform(request: web.Request, principal: Principal, call: Any, form: Any) -> Any:
+    """Perform ``call`` with the ``call_id`` the form's hidden field scopes
+    (``call_ids``: a double-submitted form makes one call)."""
+    call = call_ids.from_form(principal.id, form.get(call_ids.FORM_FIELD), call)
     return await request.app[ACTIONS].perform(Actor.of(request, principal), call)
 
 
@@ -194,7 +197,7 @@ async def cancel(request: web.Request) -> web.StreamResponse:
     except ValidationError:
         raise PageError(404, "not_found") from None
     try:
-        await _perform(request, principal, call)
+        await _perform(request, principal, call, form)
     except ActionFailed as exc:
         return _back(principal, "plan", failed=exc.public_code)
     if _flow(principal, "subscription_cancel"):
@@ -203,7 +206,7 @@ async def cancel(request: web.Request) -> web.StreamResponse:
 
 
 async def resume(request: web.Request) -> web.StreamResponse:
-    principal, _form = await _posted(request)
+    principal, form = await _posted(request)
     _gate(principal, SetCancelAtPeriodEnd)
     sub = await _own_subscription(request, principal)
     scope = {"site_id": principal.site_id, "customer_id": principal.customer_id}
@@ -213,7 +216,7 @@ async def resume(request: web.Request) -> web.StreamResponse:
     else:
         call = SetCancelAtPeriodEnd(**scope, subscription_id=sub.id, cancel_at_period_end=False)
     try:
-        await _perform(request, principal, call)
+        await _perform(request, principal, call, form)
     except ActionFailed as exc:
         return _back(principal, "plan", failed=exc.public_code)
     return _back(principal, "plan", done="resumed")
@@ -273,12 +276,14 @@ def setup_session(principal: Principal, success_url: str, cancel_url: str) -> Cr
 
 
 async def update_card(request: web.Request) -> web.StreamResponse:
-    principal, _form = await _posted(request)
+    principal, form = await _posted(request)
     _gate(principal, CreateSetupSession)
     was = await current_default(request, principal)
     success, cancelled = setup_returns(request.app[SETTINGS].portal_base_url, principal, was)
     try:
-        result = await _perform(request, principal, setup_session(principal, success, cancelled))
+        result = await _perform(
+            request, principal, setup_session(principal, success, cancelled), form
+        )
     except ActionFailed as exc:
         return _back(principal, "payment-methods", failed=exc.public_code)
     url = result.get("url")
@@ -301,7 +306,7 @@ async def update_card(request: web.Request) -> web.StreamResponse:
 async def _card_action(
     request: web.Request, call_type: type[SetDefaultPaymentMethod | DetachPaymentMethod], done: str
 ) -> web.StreamResponse:
-    principal, _form = await _posted(request)
+    principal, form = await _posted(request)
     _gate(principal, call_type)
     try:
         call = call_type(
@@ -309,7 +314,7 @@ async def _card_action(
             customer_id=principal.customer_id,
             payment_method_id=request.match_info["pm"],
         )
-        await _perform(request, principal, call)
+        await _perform(request, principal, call, form)
     except ValidationError:
         raise PageError(404, "not_found") from None
     except ActionFailed as exc:
@@ -336,7 +341,7 @@ async def auto_pay(request: web.Request) -> web.StreamResponse:
             subscription_id=request.match_info["sub"],
             auto_pay=on,
         )
-        await _perform(request, principal, call)
+        await _perform(request, principal, call, form)
     except ValidationError:
         raise PageError(404, "not_found") from None
     except ActionFailed as exc:
@@ -348,14 +353,14 @@ async def auto_pay(request: web.Request) -> web.StreamResponse:
 
 
 async def pay(request: web.Request) -> web.StreamResponse:
-    principal, _form = await _posted(request)
+    principal, form = await _posted(request)
     _gate(principal, PayInvoice)
     invoice_id = request.match_info["invoice"]
     try:
         call = PayInvoice(
             site_id=principal.site_id, customer_id=principal.customer_id, invoice_id=invoice_id
         )
-        await _perform(request, principal, call)
+        await _perform(request, principal, call, form)
     except ValidationError:
         raise PageError(404, "not_found") from None
     except ActionFailed as exc:
@@ -426,7 +431,7 @@ async def profile_save(request: web.Request) -> web.StreamResponse:
         update={"site_id": principal.site_id, "customer_id": principal.customer_id}
     )
     try:
-        await _perform(request, principal, call)
+        await _perform(request, principal, call, posted)
     except ActionFailed as exc:
         param_field = {
             "tax_id_invalid": "tax_value",

@@ -368,12 +368,25 @@ _WRITE_ERRORS = {
     },
 }
 
+# Optional: a retry with the same key (and the same request) makes one call (``call_ids``).
+_IDEMPOTENCY_KEY: Schema = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Optional. A retry with the same key and the same request makes one "
+    "change; the key is scoped to this session. Malformed: 400 parameter_invalid.",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_\\-:.]{8,200}$"},
+}
+
 WRITE_PATHS: dict[str, Schema] = {
     f"{PREFIX}/subscriptions/{{id}}": {
         "patch": {
             "operationId": "updateSubscription",
             "summary": "Cancel at period end (with an optional reason), or undo it.",
-            "parameters": [{"name": "id", "in": "path", "required": True, "schema": _STR}],
+            "parameters": [
+                {"name": "id", "in": "path", "required": True, "schema": _STR},
+                _IDEMPOTENCY_KEY,
+            ],
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": ref("SubscriptionUpdateRequest")}},
@@ -394,6 +407,7 @@ WRITE_PATHS: dict[str, Schema] = {
             "returns to the portal; with a multi-use link's token (Bearer), to the "
             "session's return_url when it has one, else to a portal page that needs no "
             "session ('you can close this tab').",
+            "parameters": [_IDEMPOTENCY_KEY],
             "requestBody": {
                 "required": False,
                 "content": {"application/json": {"schema": obj({})}},

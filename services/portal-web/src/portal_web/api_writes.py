@@ -30,7 +30,7 @@ from billfold.http.errors import ApiError, from_http_exception
 from billfold.http.responses import json_response
 from billfold.logs import get_logger
 from billfold.rpc import CancellationReason, CreateSetupSession, SetCancelAtPeriodEnd
-from portal_web import api_views, mirror, presenters
+from portal_web import api_views, call_ids, mirror, presenters
 from portal_web.action_routes import current_default, setup_returns, setup_session
 from portal_web.actions import ACTIONS, ActionFailed, Actor, permit
 from portal_web.api_routes import (
@@ -112,6 +112,18 @@ async def _body(request: web.Request, model: type[json_params.M]) -> json_params
 
 
 async def _perform(request: web.Request, principal: Principal, call: Any) -> dict[str, Any]:
+    key = request.headers.get(call_ids.API_HEADER)
+    if key is not None:
+        # Optional: a client retrying with the same key makes one call (``call_ids``).
+        if not call_ids.valid_api_value(key):
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                "parameter_invalid",
+                "Idempotency-Key must be 8 to 200 letters, digits or _-:.",
+                call_ids.API_HEADER,
+            )
+        call = call_ids.scoped(principal.id, key, call)
     try:
         return await request.app[ACTIONS].perform(Actor.of(request, principal), call)
     except ActionFailed as exc:

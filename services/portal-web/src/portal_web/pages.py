@@ -18,6 +18,7 @@ from aiohttp import web
 
 from billfold.http.middlewares import Handler, Middleware
 from billfold.logs import get_logger
+from billfold.rpc import new_call_id
 from portal_web import branding, credentials, i18n, sign_ins
 from portal_web.browser_sessions import Principal
 from portal_web.i18n import gettext as _
@@ -139,6 +140,8 @@ def context(request: web.Request, **extra: Any) -> dict[str, Any]:
         "principal": principal,
         "prefix": (credentials.prefix(principal.embedded, principal.token) if principal else None),
         "csrf": credentials.csrf_token(principal.token) if principal else None,
+        # Called once per action form: its own call id (``call_ids``), fresh each render.
+        "new_call_id": new_call_id,
         "nav": (
             [(slug, section_label(slug)) for slug in enabled_sections(principal)]
             if principal
