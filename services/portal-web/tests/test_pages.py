@@ -3,6 +3,7 @@ security headers; every output escaped."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import asyncpg
@@ -274,3 +275,27 @@ async def test_memoized_plan_page_follows_the_mirror_and_the_session(
     assert "7 Plätze × 49,00 $ / Monat" in texts(html)  # noqa: RUF001
     assert 'href="/p/usage"' not in html
     assert first.split('name="csrf" value="')[1][:40] not in html
+
+
+async def test_every_view_of_a_memoized_page_gets_fresh_call_ids(
+    api: Client, portal: Client, tenant: Tenant, db_pool: asyncpg.Pool
+) -> None:
+    """A form's hidden call id makes a double submit one call (call_ids). The Plan page is
+    memoized: if a memo hit served an earlier view's ids, a later deliberate action (resume,
+    cancel, resume again, the rows back as they were) would be taken for a repeat."""
+    await add_subscription(
+        db_pool,
+        tenant,
+        items=[{"product": "Pro", "unit_amount": 4900}],
+        cancel_at_period_end=True,  # a Resume form on the page
+    )
+    await enter(portal, await create_link(api, tenant, locale="en"))
+    memo = portal.app[PAGE_MEMO]
+    pattern = re.compile(r'name="call" value="([^"]+)"')
+    first = pattern.findall(await (await portal.get("/p/plan")).text())
+    hits = memo.hits
+    second = pattern.findall(await (await portal.get("/p/plan")).text())
+    assert memo.hits == hits + 1  # the second view came from the memo
+    assert len(first) == len(second) == 1
+    assert first != second
+    assert all(re.fullmatch(r"call_[0-9a-f]{32}", v) for v in first + second)

@@ -141,7 +141,7 @@ def context(request: web.Request, **extra: Any) -> dict[str, Any]:
         "prefix": (credentials.prefix(principal.embedded, principal.token) if principal else None),
         "csrf": credentials.csrf_token(principal.token) if principal else None,
         # Called once per action form: its own call id (``call_ids``), fresh each render.
-        "new_call_id": new_call_id,
+        "new_call_id": _call_slot,
         "nav": (
             [(slug, section_label(slug)) for slug in enabled_sections(principal)]
             if principal
@@ -166,12 +166,47 @@ def _switch_url(request: web.Request, site: Site | None, principal: Principal | 
     return f"/s/{site.slug}/accounts"
 
 
-def render(request: web.Request, template: str, status: int = 200, **extra: Any) -> web.Response:
+# Each action form's hidden call id (``call_ids``) must be new for every page served,
+# also when the page comes from the memo: a memoized page with the ids of an earlier view
+# would make a later, deliberate action (cancel, resume, cancel again) a "repeat" of the
+# first one, which billing-sync answers without writing to Stripe. So templates write
+# this marker (``new_call_id()``), and every page is filled with fresh ids as it is
+# served, after the memo.
+CALL_SLOT = "call_slot_e3b0c44298fc1c14"
+_CALL_SLOT_BYTES = CALL_SLOT.encode("ascii")
+
+
+def _call_slot() -> str:
+    return CALL_SLOT
+
+
+def fill_call_slots(body: bytes) -> bytes:
+    """``body`` with a fresh call id in each form's slot (one per form)."""
+    if _CALL_SLOT_BYTES not in body:
+        return body
+    parts = body.split(_CALL_SLOT_BYTES)
+    out = [parts[0]]
+    for part in parts[1:]:
+        out.append(new_call_id().encode("ascii"))
+        out.append(part)
+    return b"".join(out)
+
+
+def _render_unfilled(
+    request: web.Request, template: str, status: int = 200, **extra: Any
+) -> web.Response:
     response = aiohttp_jinja2.render_template(
         template, request, context(request, **extra), status=status
     )
     # Pages show a customer's billing data or carry tokens: never into a shared cache.
     response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def render(request: web.Request, template: str, status: int = 200, **extra: Any) -> web.Response:
+    response = _render_unfilled(request, template, status, **extra)
+    if isinstance(response.body, bytes):
+        response.body = fill_call_slots(response.body)
     return response
 
 
@@ -239,11 +274,12 @@ def render_memoized(
     key = memo_key(request, template, data, now)
     body = memo.get(key)
     if body is None:
-        response = render(request, template, **build())
+        response = _render_unfilled(request, template, **build())
         if isinstance(response.body, bytes):
             memo.put(key, response.body)
+            response.body = fill_call_slots(response.body)
         return response
-    response = web.Response(body=body, content_type="text/html", charset="utf-8")
+    response = web.Response(body=fill_call_slots(body), content_type="text/html", charset="utf-8")
     response.headers["Cache-Control"] = "no-store"
     return response
 
