@@ -203,8 +203,11 @@ async def test_a_deleted_customer_gives_its_external_id_to_a_live_one(
 async def _overdue_shown(pool: asyncpg.Pool, site: str) -> None:
     """Barbara (on a test clock started 40 days back) has an open invoice whose due date
     has passed, and portal-web's invoice page (read-only here) badges it Overdue."""
+    from portal_web import i18n
     from portal_web import mirror as portal_mirror
     from portal_web.presenters import invoice_badge
+
+    i18n.activate(i18n.negotiate("en", None, None))  # the words checked below
 
     customer = await pool.fetchval(
         "SELECT id FROM mirror.customers WHERE site_id = $1 AND external_id = 'demo-barbara'",
@@ -215,5 +218,8 @@ async def _overdue_shown(pool: asyncpg.Pool, site: str) -> None:
     overdue = [i for i in page.invoices if i.status == "open" and i.due_date and i.due_date < now]
     assert len(overdue) == 1, page.invoices
     assert (now - overdue[0].due_date).days >= 20  # due 14 days after a start 40 days back
-    badge = invoice_badge(overdue[0], now)
+    try:
+        badge = invoice_badge(overdue[0], now)
+    finally:
+        i18n.reset()
     assert badge.text.startswith("Overdue by"), badge

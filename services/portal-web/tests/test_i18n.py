@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,6 +40,15 @@ def test_catalogue_translates_every_message(language: str) -> None:
         if m.id and (m.string if isinstance(m.string, str) else all(m.string)) and not m.fuzzy
     }
     assert used - translated == set()
+
+
+@pytest.fixture(autouse=True)
+def _no_language_left_behind() -> Iterator[None]:
+    """These tests set the language in the test runner's own context; later tests (sync
+    ones, and tasks created after) would inherit it (a German badge in another package's
+    test, seen in random order)."""
+    yield
+    i18n.reset()
 
 
 def _with(tag: str) -> None:
