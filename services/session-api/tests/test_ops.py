@@ -164,11 +164,17 @@ async def test_starts_and_serves_while_rabbitmq_is_down(
             )
             assert row is not None
             assert row["routing_key"] == "portal_session.created"
-            # Still there a moment later: the relay tried, failed, and keeps it.
-            await asyncio.sleep(0.5)
-            assert await db_pool.fetchval(
-                "SELECT attempts FROM portal.outbox WHERE event_id = $1", row["event_id"]
-            )
+
+            # The relay tries, fails, and keeps it (waited on, not slept on: a busy
+            # machine may take longer than any fixed pause before the first attempt).
+            async def attempted() -> bool:
+                attempts = await db_pool.fetchval(
+                    "SELECT attempts FROM portal.outbox WHERE event_id = $1", row["event_id"]
+                )
+                assert attempts is not None, "the event left the outbox while the broker was down"
+                return bool(attempts)
+
+            await _until(attempted)
 
             await proxy.restore()
 
