@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +17,9 @@ ENDED = frozenset({"canceled", "incomplete_expired"})
 #: Statuses with a next invoice to preview.
 BILLING = frozenset({"active", "trialing", "past_due"})
 EXPAND = ["items.data.price.product", "items.data.price.tiers"]
+MINUTE, DAY = 60, 86_400
+#: Days of a period the portal's usage chart shows at most (one page of summaries).
+MAX_DAYS = 92
 
 
 def price_model(price: stripe.Price, quantity: int | None) -> str:
@@ -250,28 +253,20 @@ async def _write_usage(
         meter_id = str(item["meter_id"])
         start: datetime = item["current_period_start"]
         end: datetime = item["current_period_end"]
-        summaries = await ctx.client.v1.billing.meters.event_summaries.list_async(
-            meter_id,
-            params={
-                "customer": customer.stripe_id,
-                "start_time": int(start.timestamp()),
-                "end_time": int(end.timestamp()),
-                "limit": 100,
-            },
-        )
-        value = sum((Decimal(str(s.aggregated_value)) for s in summaries.data), Decimal(0))
+        value = await _period_total(ctx, meter_id, customer.stripe_id, start, end)
+        daily = await _daily(ctx, meter_id, customer.stripe_id, start, end)
         meter = await ctx.client.v1.billing.meters.retrieve_async(meter_id)
         await ctx.conn.execute(
             """
             INSERT INTO mirror.usage (subscription_item_id, subscription_id, site_id,
-                customer_id, meter_id, meter_name, period_start, period_end, value)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                customer_id, meter_id, meter_name, period_start, period_end, value, daily)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
             ON CONFLICT (subscription_item_id) DO UPDATE SET
                 subscription_id = excluded.subscription_id, site_id = excluded.site_id,
                 customer_id = excluded.customer_id, meter_id = excluded.meter_id,
                 meter_name = excluded.meter_name, period_start = excluded.period_start,
                 period_end = excluded.period_end, value = excluded.value,
-                refreshed_at = now()
+                daily = excluded.daily, refreshed_at = now()
             """,
             item["stripe_id"],
             sub.id,
@@ -282,4 +277,61 @@ async def _write_usage(
             start,
             end,
             value,
+            daily,
         )
+
+
+def _floor(t: datetime, unit: int) -> int:
+    return int(t.timestamp()) // unit * unit
+
+
+def _ceil(t: datetime, unit: int) -> int:
+    return -(-int(t.timestamp()) // unit) * unit
+
+
+async def _period_total(
+    ctx: SyncContext, meter_id: str, customer: str, start: datetime, end: datetime
+) -> Decimal:
+    """The period's usage. Stripe takes summary bounds on minute boundaries only, so the
+    period is widened to whole minutes (the seconds around a period's edge hold no usage
+    that matters for a portal)."""
+    summaries = await ctx.client.v1.billing.meters.event_summaries.list_async(
+        meter_id,
+        params={
+            "customer": customer,
+            "start_time": _floor(start, MINUTE),
+            "end_time": _ceil(end, MINUTE),
+            "limit": 100,
+        },
+    )
+    return sum((Decimal(str(s.aggregated_value)) for s in summaries.data), Decimal(0))
+
+
+async def _daily(
+    ctx: SyncContext, meter_id: str, customer: str, start: datetime, end: datetime
+) -> list[dict[str, str]]:
+    """Usage per UTC day of the period, up to today (days to come hold nothing yet), for
+    the portal's bar chart. Grouped by day, Stripe wants both bounds on UTC midnights: the
+    first day starts at the midnight before the period did."""
+    last = min(_ceil(end, DAY), _ceil(datetime.now(UTC), DAY))
+    # One page of summaries: a long (yearly) period shows its latest days.
+    first = max(_floor(start, DAY), last - MAX_DAYS * DAY)
+    if last <= first:
+        return []
+    summaries = await ctx.client.v1.billing.meters.event_summaries.list_async(
+        meter_id,
+        params={
+            "customer": customer,
+            "start_time": first,
+            "end_time": last,
+            "value_grouping_window": "day",
+            "limit": 100,
+        },
+    )
+    return [
+        {
+            "day": datetime.fromtimestamp(s.start_time, UTC).date().isoformat(),
+            "value": str(Decimal(str(s.aggregated_value))),
+        }
+        for s in summaries.data
+    ]
