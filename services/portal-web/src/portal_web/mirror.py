@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -265,14 +265,27 @@ async def payment_methods(db: Executor, site_id: str, customer_id: str) -> list[
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """``daily``: (UTC day, usage that day) for the period's days so far, oldest first."""
+
     meter_name: str | None
     value: Decimal
     period_start: datetime
     period_end: datetime
+    daily: tuple[tuple[date, Decimal], ...] = ()
+
+
+def _daily(raw: str | None) -> tuple[tuple[date, Decimal], ...]:
+    out = []
+    for d in json.loads(raw or "[]"):
+        try:
+            out.append((date.fromisoformat(str(d["day"])), Decimal(str(d["value"]))))
+        except (KeyError, TypeError, ValueError, ArithmeticError):
+            continue  # a malformed day is left out of the chart, never a failed page
+    return tuple(out)
 
 
 _USAGE = """
-SELECT meter_name, value, period_start, period_end FROM mirror.usage
+SELECT meter_name, value, period_start, period_end, daily::text AS daily FROM mirror.usage
 WHERE site_id = $1 AND customer_id = $2
 ORDER BY meter_name NULLS LAST, subscription_item_id
 LIMIT 50
@@ -287,6 +300,7 @@ async def usage(db: Executor, site_id: str, customer_id: str) -> list[Usage]:
             value=Decimal(r["value"]),
             period_start=r["period_start"],
             period_end=r["period_end"],
+            daily=_daily(r["daily"]),
         )
         for r in rows
     ]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from babel.numbers import format_decimal
 
-from portal_web.formatting import date, money
+from portal_web.formatting import date, day, money
 from portal_web.i18n import current, ngettext
 from portal_web.i18n import gettext as _
 from portal_web.mirror import Invoice, Item, PaymentMethod, Profile, Subscription, Usage
@@ -358,21 +358,88 @@ def payment_method_view(pm: PaymentMethod) -> PaymentMethodView:
 
 
 @dataclass(frozen=True, slots=True)
+class Bar:
+    """One day's bar in the usage chart, in the chart's own units (``CHART_HEIGHT`` high,
+    ``BAR_STEP`` per day): SVG attributes, since the page's CSP allows no inline style."""
+
+    x: int
+    y: float
+    width: int
+    height: float
+    label: str  # "Nov 18: 1,204"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageChart:
+    bars: list[Bar]
+    width: int  # the viewBox width
+    height: int
+    summary: str  # the chart in one sentence, for screen readers
+    first_day: str
+    last_day: str
+    peak: str  # the highest day's value, labelling the top of the chart
+
+
+@dataclass(frozen=True, slots=True)
 class UsageView:
     meter: str
     value: str
     period: str
+    chart: UsageChart | None  # None: no daily numbers mirrored (yet)
+
+
+CHART_HEIGHT, BAR_STEP, BAR_WIDTH = 100, 10, 7
+
+
+def _chart(u: Usage, meter: str) -> UsageChart | None:
+    if not u.daily:
+        return None
+    locale = current().locale
+    peak = max(v for _, v in u.daily)
+    bars = []
+    for n, (when, value) in enumerate(u.daily):
+        # A day with any usage gets a visible sliver, however small next to the peak.
+        height = 0.0 if peak <= 0 or value <= 0 else max(1.5, float(value / peak) * CHART_HEIGHT)
+        shown = format_decimal(value, locale=locale)
+        bars.append(
+            Bar(
+                x=n * BAR_STEP,
+                y=round(CHART_HEIGHT - height, 2),
+                width=BAR_WIDTH,
+                height=round(height, 2),
+                label=f"{day(when)}: {shown}",
+            )
+        )
+    busiest = max(u.daily, key=lambda d: d[1])
+    summary = _("%(meter)s per day, %(start)s to %(end)s; highest %(value)s on %(day)s") % {
+        "meter": meter,
+        "start": day(u.daily[0][0]),
+        "end": day(u.daily[-1][0]),
+        "value": format_decimal(busiest[1], locale=locale),
+        "day": day(busiest[0]),
+    }
+    return UsageChart(
+        bars=bars,
+        width=len(bars) * BAR_STEP - (BAR_STEP - BAR_WIDTH),
+        height=CHART_HEIGHT,
+        summary=summary,
+        first_day=day(u.daily[0][0]),
+        last_day=day(u.daily[-1][0]),
+        peak=format_decimal(peak, locale=locale),
+    )
 
 
 def usage_view(u: Usage) -> UsageView:
+    meter = u.meter_name or _("Usage")
     return UsageView(
-        meter=u.meter_name or _("Usage"),
+        meter=meter,
         value=format_decimal(u.value, locale=current().locale),
         period=_("%(start)s to %(end)s")
         % {
             "start": date(u.period_start, style="medium"),
             "end": date(u.period_end, style="medium"),
         },
+        chart=_chart(u, meter),
     )
 
 
