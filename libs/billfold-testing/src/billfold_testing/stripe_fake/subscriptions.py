@@ -539,6 +539,8 @@ def update_subscription(ctx: Ctx) -> Json:
     if "items" in p:
         _update_items(state, sub, get_list(p, "items"))
     now = state.clock.now()
+    if "pause_collection" in p:
+        sub["pause_collection"] = _pause_collection(p, now)
     if (flag := get_bool(p, "cancel_at_period_end")) is not None:
         if flag:
             sub.update(cancel_at_period_end=True, cancel_at=current_period(state, sub)[1])
@@ -572,6 +574,30 @@ def update_subscription(ctx: Ctx) -> Json:
     if trial_end_now:
         end_trial(state, sub)
     return state.render(sub)
+
+
+def _pause_collection(p: Json, now: int) -> Json | None:
+    """``pause_collection[behavior]`` (and optionally ``[resumes_at]``) pauses payment
+    collection; ``pause_collection=""`` resumes it. The status stays as it is: this is not
+    the ``paused`` status (no ``customer.subscription.paused``/``resumed`` events, as on
+    Stripe, only ``customer.subscription.updated``)."""
+    if p["pause_collection"] == "":
+        return None
+    raw = get_dict(p, "pause_collection") or {}
+    behavior = enum(
+        raw,
+        "behavior",
+        ("keep_as_draft", "mark_uncollectible", "void"),
+        param="pause_collection[behavior]",
+    )
+    if behavior is None:
+        raise missing_param("pause_collection[behavior]")
+    resumes_at = get_int(raw, "resumes_at", param="pause_collection[resumes_at]")
+    if resumes_at is not None and resumes_at <= now:
+        raise invalid(
+            "Invalid timestamp: must be in the future.", param="pause_collection[resumes_at]"
+        )
+    return {"behavior": behavior, "resumes_at": resumes_at}
 
 
 @routes.delete("/v1/subscriptions/{id}", params=Allow(SubscriptionCancelParams))
