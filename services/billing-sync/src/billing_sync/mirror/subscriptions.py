@@ -98,6 +98,7 @@ async def apply(ctx: SyncContext, sub: stripe.Subscription) -> None:
     ends = [i["current_period_end"] for i in items if i["current_period_end"]]
     next_at, next_amount, next_currency = await _preview(ctx, sub)
     details = sub.cancellation_details
+    paused = sub.pause_collection
     row = await ctx.conn.fetchrow(
         """
         INSERT INTO mirror.subscriptions AS s (stripe_id, site_id, customer_id,
@@ -105,9 +106,9 @@ async def apply(ctx: SyncContext, sub: stripe.Subscription) -> None:
             cancel_at, canceled_at, ended_at, cancellation_reason, cancellation_feedback,
             trial_start, trial_end, current_period_start, current_period_end,
             default_payment_method, next_charge_at, next_charge_amount, next_charge_currency,
-            created)
+            created, pause_collection_behavior, pause_collection_resumes_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                $18, $19, $20, $21, $22)
+                $18, $19, $20, $21, $22, $23, $24)
         ON CONFLICT (stripe_id) DO UPDATE SET
             site_id = excluded.site_id, customer_id = excluded.customer_id,
             stripe_customer_id = excluded.stripe_customer_id, status = excluded.status,
@@ -123,12 +124,16 @@ async def apply(ctx: SyncContext, sub: stripe.Subscription) -> None:
             next_charge_at = excluded.next_charge_at,
             next_charge_amount = excluded.next_charge_amount,
             next_charge_currency = excluded.next_charge_currency,
-            created = excluded.created, updated_at = now(), synced_at = now()
+            created = excluded.created,
+            pause_collection_behavior = excluded.pause_collection_behavior,
+            pause_collection_resumes_at = excluded.pause_collection_resumes_at,
+            updated_at = now(), synced_at = now()
         WHERE (s.site_id, s.customer_id, s.status, s.collection_method, s.currency,
                s.cancel_at_period_end, s.cancel_at, s.canceled_at, s.ended_at,
                s.cancellation_reason, s.cancellation_feedback, s.trial_start, s.trial_end,
                s.current_period_start, s.current_period_end, s.default_payment_method,
-               s.next_charge_at, s.next_charge_amount, s.next_charge_currency)
+               s.next_charge_at, s.next_charge_amount, s.next_charge_currency,
+               s.pause_collection_behavior, s.pause_collection_resumes_at)
             IS DISTINCT FROM
               (excluded.site_id, excluded.customer_id, excluded.status,
                excluded.collection_method, excluded.currency, excluded.cancel_at_period_end,
@@ -137,7 +142,8 @@ async def apply(ctx: SyncContext, sub: stripe.Subscription) -> None:
                excluded.trial_start, excluded.trial_end, excluded.current_period_start,
                excluded.current_period_end, excluded.default_payment_method,
                excluded.next_charge_at, excluded.next_charge_amount,
-               excluded.next_charge_currency)
+               excluded.next_charge_currency, excluded.pause_collection_behavior,
+               excluded.pause_collection_resumes_at)
         RETURNING stripe_id
         """,
         sub.id,
@@ -162,6 +168,8 @@ async def apply(ctx: SyncContext, sub: stripe.Subscription) -> None:
         next_amount,
         next_currency,
         ts(sub.created),
+        paused.behavior if paused else None,
+        ts(paused.resumes_at) if paused else None,
     )
     changed = row is not None
     changed |= await _write_items(ctx, sub.id, customer.site_id, items)
