@@ -48,6 +48,11 @@ class Subscription:
     next_charge_currency: str | None
     items: list[Item]
     collection_method: str | None = None
+    # Payment collection paused (Stripe's ``pause_collection``; the status stays as it is):
+    # keep_as_draft, mark_uncollectible or void, and when it resumes by itself (None: when
+    # resumed). Not the ``paused`` status, which a trial ended without a card leads to.
+    pause_collection: str | None = None
+    pause_collection_resumes_at: datetime | None = None
 
     @property
     def live(self) -> bool:
@@ -58,7 +63,7 @@ _SUBSCRIPTIONS = f"""
 SELECT s.stripe_id, s.status, s.currency, s.cancel_at_period_end, s.cancel_at,
        s.canceled_at, s.ended_at, s.trial_end, s.current_period_start,
        s.current_period_end, s.next_charge_at, s.next_charge_amount, s.next_charge_currency,
-       s.collection_method,
+       s.collection_method, s.pause_collection_behavior, s.pause_collection_resumes_at,
        COALESCE(
          (SELECT jsonb_agg(jsonb_build_object(
               'product_name', i.product_name, 'price_model', i.price_model,
@@ -123,6 +128,8 @@ def decode_subscriptions(rows: SubscriptionRows) -> list[Subscription]:
             next_charge_currency=r["next_charge_currency"],
             items=[_item(v) for v in json.loads(r["items"])],
             collection_method=r["collection_method"],
+            pause_collection=r["pause_collection_behavior"],
+            pause_collection_resumes_at=r["pause_collection_resumes_at"],
         )
         for r in rows
     ]

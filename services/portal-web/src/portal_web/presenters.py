@@ -55,6 +55,7 @@ class PlanView:
     resumable: bool = False
     title: str = ""
     auto_pay: bool | None = None  # None: not a subscription that is billed
+    paused: str | None = None  # what a pause means for the customer, and how it ends
 
 
 def interval_text(interval: str | None, count: int) -> str:
@@ -134,6 +135,14 @@ def badge(sub: Subscription, now: datetime) -> Badge:
     ends = sub.cancel_at or (sub.current_period_end if sub.cancel_at_period_end else None)
     if ends is not None:
         return Badge(_("Cancels %(date)s") % {"date": date(ends, style="medium")}, "warn")
+    if is_live(sub) and sub.status != "paused" and sub.pause_collection is not None:
+        if sub.pause_collection_resumes_at is not None:
+            return Badge(
+                _("Payments paused until %(date)s")
+                % {"date": date(sub.pause_collection_resumes_at, style="medium")},
+                "muted",
+            )
+        return Badge(_("Payments paused"), "muted")
     if sub.status == "trialing":
         if sub.trial_end is not None:
             return Badge(
@@ -173,12 +182,22 @@ class Charge:
     currency: str
 
 
+def collection_paused(sub: Subscription) -> bool:
+    return is_live(sub) and sub.status != "paused" and sub.pause_collection is not None
+
+
 def upcoming_charge(sub: Subscription) -> Charge | None:
-    """The next charge of a plan that renews; none for one that ends or has ended."""
+    """The next charge of a plan that renews; none for one that ends or has ended, nor
+    while its payments are paused past that date (the invoice is made, not charged)."""
     if not is_live(sub) or ending(sub) is not None:
         return None
     currency = sub.next_charge_currency or sub.currency
     if sub.next_charge_at is None or sub.next_charge_amount is None or not currency:
+        return None
+    if collection_paused(sub) and (
+        sub.pause_collection_resumes_at is None
+        or sub.pause_collection_resumes_at > sub.next_charge_at
+    ):
         return None
     return Charge(sub.next_charge_at, sub.next_charge_amount, currency)
 
@@ -218,10 +237,33 @@ def plan_view(sub: Subscription, now: datetime) -> PlanView:
         and ends_at is None
         and sub.status not in ("incomplete",),
         resumable=live
-        and (sub.status == "paused" or (sub.cancel_at_period_end and ends_at is not None)),
+        and (
+            sub.status == "paused"
+            or collection_paused(sub)
+            or (sub.cancel_at_period_end and ends_at is not None)
+        ),
         title=", ".join(line.product for line in lines) or _("Subscription"),
         auto_pay=(sub.collection_method != "send_invoice") if live else None,
+        paused=paused_text(sub),
     )
+
+
+def paused_text(sub: Subscription) -> str | None:
+    """What a paused plan means, said beside its Resume button."""
+    if not is_live(sub):
+        return None
+    if sub.status == "paused":
+        return _(
+            "Your plan is paused and nothing is charged. Resuming starts a new period today "
+            "and charges it now."
+        )
+    if not collection_paused(sub):
+        return None
+    if sub.pause_collection_resumes_at is not None:
+        return _("Payments are paused: nothing is charged until %(date)s, or until you resume.") % {
+            "date": date(sub.pause_collection_resumes_at)
+        }
+    return _("Payments are paused: nothing is charged until you resume.")
 
 
 def cancel_text(sub: Subscription) -> str:
