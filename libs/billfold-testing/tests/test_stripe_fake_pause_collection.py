@@ -1,5 +1,6 @@
-"""``pause_collection``: payment collection paused on an active subscription (Stripe's
-other "pause", beside the ``paused`` status of a trial that ended without a card)."""
+"""Stripe's two pauses: ``pause_collection`` (payment collection paused, the status stays
+as it is) and the ``paused`` status (``/pause`` on demand, or a trial that ended without
+a card), resumed with ``/resume``."""
 
 from __future__ import annotations
 
@@ -111,3 +112,72 @@ def test_bad_pause_collection_is_refused(
             )
         assert err.value.param == param
     assert client.v1.subscriptions.retrieve(sub.id).pause_collection is None
+
+
+def test_pause_on_demand_then_resume(
+    stripe_fake: StripeFake, stripe_client: stripe.StripeClient
+) -> None:
+    """``POST /v1/subscriptions/{id}/pause`` (API 2026-09-30.endive on): status ``paused``
+    with ``status_details``, no renewals while paused, ``/resume`` bills a new period."""
+    client = stripe_client
+    sub = _subscribed(client)
+    assert sub.status_details is None
+    paused = client.v1.subscriptions.pause(sub.id)
+    assert paused.status == "paused"
+    assert paused.status_details is not None
+    details = paused.status_details.paused
+    assert (details.type, details.subscription.type) == ("subscription", "pause_requested")
+    assert details.transitioned_at == stripe_fake.now()
+    events = client.v1.events.list(params={"limit": 2}).data
+    assert [e.type for e in events] == [
+        "customer.subscription.paused",
+        "customer.subscription.updated",
+    ]
+    assert events[1].data.to_dict()["previous_attributes"] == {
+        "status": "active",
+        "status_details": None,
+    }
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.subscriptions.pause(sub.id)  # already paused
+
+    # No renewal while paused.
+    invoices_before = len(client.v1.invoices.list(params={"subscription": sub.id}).data)
+    stripe_fake.advance(40 * DAY)
+    assert len(client.v1.invoices.list(params={"subscription": sub.id}).data) == invoices_before
+
+    resumed = client.v1.subscriptions.resume(
+        sub.id, params={"billing_cycle_anchor": {"type": "now"}}
+    )
+    assert resumed.status == "active"
+    assert resumed.status_details is None
+    assert resumed["items"].data[0].current_period_start == stripe_fake.now()
+    assert client.v1.invoices.retrieve(str(resumed.latest_invoice)).status == "paid"
+    assert "customer.subscription.resumed" in stripe_fake.event_types()
+
+
+def test_a_trial_ended_without_a_card_says_why_it_paused(
+    stripe_fake: StripeFake, stripe_client: stripe.StripeClient
+) -> None:
+    client = stripe_client
+    customer = client.v1.customers.create(params={"email": "trial@example.com"})
+    price = client.v1.prices.create(
+        params={
+            "currency": "usd",
+            "unit_amount": 900,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Basic"},
+        }
+    )
+    sub = client.v1.subscriptions.create(
+        params={
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "trial_period_days": 1,
+            "trial_settings": {"end_behavior": {"missing_payment_method": "pause"}},
+        }
+    )
+    stripe_fake.advance(DAY + 60)
+    sub = client.v1.subscriptions.retrieve(sub.id)
+    assert sub.status == "paused"
+    assert sub.status_details is not None
+    assert sub.status_details.paused.subscription.type == "trial_end_without_payment_method"

@@ -40,6 +40,7 @@ from .subscriptions import (
     current_period,
     cycle_lines,
     has_payment_method,
+    pause_now,
     recurring_of,
     set_period,
 )
@@ -64,10 +65,7 @@ def end_trial(state: FakeState, sub: Json) -> None:
             sub["cancellation_details"]["reason"] = "cancellation_requested"
             cancel_now(state, sub)
             return
-        sub["status"] = "paused"
-        after = state.render(sub)
-        emit_update(state, "customer.subscription.updated", before, after)
-        emit(state, "customer.subscription.paused", after)
+        pause_now(state, sub, "trial_end_without_payment_method")
         return
     sub.update(status="active", trial_end=now, _anchor=now, _cycle=0, billing_cycle_anchor=now)
     _start_cycle(state, sub, before, previous=None)

@@ -14,6 +14,7 @@ from stripe.params import (
     SubscriptionItemListParams,
     SubscriptionItemRetrieveParams,
     SubscriptionListParams,
+    SubscriptionPauseParams,
     SubscriptionResumeParams,
     SubscriptionRetrieveParams,
     SubscriptionUpdateParams,
@@ -617,6 +618,43 @@ def cancel_subscription(ctx: Ctx) -> Json:
     return state.render(sub)
 
 
+def pause_now(state: FakeState, sub: Json, reason: str) -> None:
+    """Status ``paused`` (no invoices, no new periods until resumed), with
+    ``status_details.paused`` saying when and why, and Stripe's two events."""
+    before = state.render(sub)
+    sub["status"] = "paused"
+    sub["status_details"] = {
+        "paused": {
+            "type": "subscription",
+            "subscription": {"type": reason},
+            "transitioned_at": state.clock.now(),
+        }
+    }
+    after = state.render(sub)
+    emit_update(state, "customer.subscription.updated", before, after)
+    emit(state, "customer.subscription.paused", after)
+
+
+#: Statuses a subscription can be paused from (on demand).
+_PAUSABLE = frozenset({"active", "trialing", "past_due", "unpaid"})
+
+
+@routes.post("/v1/subscriptions/{id}/pause", params=Allow(SubscriptionPauseParams))
+def pause_subscription(ctx: Ctx) -> Json:
+    """Pause on demand (API 2026-09-30.endive on): status ``paused`` until ``/resume``.
+    ``bill_for`` and ``invoicing_behavior`` are accepted and ignored (no prorations and
+    no invoice for the usage so far, as with ``outstanding_usage_through=none``)."""
+    state = ctx.state
+    sub = state.get("subscription", ctx.arg("id"))
+    enum(ctx.params, "type", ("subscription",))
+    if sub["status"] not in _PAUSABLE:
+        raise invalid(
+            f"A subscription with status `{sub['status']}` can't be paused.",
+        )
+    pause_now(state, sub, "pause_requested")
+    return state.render(sub)
+
+
 @routes.post("/v1/subscriptions/{id}/resume", params=Allow(SubscriptionResumeParams))
 def resume_subscription(ctx: Ctx) -> Json:
     state = ctx.state
@@ -625,7 +663,18 @@ def resume_subscription(ctx: Ctx) -> Json:
         raise invalid(
             "Only a subscription with status `paused` can be resumed.",
         )
-    anchor_mode = enum(ctx.params, "billing_cycle_anchor", ("now", "unchanged")) or "now"
+    # A hash since 2026-09-30.endive (`billing_cycle_anchor[type]`); a plain string before.
+    anchor = ctx.params.get("billing_cycle_anchor")
+    anchor_mode = (
+        enum(
+            get_dict(ctx.params, "billing_cycle_anchor") or {},
+            "type",
+            ("now", "unchanged"),
+            param="billing_cycle_anchor[type]",
+        )
+        if isinstance(anchor, dict)
+        else enum(ctx.params, "billing_cycle_anchor", ("now", "unchanged"))
+    ) or "now"
     before = state.render(sub)
     now = state.clock.now()
     recurring = recurring_of(state, sub)
@@ -634,6 +683,7 @@ def resume_subscription(ctx: Ctx) -> Json:
     start, end = period(int(sub["_anchor"]), recurring, int(sub["_cycle"]))
     set_period(state, sub, start if anchor_mode == "now" else now, end)
     sub["status"] = "active"
+    sub["status_details"] = None
     after = state.render(sub)
     emit_update(state, "customer.subscription.updated", before, after)
     emit(state, "customer.subscription.resumed", after)
