@@ -99,6 +99,9 @@ async def apply(ctx: SyncContext, sub: stripe.Subscription) -> None:
     next_at, next_amount, next_currency = await _preview(ctx, sub)
     details = sub.cancellation_details
     paused = sub.pause_collection
+    # The `paused` status's why and since when (absent from objects of older API versions).
+    status_details = getattr(sub, "status_details", None)
+    pause = status_details.paused if status_details and sub.status == "paused" else None
     row = await ctx.conn.fetchrow(
         """
         INSERT INTO mirror.subscriptions AS s (stripe_id, site_id, customer_id,
@@ -106,9 +109,10 @@ async def apply(ctx: SyncContext, sub: stripe.Subscription) -> None:
             cancel_at, canceled_at, ended_at, cancellation_reason, cancellation_feedback,
             trial_start, trial_end, current_period_start, current_period_end,
             default_payment_method, next_charge_at, next_charge_amount, next_charge_currency,
-            created, pause_collection_behavior, pause_collection_resumes_at)
+            created, pause_collection_behavior, pause_collection_resumes_at, paused_reason,
+            paused_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                $18, $19, $20, $21, $22, $23, $24)
+                $18, $19, $20, $21, $22, $23, $24, $25, $26)
         ON CONFLICT (stripe_id) DO UPDATE SET
             site_id = excluded.site_id, customer_id = excluded.customer_id,
             stripe_customer_id = excluded.stripe_customer_id, status = excluded.status,
@@ -127,13 +131,15 @@ async def apply(ctx: SyncContext, sub: stripe.Subscription) -> None:
             created = excluded.created,
             pause_collection_behavior = excluded.pause_collection_behavior,
             pause_collection_resumes_at = excluded.pause_collection_resumes_at,
+            paused_reason = excluded.paused_reason, paused_at = excluded.paused_at,
             updated_at = now(), synced_at = now()
         WHERE (s.site_id, s.customer_id, s.status, s.collection_method, s.currency,
                s.cancel_at_period_end, s.cancel_at, s.canceled_at, s.ended_at,
                s.cancellation_reason, s.cancellation_feedback, s.trial_start, s.trial_end,
                s.current_period_start, s.current_period_end, s.default_payment_method,
                s.next_charge_at, s.next_charge_amount, s.next_charge_currency,
-               s.pause_collection_behavior, s.pause_collection_resumes_at)
+               s.pause_collection_behavior, s.pause_collection_resumes_at,
+               s.paused_reason, s.paused_at)
             IS DISTINCT FROM
               (excluded.site_id, excluded.customer_id, excluded.status,
                excluded.collection_method, excluded.currency, excluded.cancel_at_period_end,
@@ -143,7 +149,8 @@ async def apply(ctx: SyncContext, sub: stripe.Subscription) -> None:
                excluded.current_period_end, excluded.default_payment_method,
                excluded.next_charge_at, excluded.next_charge_amount,
                excluded.next_charge_currency, excluded.pause_collection_behavior,
-               excluded.pause_collection_resumes_at)
+               excluded.pause_collection_resumes_at, excluded.paused_reason,
+               excluded.paused_at)
         RETURNING stripe_id
         """,
         sub.id,
@@ -170,6 +177,8 @@ async def apply(ctx: SyncContext, sub: stripe.Subscription) -> None:
         ts(sub.created),
         paused.behavior if paused else None,
         ts(paused.resumes_at) if paused else None,
+        pause.subscription.type if pause else None,
+        ts(pause.transitioned_at) if pause else None,
     )
     changed = row is not None
     changed |= await _write_items(ctx, sub.id, customer.site_id, items)
