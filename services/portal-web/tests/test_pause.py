@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -70,8 +71,8 @@ async def test_a_paused_subscription_shows_paused_and_resume_restarts_it(
 
     html = await (await portal.get("/p/plan")).text()
     shown = texts(html)
-    assert "Paused" in shown
-    assert "Your plan is paused and nothing is charged." in shown
+    assert "Paused since" in shown
+    assert "Your trial ended without a card, so your plan is paused" in shown
     assert "Resume plan" in shown
     assert "Cancel plan" not in shown
 
@@ -134,4 +135,41 @@ async def test_paused_payments_show_until_when_and_resume_clears_the_pause(
     assert "pausiert" not in shown
     assert "Nächste Abbuchung" in shown
     assert "Tarif fortsetzen" not in shown
+    assert await _audited(db_pool, created["id"]) == [("subscription.resume", "ok")]
+
+
+async def test_a_subscription_paused_on_demand_says_since_when_and_resumes(
+    aiohttp_client: Callable[..., Any],
+    bf_settings: Settings,
+    billing: Billing,
+    api: Client,
+    db_pool: asyncpg.Pool,
+    eventually: Eventually,
+) -> None:
+    customer = await billing.customer(eventually, subscription={})
+    sub_id = customer.subscription
+    assert sub_id is not None
+    await billing.api.v1.subscriptions.pause_async(sub_id)  # Stripe's on-demand pause
+    await billing.settled(eventually)
+    portal = await portal_for(aiohttp_client, bf_settings, billing)
+    created = await create_link(api, billing.tenant, locale="en")
+    await enter(portal, created)
+
+    html = await (await portal.get("/p/plan")).text()
+    shown = texts(html)
+    today = datetime.fromtimestamp(billing.fake.now(), UTC)
+    assert f"Paused since {today:%b} {today.day}, {today.year}" in shown
+    assert "Your plan is paused and nothing is charged." in shown
+    assert "Next charge" not in shown
+    assert "Cancel plan" not in shown
+    resp = await portal.post(
+        f"/p/plan/{sub_id}/resume", data=_resume_form(html, sub_id), allow_redirects=False
+    )
+    assert resp.status == 303, await resp.text()
+    assert resp.headers["Location"] == "/p/plan?done=unpaused"
+    assert (await billing.api.v1.subscriptions.retrieve_async(sub_id)).status == "active"
+    shown = texts(await (await portal.get("/p/plan?done=unpaused")).text())
+    assert "Your plan is active again." in shown
+    assert "Paused" not in shown
+    assert "Next charge" in shown
     assert await _audited(db_pool, created["id"]) == [("subscription.resume", "ok")]

@@ -53,6 +53,9 @@ class Subscription:
     # resumed). Not the ``paused`` status, which a trial ended without a card leads to.
     pause_collection: str | None = None
     pause_collection_resumes_at: datetime | None = None
+    # Status ``paused``: why (pause_requested, trial_end_without_payment_method) and since.
+    paused_reason: str | None = None
+    paused_at: datetime | None = None
 
     @property
     def live(self) -> bool:
@@ -64,6 +67,7 @@ SELECT s.stripe_id, s.status, s.currency, s.cancel_at_period_end, s.cancel_at,
        s.canceled_at, s.ended_at, s.trial_end, s.current_period_start,
        s.current_period_end, s.next_charge_at, s.next_charge_amount, s.next_charge_currency,
        s.collection_method, s.pause_collection_behavior, s.pause_collection_resumes_at,
+       s.paused_reason, s.paused_at,
        COALESCE(
          (SELECT jsonb_agg(jsonb_build_object(
               'product_name', i.product_name, 'price_model', i.price_model,
@@ -130,6 +134,8 @@ def decode_subscriptions(rows: SubscriptionRows) -> list[Subscription]:
             collection_method=r["collection_method"],
             pause_collection=r["pause_collection_behavior"],
             pause_collection_resumes_at=r["pause_collection_resumes_at"],
+            paused_reason=r["paused_reason"],
+            paused_at=r["paused_at"],
         )
         for r in rows
     ]

@@ -156,6 +156,11 @@ def badge(sub: Subscription, now: datetime) -> Badge:
     if sub.status == "unpaid":
         return Badge(_("Unpaid"), "bad")
     if sub.status == "paused":
+        if sub.paused_at is not None:
+            return Badge(
+                _("Paused since %(date)s") % {"date": date(sub.paused_at, style="medium")},
+                "muted",
+            )
         return Badge(_("Paused"), "muted")
     if sub.status == "incomplete":
         return Badge(_("Awaiting payment"), "warn")
@@ -253,6 +258,11 @@ def paused_text(sub: Subscription) -> str | None:
     if not is_live(sub):
         return None
     if sub.status == "paused":
+        if sub.paused_reason == "trial_end_without_payment_method":
+            return _(
+                "Your trial ended without a card, so your plan is paused and nothing is "
+                "charged. Add a card, then resume: a new period starts today and is charged now."
+            )
         return _(
             "Your plan is paused and nothing is charged. Resuming starts a new period today "
             "and charges it now."
