@@ -61,9 +61,11 @@ fmt: sync ## fix what ruff can fix and format the code
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
+# Only some sections: make screenshots ONLY="usage plan".
+ONLY ?=
 screenshots: bootstrap ## regenerate docs/screenshots/ (each section, 1280 and 360 px, light and dark)
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
-	$(RUN) python scripts/screenshots.py
+	$(RUN) python scripts/screenshots.py $(ONLY)
 
 migrate: bootstrap ## apply the SQL migrations to BILLFOLD_DATABASE_URL
 	$(RUN) billfold migrate

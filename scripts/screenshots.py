@@ -33,7 +33,7 @@ SECTIONS = {
     "plan": "demo-grace",  # tiered price, its tiers table
     "invoices": "demo-edsger",  # open, void and declined invoices
     "payment-methods": "demo-ada",  # two cards
-    "usage": "demo-grace",
+    "usage": "demo-ada",  # metered API calls, a bar per day
     "profile": "demo-ada",
 }
 WIDTHS = {"desktop": (1280, 860), "mobile": (360, 780)}
@@ -119,12 +119,18 @@ async def _shoot(portal_base: str, links: dict[str, str]) -> list[Path]:
 
 
 def main() -> None:
+    # `make screenshots ONLY="usage plan"`: just those sections (the others stay as they are).
+    only = sys.argv[1:]
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        sys.exit(f"unknown section(s): {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}")
     OUT.mkdir(parents=True, exist_ok=True)
     piece = create_slice()
     var_dir = ROOT / "var" / "screenshots"
     proc = None
     try:
         proc, portal_base, links = _start_demo(piece, var_dir)
+        links = {s: link for s, link in links.items() if not only or s in only}
         for path in asyncio.run(_shoot(portal_base, links)):
             print(path.relative_to(ROOT))
     finally:

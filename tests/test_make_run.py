@@ -9,6 +9,7 @@ import email.policy
 import http.cookiejar
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -105,7 +106,12 @@ def test_run_prints_a_working_key_and_ctrl_c_stops_everything(
         # from the fake Stripe through billing-sync's webhooks and mirror.
         plan = _portal_plan_page(demo["portal_url"], portal_base)
         assert "Team (per seat)" in plan
-        assert "$60.00" in plan  # her next charge: 5 seats at $12.00
+        # Her next charge: 5 seats at $12.00, and the metered API calls of her period so
+        # far at $0.002 each (Stripe's invoice preview counts the usage reported).
+        assert "API calls" in plan
+        charge = re.search(r"Next charge</dt><dd>\$([\d,]+\.\d\d) on ", plan)
+        assert charge, plan
+        assert float(charge.group(1).replace(",", "")) > 60.0
         curl_lines = read_until(proc, "curl -s -X POST", timeout=10)
         assert f"http://127.0.0.1:{port}/v1/portal_sessions" in curl_lines[-1]
 

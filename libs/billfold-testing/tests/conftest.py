@@ -76,8 +76,10 @@ def live_objects(
         params={"event_name": "m", "payload": {"stripe_customer_id": customer.id, "value": "1"}}
     )
     now = stripe_fake.now()
+    minute = now - now % 60  # Stripe wants summary bounds on minute boundaries
     summary = client.v1.billing.meters.event_summaries.list(
-        meter.id, params={"customer": customer.id, "start_time": now - 60, "end_time": now + 60}
+        meter.id,
+        params={"customer": customer.id, "start_time": minute, "end_time": minute + 120},
     ).data[0]
     clock = client.v1.test_helpers.test_clocks.create(params={"frozen_time": now})
     endpoint = client.v1.webhook_endpoints.retrieve(stripe_webhook.endpoint.id)

@@ -105,3 +105,49 @@ def test_metered_price_is_billed_in_arrears(
         str(client.v1.subscriptions.retrieve(sub.id).latest_invoice)
     )
     assert (renewal.total, renewal.lines.data[0].quantity, renewal.status) == (126, 42, "paid")
+
+
+def test_summary_bounds_must_be_aligned(
+    stripe_fake: StripeFake, stripe_client: stripe.StripeClient
+) -> None:
+    """Stripe takes summary bounds on minute boundaries only, and on UTC day (hour)
+    boundaries when grouped by day (hour): a mirror that sends a subscription's raw
+    period start works on a lax fake and fails on Stripe."""
+    client = stripe_client
+    meter = _meter(client)
+    alice = client.v1.customers.create().id
+    day = 86_400
+    midnight = stripe_fake.now() // day * day
+    cases = [
+        ({"start_time": midnight + 30, "end_time": midnight + 120}, "start_time"),
+        ({"start_time": midnight, "end_time": midnight + 90}, "end_time"),
+        (
+            {
+                "start_time": midnight + 60,
+                "end_time": midnight + day,
+                "value_grouping_window": "day",
+            },
+            "start_time",
+        ),
+        (
+            {"start_time": midnight, "end_time": midnight + HOUR, "value_grouping_window": "day"},
+            "end_time",
+        ),
+    ]
+    for bounds, param in cases:
+        with pytest.raises(stripe.InvalidRequestError) as err:
+            client.v1.billing.meters.event_summaries.list(
+                meter.id,
+                params={"customer": alice, **bounds},  # type: ignore[typeddict-item]
+            )
+        assert err.value.param == param
+    daily = client.v1.billing.meters.event_summaries.list(
+        meter.id,
+        params={
+            "customer": alice,
+            "start_time": midnight - day,
+            "end_time": midnight + day,
+            "value_grouping_window": "day",
+        },
+    )
+    assert [s.start_time for s in daily.data] == [midnight - day, midnight]

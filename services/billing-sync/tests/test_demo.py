@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import asyncpg
 import pytest_asyncio
@@ -111,7 +112,7 @@ async def test_register_then_demo_fills_the_mirror_through_webhooks(
         """,
         site,
     )
-    subs = {(r["external_id"], r["status"]): r for r in rows}
+    subs = {(r["external_id"], r["status"]): r for r in rows if r["quantity"] is not None}
     assert subs["demo-ada", "active"]["quantity"] == 5
     assert subs["demo-grace", "active"]["billing_scheme"] == "tiered"
     assert ("demo-alan", "trialing") in subs
@@ -126,6 +127,7 @@ async def test_register_then_demo_fills_the_mirror_through_webhooks(
     assert edsger == ["open", "open", "void"]  # due in 30 days, declined, void
     assert any(r["status"] == "paid" and r["amount_paid"] > 0 for r in invoices)
     await _overdue_shown(db_pool, site)
+    await _usage_shown(db_pool, site, people["demo-ada"])
     cards = await db_pool.fetch(
         "SELECT c.external_id, p.is_default FROM mirror.payment_methods p "
         "JOIN mirror.customers c ON c.id = p.customer_id WHERE p.site_id = $1",
@@ -223,3 +225,28 @@ async def _overdue_shown(pool: asyncpg.Pool, site: str) -> None:
     finally:
         i18n.reset()
     assert badge.text.startswith("Overdue by"), badge
+
+
+async def _usage_shown(pool: asyncpg.Pool, site: str, printed: dict[str, object]) -> None:
+    """Ada (the customer `make run` opens the portal for) has a metered price on a billing
+    meter, and the usage reported this period is mirrored: the meter's total equals what
+    the demo sent, spread over the days of the period so far."""
+    reported = printed["usage"]
+    assert isinstance(reported, dict)
+    assert len(reported) == 1, reported
+    [(meter_id, sent)] = reported.items()
+    [row] = await pool.fetch(
+        "SELECT u.meter_id, u.meter_name, u.value, u.daily, u.period_start, u.period_end "
+        "FROM mirror.usage u JOIN mirror.customers c ON c.id = u.customer_id "
+        "WHERE c.site_id = $1 AND c.external_id = 'demo-ada'",
+        site,
+    )
+    assert row["meter_id"] == meter_id
+    assert row["meter_name"] == "API calls"
+    assert row["value"] == Decimal(sent) > 0
+    # 12 days into the period: a bar for each day so far, most of them with calls.
+    assert (datetime.now(UTC) - row["period_start"]).days == 12
+    days = row["daily"]
+    assert 12 <= len(days) <= 14, days
+    assert sum(Decimal(d["value"]) for d in days) == row["value"]
+    assert sum(1 for d in days if Decimal(d["value"]) > 0) >= 12

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from datetime import datetime
 
 import pytest
 
@@ -13,6 +14,7 @@ from billfold.rpc import (
     CancellationReason,
     ResumeSubscription,
     RpcInvalidRequest,
+    RpcNotFound,
     RpcStripeError,
     SetAutoPay,
     SetCancelAtPeriodEnd,
@@ -160,12 +162,64 @@ async def test_resume_a_paused_subscription(rpc_env: RpcEnv) -> None:
     )
     await env.mirror()
     assert await _row(env, cus.subscription, "status") == "paused"
+    assert await _row(env, cus.subscription, "paused_reason") == "trial_end_without_payment_method"
     call = ResumeSubscription(
         site_id=env.site_id, customer_id=cus.id, subscription_id=cus.subscription
     )
     result = await env.client.call(call)
     assert result["status"] == "active"
     assert await _row(env, cus.subscription, "status") == "active"
+    # One write: its events (resumed, the new period's invoice...) all carry the call's key.
+    written = env.writes(call.call_id)
+    assert written > 0
+    # Delivered again (a retry of the same call): answered from the first run, no new write.
+    assert (await env.client.call(call))["status"] == "active"
+    assert env.writes(call.call_id) == written
+    types = env.fake.event_types()
+    assert types.count("customer.subscription.resumed") == 1, types
+
+
+async def test_resume_paused_collection(rpc_env: RpcEnv) -> None:
+    """Payment collection paused (``pause_collection``, the status stays active): resume
+    clears it at Stripe, once, and the mirror shows it before the reply."""
+    env = rpc_env
+    cus = await env.customer(subscription={})
+    other = await env.customer(subscription={})
+    assert cus.subscription is not None
+    resumes_at = env.fake.now() + 20 * 86_400
+    await env.api.v1.subscriptions.update_async(
+        cus.subscription,
+        params={"pause_collection": {"behavior": "mark_uncollectible", "resumes_at": resumes_at}},
+    )
+    await env.mirror()
+    assert await _row(env, cus.subscription, "pause_collection_behavior") == "mark_uncollectible"
+    paused_until = await _row(env, cus.subscription, "pause_collection_resumes_at")
+    assert isinstance(paused_until, datetime)
+    assert int(paused_until.timestamp()) == resumes_at
+
+    # Another customer of the site cannot resume it: refused as unknown, nothing written.
+    theirs = ResumeSubscription(
+        site_id=env.site_id, customer_id=other.id, subscription_id=cus.subscription
+    )
+    with pytest.raises(RpcNotFound):
+        await env.client.call(theirs)
+    assert env.writes(theirs.call_id) == 0
+    sub = await env.api.v1.subscriptions.retrieve_async(cus.subscription)
+    assert sub.pause_collection is not None
+
+    call = ResumeSubscription(
+        site_id=env.site_id, customer_id=cus.id, subscription_id=cus.subscription
+    )
+    result = await env.client.call(call)
+    assert result["status"] == "active"
+    assert result["pause_collection_behavior"] is None
+    assert result["pause_collection_resumes_at"] is None
+    assert await _row(env, cus.subscription, "pause_collection_behavior") is None
+    sub = await env.api.v1.subscriptions.retrieve_async(cus.subscription)
+    assert sub.pause_collection is None
+    assert sub.status == "active"
+    assert (await env.client.call(call))["pause_collection_behavior"] is None
+    assert env.writes(call.call_id) == 1
 
 
 async def test_resuming_an_active_subscription_is_a_typed_stripe_error(rpc_env: RpcEnv) -> None:
@@ -181,3 +235,42 @@ async def test_resuming_an_active_subscription_is_a_typed_stripe_error(rpc_env: 
     assert "`paused`" not in caught.value.message
     assert caught.value.message.startswith("This change could not be made")
     assert not isinstance(caught.value, RpcInvalidRequest)
+
+
+async def test_resume_a_subscription_paused_on_demand(rpc_env: RpcEnv) -> None:
+    """Paused with Stripe's ``/pause`` (status ``paused``, why and since when mirrored):
+    resume restarts it at Stripe once, the mirror shows it before the reply, and another
+    customer of the site cannot resume it."""
+    env = rpc_env
+    cus = await env.customer(subscription={})
+    other = await env.customer(subscription={})
+    assert cus.subscription is not None
+    await env.api.v1.subscriptions.pause_async(cus.subscription)
+    await env.mirror()
+    assert await _row(env, cus.subscription, "status") == "paused"
+    assert await _row(env, cus.subscription, "paused_reason") == "pause_requested"
+    paused_at = await _row(env, cus.subscription, "paused_at")
+    assert isinstance(paused_at, datetime)
+    assert abs(paused_at.timestamp() - env.fake.now()) < 60
+
+    theirs = ResumeSubscription(
+        site_id=env.site_id, customer_id=other.id, subscription_id=cus.subscription
+    )
+    with pytest.raises(RpcNotFound):
+        await env.client.call(theirs)
+    assert env.writes(theirs.call_id) == 0
+    assert (await env.api.v1.subscriptions.retrieve_async(cus.subscription)).status == "paused"
+
+    call = ResumeSubscription(
+        site_id=env.site_id, customer_id=cus.id, subscription_id=cus.subscription
+    )
+    result = await env.client.call(call)
+    assert result["status"] == "active"
+    assert result["paused_reason"] is None
+    assert result["paused_at"] is None
+    assert await _row(env, cus.subscription, "status") == "active"
+    written = env.writes(call.call_id)
+    assert written > 0
+    assert (await env.client.call(call))["status"] == "active"
+    assert env.writes(call.call_id) == written
+    assert env.fake.event_types().count("customer.subscription.resumed") == 1

@@ -9,6 +9,7 @@ production billing-sync writes them; here they are fixtures.
 from __future__ import annotations
 
 import html as html_lib
+import json
 import re
 import secrets
 import socket
@@ -273,13 +274,21 @@ async def add_card(
 
 
 async def add_usage(
-    pool: asyncpg.Pool, tenant: Tenant, subscription_id: str, *, meter: str, value: str
+    pool: asyncpg.Pool,
+    tenant: Tenant,
+    subscription_id: str,
+    *,
+    meter: str,
+    value: str,
+    daily: list[dict[str, str]] | None = None,
 ) -> None:
+    """``daily``: the per-day values (``{"day": "2027-02-01", "value": "12"}``) as
+    billing-sync mirrors them."""
     await pool.execute(
         """
         INSERT INTO mirror.usage (subscription_item_id, subscription_id, site_id, customer_id,
-            meter_id, meter_name, period_start, period_end, value)
-        VALUES ($1, $2, $3, $4, 'mtr_1', $5, $6, $7, $8::numeric)
+            meter_id, meter_name, period_start, period_end, value, daily)
+        VALUES ($1, $2, $3, $4, 'mtr_1', $5, $6, $7, $8::numeric, $9::text::jsonb)
         """,
         f"si_{secrets.token_hex(6)}",
         subscription_id,
@@ -289,6 +298,7 @@ async def add_usage(
         at("2027-02-01"),
         at("2027-03-01"),
         value,
+        json.dumps(daily or []),
     )
 
 

@@ -256,6 +256,7 @@ async def test_payment_methods_usage_and_profile(
             "value": "12345.5",
             "period_start": "2027-02-01T00:00:00Z",
             "period_end": "2027-03-01T00:00:00Z",
+            "daily": [],
             "display": {
                 "meter": "API calls",
                 "value": "12,345.5",

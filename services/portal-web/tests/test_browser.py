@@ -24,6 +24,7 @@ from .conftest import (
     Tenant,
     add_invoice,
     add_subscription,
+    add_usage,
     create_link,
     free_port,
     make_tenant,
@@ -73,7 +74,10 @@ async def live(bf_settings: Settings) -> AsyncIterator[Live]:
 
 async def _customer_with_data(pool: asyncpg.Pool, **tenant_args: Any) -> Tenant:
     tenant = await make_tenant(pool, **tenant_args)
-    await add_subscription(pool, tenant, items=[{"product": "Pro plan", "unit_amount": 4900}])
+    sub = await add_subscription(pool, tenant, items=[{"product": "Pro plan", "unit_amount": 4900}])
+    # A month of daily usage: the Usage page's bar chart is checked too (axe, 360 px).
+    days = [{"day": f"2027-02-{d:02d}", "value": str(100 + 37 * (d % 7))} for d in range(1, 29)]
+    await add_usage(pool, tenant, sub, meter="API calls", value="5000", daily=days)
     await add_invoice(pool, tenant, number="INV-0042", status="open", due="2099-01-01")
     await add_invoice(pool, tenant, number="INV-0041", status="paid", created="2027-01-01")
     await pool.execute(
@@ -202,6 +206,8 @@ async def test_axe_finds_no_serious_violations(
         await page.wait_for_url(f"{live.base}/p/plan")
         for path in ("/p/plan", "/p/invoices", "/p/payment-methods", "/p/usage", "/p/profile"):
             await page.goto(live.base + path)
+            if path == "/p/usage":
+                assert await page.locator("figure.usage-chart rect.bar").count() == 28
             await _check(axe, page, path, width)
             # No horizontal scrolling of the page itself, down to 360 px.
             overflow = await page.evaluate(

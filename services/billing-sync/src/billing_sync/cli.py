@@ -295,7 +295,14 @@ def demo_(site_ref: str, wait: float) -> None:
             raise InputError("the demo writes test data: it refuses a live-mode Stripe key")
         seeded = await demo.seed(gateway.client(account), site_id)
         missing = await demo.wait_mirrored(conn, site_id, seeded, wait) if wait else []
-        if missing:
+        if missing and demo.usage_only(missing):
+            click.echo(
+                f"note: Stripe has not summarised the demo's metered usage yet ({missing[0]}); "
+                "the mirror shows it after the next refresh "
+                f"(`billfold sync --site {site_ref}`)",
+                err=True,
+            )
+        elif missing:
             raise click.ClickException(
                 f"the mirror does not show {len(missing)} demo object(s) after {wait:g}s "
                 f"(first: {missing[0]}); are Stripe's webhooks reaching billing-sync? "

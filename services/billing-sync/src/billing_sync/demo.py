@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import stripe
@@ -56,6 +58,20 @@ STARTER = Plan("billfold_demo_starter", "Starter", "usd", {"unit_amount": 2900})
 TOKYO = Plan("billfold_demo_starter_jpy", "Starter (JPY)", "jpy", {"unit_amount": 3800})
 PLANS = (PER_SEAT, TIERED, STARTER, TOKYO)
 
+#: The demo's billing meter (one per Stripe account, found by its event name) and the
+#: metered price on it: API calls at $0.002 each, billed in arrears at renewal.
+METER_EVENT = "billfold_demo_api_calls"
+METER_NAME = "API calls"
+API_CALLS = Plan(
+    "billfold_demo_api_calls",
+    "API calls",
+    "usd",
+    {"unit_amount_decimal": "0.2"},  # cents: $0.002 per call
+)
+#: Meter events per day of the period so far, and the calls each reports (a random walk
+#: from a fixed seed, so every run tells the same story).
+EVENTS_PER_DAY, CALLS_PER_EVENT = 4, (150, 600)
+
 
 @dataclass(frozen=True)
 class Person:
@@ -69,7 +85,13 @@ class Person:
 
 #: The first one is the customer `make run` opens the portal for.
 PEOPLE = (
-    Person("demo-ada", "ada@example.com", "Ada Lovelace", "per-seat plan, 5 seats, two cards"),
+    Person(
+        "demo-ada",
+        "ada@example.com",
+        "Ada Lovelace",
+        "per-seat plan, 5 seats, two cards, metered API calls (12 days into the period)",
+        clock_days_back=12,
+    ),
     Person("demo-grace", "grace@example.com", "Grace Hopper", "tiered plan, 12 units"),
     Person("demo-alan", "alan@example.com", "Alan Turing", "trialing (14 days)"),
     Person("demo-katherine", "katherine@example.com", "Katherine Johnson", "cancels at period end"),
@@ -100,6 +122,8 @@ class Seeded:
     created: bool
     subscriptions: dict[str, str] = field(default_factory=dict)  # id -> status
     invoices: dict[str, str | None] = field(default_factory=dict)  # id -> status
+    # meter id -> usage this run reported (only for a customer created by this run)
+    usage: dict[str, Decimal] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -110,6 +134,7 @@ class Seeded:
             "shows": self.person.story,
             "subscriptions": sorted(self.subscriptions.values()),
             "invoices": sorted(s or "" for s in self.invoices.values()),
+            "usage": {k: str(v) for k, v in self.usage.items()},
         }
 
 
@@ -143,6 +168,76 @@ async def _price(w: _Writer, plan: Plan) -> str:
         options=write_options(idempotency_key("demo-price", plan.lookup_key)),
     )
     return str(price.id)
+
+
+async def _meter(w: _Writer) -> str:
+    """The demo meter: an active one with the demo's event name, else a new one."""
+    for meter in (await w.v1.billing.meters.list_async(params={"status": "active"})).data:
+        if meter.event_name == METER_EVENT:
+            return str(meter.id)
+    meter = await w.v1.billing.meters.create_async(
+        params={
+            "display_name": METER_NAME,
+            "event_name": METER_EVENT,
+            "default_aggregation": {"formula": "sum"},
+            "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
+            "value_settings": {"event_payload_key": "value"},
+        },
+        # Per account, like the lookup keys: no site in this key.
+        options=write_options(idempotency_key("demo-meter", METER_EVENT)),
+    )
+    return str(meter.id)
+
+
+async def _metered_price(w: _Writer, meter_id: str) -> str:
+    plan = API_CALLS
+    found = await w.v1.prices.list_async(
+        params={"lookup_keys": [plan.lookup_key], "active": True, "limit": 1}
+    )
+    if found.data:
+        return str(found.data[0].id)
+    price = await w.v1.prices.create_async(
+        params={
+            "currency": plan.currency,
+            "recurring": {"interval": "month", "usage_type": "metered", "meter": meter_id},
+            "lookup_key": plan.lookup_key,
+            "product_data": {"name": plan.product},
+            "unit_amount_decimal": plan.price["unit_amount_decimal"],
+        },
+        options=write_options(idempotency_key("demo-price", plan.lookup_key, meter_id)),
+    )
+    return str(price.id)
+
+
+async def _report_usage(w: _Writer, customer: str, sub: stripe.Subscription, until: int) -> Decimal:
+    """Meter events spread over the subscription's period so far (``until``: now), a few
+    a day, as an app reporting its API calls would send them; the total reported.
+
+    Sent once the customer's test clock stands at now, so that every timestamp lies in
+    the customer's past (Stripe takes them up to 35 days back). Each event's
+    ``identifier`` is derived from the customer and its slot, so a retry never counts twice.
+    """
+    start = min(int(i.current_period_start) for i in sub["items"].data)
+    rng = random.Random(METER_EVENT)  # demo numbers (not secrets), the same on every run
+    total = Decimal(0)
+    step = 86_400 // EVENTS_PER_DAY
+    busy = 1.0
+    for n, at in enumerate(range(start + step // 2, until, step)):
+        # Weekdays busier than weekends, and a slow trend upwards.
+        weekday = time.gmtime(at).tm_wday < 5
+        busy = max(0.3, busy + rng.uniform(-0.15, 0.2))
+        calls = int(rng.randint(*CALLS_PER_EVENT) * busy * (1.0 if weekday else 0.35))
+        await w.v1.billing.meter_events.create_async(
+            params={
+                "event_name": METER_EVENT,
+                "payload": {"stripe_customer_id": customer, "value": str(calls)},
+                "identifier": f"billfold-demo-{customer}-{n}",
+                "timestamp": at,
+            },
+            options=w.opts("meter-event", customer, str(n)),
+        )
+        total += calls
+    return total
 
 
 async def _existing(w: _Writer, person: Person) -> str | None:
@@ -219,13 +314,38 @@ async def _advance(w: _Writer, clock_id: str, to: int) -> None:
             clock = await w.v1.test_helpers.test_clocks.retrieve_async(clock_id)
 
 
-async def _story(w: _Writer, person: Person, customer: str, prices: dict[str, str]) -> None:
-    """The customer's cards, subscriptions and invoices."""
+async def _story(
+    w: _Writer, person: Person, customer: str, prices: dict[str, str]
+) -> dict[str, Decimal]:
+    """The customer's cards, subscriptions and invoices; the usage reported, per meter."""
     ext = person.external_id
     if ext == "demo-ada":
+        # On a test clock started 12 days ago: seats and metered API calls since then.
         await _card(w, customer, "pm_card_visa", default=True)
         await _card(w, customer, "pm_card_mastercard", default=False)
-        await _subscribe(w, customer, "seats", prices[PER_SEAT.lookup_key], quantity=5)
+        meter = await _meter(w)
+        sub = await w.v1.subscriptions.create_async(
+            params={
+                "customer": customer,
+                "items": [
+                    {"price": prices[PER_SEAT.lookup_key], "quantity": 5},
+                    {"price": await _metered_price(w, meter)},
+                ],
+            },
+            options=w.opts("subscription", customer, "seats"),
+        )
+        now = int(time.time()) - 60
+        await _advance_customer(w, customer, now)
+        total = await _report_usage(w, customer, sub, now)
+        # Usage moves without an event of its own: billing-sync refreshes it with the
+        # subscription (and on reconciliation). Noting the report on the subscription,
+        # as a usage reporter may, brings it into the mirror now.
+        await w.v1.subscriptions.update_async(
+            sub.id,
+            params={"metadata": {"billfold_demo_usage_through": str(now)}},
+            options=w.opts("usage-reported", sub.id),
+        )
+        return {meter: total}
     elif ext == "demo-grace":
         await _card(w, customer, "pm_card_amex", default=True)
         await _subscribe(w, customer, "tiered", prices[TIERED.lookup_key], quantity=12)
@@ -271,9 +391,15 @@ async def _story(w: _Writer, person: Person, customer: str, prices: dict[str, st
         invoiced = {"collection_method": "send_invoice", "days_until_due": 14}
         sub = await _subscribe(w, customer, "overdue", prices[STARTER.lookup_key], **invoiced)
         await _finalized(w, sub)
-        clock = (await w.v1.customers.retrieve_async(customer)).test_clock
-        if clock is not None:
-            await _advance(w, str(getattr(clock, "id", clock)), int(time.time()) - 60)
+        await _advance_customer(w, customer, int(time.time()) - 60)
+    return {}
+
+
+async def _advance_customer(w: _Writer, customer: str, to: int) -> None:
+    """Advance the customer's test clock (if it has one) to ``to``."""
+    clock = (await w.v1.customers.retrieve_async(customer)).test_clock
+    if clock is not None:
+        await _advance(w, str(getattr(clock, "id", clock)), to)
 
 
 async def _listing(w: _Writer, seeded: Seeded) -> None:
@@ -304,8 +430,10 @@ async def seed(client: stripe.StripeClient, site_id: str) -> list[Seeded]:
                 params=params,  # type: ignore[arg-type]
                 options=w.opts("customer", person.external_id),
             )
-            await _story(w, person, customer.id, prices)
+            usage = await _story(w, person, customer.id, prices)
         seeded = Seeded(person, existing or customer.id, created=existing is None)
+        if existing is None:
+            seeded.usage = usage
         await _listing(w, seeded)
         out.append(seeded)
     return out
@@ -340,7 +468,26 @@ async def mirrored(conn: Conn, site_id: str, seeded: list[Seeded]) -> list[str]:
         }
         missing += [k for k, v in s.subscriptions.items() if subs.get(k) != v]
         missing += [k for k, v in s.invoices.items() if invs.get(k) != v]
+        used = {
+            r["meter_id"]: r["value"]
+            for r in await conn.fetch(
+                "SELECT meter_id, sum(value) AS value FROM mirror.usage "
+                "WHERE customer_id = $1 GROUP BY meter_id",
+                row["id"],
+            )
+        }
+        missing += [f"{USAGE_PENDING}{k}" for k, v in s.usage.items() if used.get(k) != v]
     return missing
+
+
+#: How :func:`mirrored` names a meter whose usage the mirror does not show in full yet.
+#: Stripe aggregates meter events asynchronously (the fake at once), so on Stripe the
+#: usage may only reach the mirror at the next refresh: not a failed demo.
+USAGE_PENDING = "usage of "
+
+
+def usage_only(missing: list[str]) -> bool:
+    return all(m.startswith(USAGE_PENDING) for m in missing)
 
 
 async def wait_mirrored(

@@ -211,7 +211,10 @@ async def resume(request: web.Request) -> web.StreamResponse:
     sub = await _own_subscription(request, principal)
     scope = {"site_id": principal.site_id, "customer_id": principal.customer_id}
     call: Any
-    if sub.status == "paused":
+    # Paused (the status, or payment collection): billing-sync resumes it at Stripe.
+    # Set to cancel: resuming undoes that.
+    paused = sub.status == "paused" or presenters.collection_paused(sub)
+    if paused:
         call = ResumeSubscription(**scope, subscription_id=sub.id)
     else:
         call = SetCancelAtPeriodEnd(**scope, subscription_id=sub.id, cancel_at_period_end=False)
@@ -219,7 +222,7 @@ async def resume(request: web.Request) -> web.StreamResponse:
         await _perform(request, principal, call, form)
     except ActionFailed as exc:
         return _back(principal, "plan", failed=exc.public_code)
-    return _back(principal, "plan", done="resumed")
+    return _back(principal, "plan", done="unpaused" if paused else "resumed")
 
 
 # --- Payment methods ----------------------------------------------------------------------

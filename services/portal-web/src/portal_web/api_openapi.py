@@ -257,6 +257,20 @@ SCHEMAS: dict[str, Schema] = {
             "value": {**_DECIMAL, "type": "string", "description": "A decimal number as text."},
             "period_start": oa.TIME,
             "period_end": oa.TIME,
+            "daily": {
+                "type": "array",
+                "description": "Usage per UTC day of the period so far, oldest first.",
+                "items": obj(
+                    {
+                        "day": {"type": "string", "format": "date"},
+                        "value": {
+                            **_DECIMAL,
+                            "type": "string",
+                            "description": "A decimal number as text.",
+                        },
+                    }
+                ),
+            },
             "display": obj({"meter": _STR, "value": _STR, "period": _STR}),
         }
     ),

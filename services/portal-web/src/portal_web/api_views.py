@@ -212,6 +212,7 @@ def usage(u: Usage) -> Json:
         "value": _decimal_text(u.value),
         "period_start": iso(u.period_start),
         "period_end": iso(u.period_end),
+        "daily": [{"day": d.isoformat(), "value": _decimal_text(v)} for d, v in u.daily],
         "display": {"meter": view.meter, "value": view.value, "period": view.period},
     }
 

@@ -12,7 +12,7 @@ from decimal import Decimal
 from functools import lru_cache
 
 from babel import Locale
-from babel.dates import format_date
+from babel.dates import format_date, format_skeleton
 from babel.numbers import format_currency
 
 from portal_web.i18n import current
@@ -75,3 +75,13 @@ def date(value: datetime | None, *, style: str = "long") -> str:
 @lru_cache(maxsize=CACHE_SIZE)
 def _date(day: _date_type, style: str, locale: Locale) -> str:
     return format_date(day, format=style, locale=locale)
+
+
+def day(value: _date_type) -> str:
+    """``Nov 18`` / ``18. Nov.``: a day of the current period, month and day only."""
+    return _day(value, current().locale)
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _day(value: _date_type, locale: Locale) -> str:
+    return format_skeleton("MMMd", value, locale=locale)

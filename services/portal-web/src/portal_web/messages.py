@@ -10,6 +10,7 @@ def done_message(key: str) -> str | None:
     return {
         "cancelled": _("Your plan is cancelled. It stays active until the end of the period."),
         "resumed": _("Your plan continues. Nothing else changes."),
+        "unpaused": _("Your plan is active again."),
         "default_set": _("Your default card is changed."),
         "removed": _("The card is removed."),
         "auto_pay_on": _("Auto-pay is on."),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -48,6 +48,14 @@ class Subscription:
     next_charge_currency: str | None
     items: list[Item]
     collection_method: str | None = None
+    # Payment collection paused (Stripe's ``pause_collection``; the status stays as it is):
+    # keep_as_draft, mark_uncollectible or void, and when it resumes by itself (None: when
+    # resumed). Not the ``paused`` status, which a trial ended without a card leads to.
+    pause_collection: str | None = None
+    pause_collection_resumes_at: datetime | None = None
+    # Status ``paused``: why (pause_requested, trial_end_without_payment_method) and since.
+    paused_reason: str | None = None
+    paused_at: datetime | None = None
 
     @property
     def live(self) -> bool:
@@ -58,7 +66,8 @@ _SUBSCRIPTIONS = f"""
 SELECT s.stripe_id, s.status, s.currency, s.cancel_at_period_end, s.cancel_at,
        s.canceled_at, s.ended_at, s.trial_end, s.current_period_start,
        s.current_period_end, s.next_charge_at, s.next_charge_amount, s.next_charge_currency,
-       s.collection_method,
+       s.collection_method, s.pause_collection_behavior, s.pause_collection_resumes_at,
+       s.paused_reason, s.paused_at,
        COALESCE(
          (SELECT jsonb_agg(jsonb_build_object(
               'product_name', i.product_name, 'price_model', i.price_model,
@@ -123,6 +132,10 @@ def decode_subscriptions(rows: SubscriptionRows) -> list[Subscription]:
             next_charge_currency=r["next_charge_currency"],
             items=[_item(v) for v in json.loads(r["items"])],
             collection_method=r["collection_method"],
+            pause_collection=r["pause_collection_behavior"],
+            pause_collection_resumes_at=r["pause_collection_resumes_at"],
+            paused_reason=r["paused_reason"],
+            paused_at=r["paused_at"],
         )
         for r in rows
     ]
@@ -265,14 +278,27 @@ async def payment_methods(db: Executor, site_id: str, customer_id: str) -> list[
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """``daily``: (UTC day, usage that day) for the period's days so far, oldest first."""
+
     meter_name: str | None
     value: Decimal
     period_start: datetime
     period_end: datetime
+    daily: tuple[tuple[date, Decimal], ...] = ()
+
+
+def _daily(raw: str | None) -> tuple[tuple[date, Decimal], ...]:
+    out = []
+    for d in json.loads(raw or "[]"):
+        try:
+            out.append((date.fromisoformat(str(d["day"])), Decimal(str(d["value"]))))
+        except (KeyError, TypeError, ValueError, ArithmeticError):
+            continue  # a malformed day is left out of the chart, never a failed page
+    return tuple(out)
 
 
 _USAGE = """
-SELECT meter_name, value, period_start, period_end FROM mirror.usage
+SELECT meter_name, value, period_start, period_end, daily::text AS daily FROM mirror.usage
 WHERE site_id = $1 AND customer_id = $2
 ORDER BY meter_name NULLS LAST, subscription_item_id
 LIMIT 50
@@ -287,6 +313,7 @@ async def usage(db: Executor, site_id: str, customer_id: str) -> list[Usage]:
             value=Decimal(r["value"]),
             period_start=r["period_start"],
             period_end=r["period_end"],
+            daily=_daily(r["daily"]),
         )
         for r in rows
     ]

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from babel.numbers import format_decimal
 
-from portal_web.formatting import date, money
+from portal_web.formatting import date, day, money
 from portal_web.i18n import current, ngettext
 from portal_web.i18n import gettext as _
 from portal_web.mirror import Invoice, Item, PaymentMethod, Profile, Subscription, Usage
@@ -55,6 +55,7 @@ class PlanView:
     resumable: bool = False
     title: str = ""
     auto_pay: bool | None = None  # None: not a subscription that is billed
+    paused: str | None = None  # what a pause means for the customer, and how it ends
 
 
 def interval_text(interval: str | None, count: int) -> str:
@@ -134,6 +135,14 @@ def badge(sub: Subscription, now: datetime) -> Badge:
     ends = sub.cancel_at or (sub.current_period_end if sub.cancel_at_period_end else None)
     if ends is not None:
         return Badge(_("Cancels %(date)s") % {"date": date(ends, style="medium")}, "warn")
+    if is_live(sub) and sub.status != "paused" and sub.pause_collection is not None:
+        if sub.pause_collection_resumes_at is not None:
+            return Badge(
+                _("Payments paused until %(date)s")
+                % {"date": date(sub.pause_collection_resumes_at, style="medium")},
+                "muted",
+            )
+        return Badge(_("Payments paused"), "muted")
     if sub.status == "trialing":
         if sub.trial_end is not None:
             return Badge(
@@ -147,6 +156,11 @@ def badge(sub: Subscription, now: datetime) -> Badge:
     if sub.status == "unpaid":
         return Badge(_("Unpaid"), "bad")
     if sub.status == "paused":
+        if sub.paused_at is not None:
+            return Badge(
+                _("Paused since %(date)s") % {"date": date(sub.paused_at, style="medium")},
+                "muted",
+            )
         return Badge(_("Paused"), "muted")
     if sub.status == "incomplete":
         return Badge(_("Awaiting payment"), "warn")
@@ -173,12 +187,22 @@ class Charge:
     currency: str
 
 
+def collection_paused(sub: Subscription) -> bool:
+    return is_live(sub) and sub.status != "paused" and sub.pause_collection is not None
+
+
 def upcoming_charge(sub: Subscription) -> Charge | None:
-    """The next charge of a plan that renews; none for one that ends or has ended."""
+    """The next charge of a plan that renews; none for one that ends or has ended, nor
+    while its payments are paused past that date (the invoice is made, not charged)."""
     if not is_live(sub) or ending(sub) is not None:
         return None
     currency = sub.next_charge_currency or sub.currency
     if sub.next_charge_at is None or sub.next_charge_amount is None or not currency:
+        return None
+    if collection_paused(sub) and (
+        sub.pause_collection_resumes_at is None
+        or sub.pause_collection_resumes_at > sub.next_charge_at
+    ):
         return None
     return Charge(sub.next_charge_at, sub.next_charge_amount, currency)
 
@@ -218,10 +242,38 @@ def plan_view(sub: Subscription, now: datetime) -> PlanView:
         and ends_at is None
         and sub.status not in ("incomplete",),
         resumable=live
-        and (sub.status == "paused" or (sub.cancel_at_period_end and ends_at is not None)),
+        and (
+            sub.status == "paused"
+            or collection_paused(sub)
+            or (sub.cancel_at_period_end and ends_at is not None)
+        ),
         title=", ".join(line.product for line in lines) or _("Subscription"),
         auto_pay=(sub.collection_method != "send_invoice") if live else None,
+        paused=paused_text(sub),
     )
+
+
+def paused_text(sub: Subscription) -> str | None:
+    """What a paused plan means, said beside its Resume button."""
+    if not is_live(sub):
+        return None
+    if sub.status == "paused":
+        if sub.paused_reason == "trial_end_without_payment_method":
+            return _(
+                "Your trial ended without a card, so your plan is paused and nothing is "
+                "charged. Add a card, then resume: a new period starts today and is charged now."
+            )
+        return _(
+            "Your plan is paused and nothing is charged. Resuming starts a new period today "
+            "and charges it now."
+        )
+    if not collection_paused(sub):
+        return None
+    if sub.pause_collection_resumes_at is not None:
+        return _("Payments are paused: nothing is charged until %(date)s, or until you resume.") % {
+            "date": date(sub.pause_collection_resumes_at)
+        }
+    return _("Payments are paused: nothing is charged until you resume.")
 
 
 def cancel_text(sub: Subscription) -> str:
@@ -358,21 +410,88 @@ def payment_method_view(pm: PaymentMethod) -> PaymentMethodView:
 
 
 @dataclass(frozen=True, slots=True)
+class Bar:
+    """One day's bar in the usage chart, in the chart's own units (``CHART_HEIGHT`` high,
+    ``BAR_STEP`` per day): SVG attributes, since the page's CSP allows no inline style."""
+
+    x: int
+    y: float
+    width: int
+    height: float
+    label: str  # "Nov 18: 1,204"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageChart:
+    bars: list[Bar]
+    width: int  # the viewBox width
+    height: int
+    summary: str  # the chart in one sentence, for screen readers
+    first_day: str
+    last_day: str
+    peak: str  # the highest day's value, labelling the top of the chart
+
+
+@dataclass(frozen=True, slots=True)
 class UsageView:
     meter: str
     value: str
     period: str
+    chart: UsageChart | None  # None: no daily numbers mirrored (yet)
+
+
+CHART_HEIGHT, BAR_STEP, BAR_WIDTH = 100, 10, 7
+
+
+def _chart(u: Usage, meter: str) -> UsageChart | None:
+    if not u.daily:
+        return None
+    locale = current().locale
+    peak = max(v for _, v in u.daily)
+    bars = []
+    for n, (when, value) in enumerate(u.daily):
+        # A day with any usage gets a visible sliver, however small next to the peak.
+        height = 0.0 if peak <= 0 or value <= 0 else max(1.5, float(value / peak) * CHART_HEIGHT)
+        shown = format_decimal(value, locale=locale)
+        bars.append(
+            Bar(
+                x=n * BAR_STEP,
+                y=round(CHART_HEIGHT - height, 2),
+                width=BAR_WIDTH,
+                height=round(height, 2),
+                label=f"{day(when)}: {shown}",
+            )
+        )
+    busiest = max(u.daily, key=lambda d: d[1])
+    summary = _("%(meter)s per day, %(start)s to %(end)s; highest %(value)s on %(day)s") % {
+        "meter": meter,
+        "start": day(u.daily[0][0]),
+        "end": day(u.daily[-1][0]),
+        "value": format_decimal(busiest[1], locale=locale),
+        "day": day(busiest[0]),
+    }
+    return UsageChart(
+        bars=bars,
+        width=len(bars) * BAR_STEP - (BAR_STEP - BAR_WIDTH),
+        height=CHART_HEIGHT,
+        summary=summary,
+        first_day=day(u.daily[0][0]),
+        last_day=day(u.daily[-1][0]),
+        peak=format_decimal(peak, locale=locale),
+    )
 
 
 def usage_view(u: Usage) -> UsageView:
+    meter = u.meter_name or _("Usage")
     return UsageView(
-        meter=u.meter_name or _("Usage"),
+        meter=meter,
         value=format_decimal(u.value, locale=current().locale),
         period=_("%(start)s to %(end)s")
         % {
             "start": date(u.period_start, style="medium"),
             "end": date(u.period_end, style="medium"),
         },
+        chart=_chart(u, meter),
     )
 
 

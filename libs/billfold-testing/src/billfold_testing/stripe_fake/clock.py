@@ -40,6 +40,7 @@ from .subscriptions import (
     current_period,
     cycle_lines,
     has_payment_method,
+    pause_now,
     recurring_of,
     set_period,
 )
@@ -64,10 +65,7 @@ def end_trial(state: FakeState, sub: Json) -> None:
             sub["cancellation_details"]["reason"] = "cancellation_requested"
             cancel_now(state, sub)
             return
-        sub["status"] = "paused"
-        after = state.render(sub)
-        emit_update(state, "customer.subscription.updated", before, after)
-        emit(state, "customer.subscription.paused", after)
+        pause_now(state, sub, "trial_end_without_payment_method")
         return
     sub.update(status="active", trial_end=now, _anchor=now, _cycle=0, billing_cycle_anchor=now)
     _start_cycle(state, sub, before, previous=None)
@@ -93,7 +91,32 @@ def _start_cycle(
     )
     sub["latest_invoice"] = inv["id"]
     emit_update(state, "customer.subscription.updated", before, state.render(sub))
-    invoices.save_draft(state, inv, now + invoices.FINALIZE_DELAY)
+    paused = sub["pause_collection"]
+    if paused is None:
+        invoices.save_draft(state, inv, now + invoices.FINALIZE_DELAY)
+        return
+    # Collection paused (``pause_collection``): the period's invoice is still made, then
+    # kept a draft that never advances, or finalized and at once voided or marked
+    # uncollectible, as the pause's behavior says. Nothing is charged.
+    if paused["behavior"] == "keep_as_draft":
+        inv["auto_advance"] = False
+        invoices.save_draft(state, inv, None)
+        return
+    invoices.save_draft(state, inv, None)
+    invoices.finalize(state, inv)
+    if inv["status"] != "open":
+        return  # nothing was due: paid at finalization
+    if paused["behavior"] == "void":
+        invoices.void(state, inv)
+    else:
+        invoices.uncollectible(state, inv)
+
+
+def resume_collection(state: FakeState, sub: Json) -> None:
+    """``pause_collection.resumes_at`` came: collection resumes (the field is cleared)."""
+    before = state.render(sub)
+    sub["pause_collection"] = None
+    emit_update(state, "customer.subscription.updated", before, state.render(sub))
 
 
 def renew(state: FakeState, sub: Json) -> None:
@@ -151,6 +174,9 @@ def _candidates(state: FakeState, test_clock: str | None) -> list[tuple[int, int
         if sub["status"] == "trialing" and not sub["_trial_will_end_sent"]:
             notice = max(int(sub["trial_end"]) - TRIAL_WILL_END_NOTICE, int(sub["created"]))
             found.append((notice, 0, partial(trial_will_end, state, sub)))
+        resumes_at = (sub["pause_collection"] or {}).get("resumes_at")
+        if resumes_at is not None:
+            found.append((int(resumes_at), 1, partial(resume_collection, state, sub)))
         if sub["cancel_at"] is not None and int(sub["cancel_at"]) <= end:
             found.append((int(sub["cancel_at"]), 1, partial(cancel_now, state, sub)))
         elif sub["status"] == "trialing":

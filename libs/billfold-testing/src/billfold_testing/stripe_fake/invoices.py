@@ -477,6 +477,12 @@ def void_invoice(ctx: Ctx) -> Json:
     state = ctx.state
     inv = state.get("invoice", ctx.arg("id"))
     _require_open(inv, "void")
+    void(state, inv)
+    return state.render(inv)
+
+
+def void(state: FakeState, inv: Json) -> None:
+    """Void an open invoice (the route, or a renewal while collection is paused)."""
     inv.update(
         status="void",
         amount_remaining=0,
@@ -487,7 +493,6 @@ def void_invoice(ctx: Ctx) -> Json:
     payments.cancel_open(state, inv, "void_invoice")
     inv["status_transitions"]["voided_at"] = state.clock.now()
     emit(state, "invoice.voided", state.render(inv))
-    return state.render(inv)
 
 
 @routes.post("/v1/invoices/{id}/mark_uncollectible", params=Allow(InvoiceMarkUncollectibleParams))
@@ -495,9 +500,15 @@ def mark_uncollectible(ctx: Ctx) -> Json:
     state = ctx.state
     inv = state.get("invoice", ctx.arg("id"))
     _require_open(inv, "mark_uncollectible")
+    uncollectible(state, inv)
+    return state.render(inv)
+
+
+def uncollectible(state: FakeState, inv: Json) -> None:
+    """Mark an open invoice uncollectible (the route, or a renewal while collection is
+    paused)."""
     inv.update(
         status="uncollectible", next_payment_attempt=None, auto_advance=False, _retry_at=None
     )
     inv["status_transitions"]["marked_uncollectible_at"] = state.clock.now()
     emit(state, "invoice.marked_uncollectible", state.render(inv))
-    return state.render(inv)

@@ -32,6 +32,7 @@ from .state import FakeState, random_token
 Json = dict[str, Any]
 routes = Routes()
 _WINDOWS = {"hour": 3600, "day": DAY}
+_UNITS = {"hour": "hour", "day": "UTC day (00:00 UTC)"}
 
 
 def _events_for(state: FakeState, meter: Json, customer: str, start: int, end: int) -> list[Json]:
@@ -205,6 +206,12 @@ def event_summaries(ctx: Ctx) -> Json:
     if end <= start:
         raise invalid("end_time must be after start_time.", param="end_time")
     window = enum(p, "value_grouping_window", tuple(_WINDOWS))
+    # As on Stripe: both bounds on minute boundaries, and on the grouping window's
+    # boundaries (UTC hours or days) when summaries are grouped.
+    align, unit = (_WINDOWS[window], _UNITS[window]) if window else (60, "minute")
+    for name, value in (("start_time", start), ("end_time", end)):
+        if value % align:
+            raise invalid(f"{name} must be aligned with {unit} boundaries.", param=name)
     step = _WINDOWS[window] if window else end - start
     buckets = []
     t = start

@@ -14,6 +14,7 @@ from stripe.params import (
     SubscriptionItemListParams,
     SubscriptionItemRetrieveParams,
     SubscriptionListParams,
+    SubscriptionPauseParams,
     SubscriptionResumeParams,
     SubscriptionRetrieveParams,
     SubscriptionUpdateParams,
@@ -539,6 +540,8 @@ def update_subscription(ctx: Ctx) -> Json:
     if "items" in p:
         _update_items(state, sub, get_list(p, "items"))
     now = state.clock.now()
+    if "pause_collection" in p:
+        sub["pause_collection"] = _pause_collection(p, now)
     if (flag := get_bool(p, "cancel_at_period_end")) is not None:
         if flag:
             sub.update(cancel_at_period_end=True, cancel_at=current_period(state, sub)[1])
@@ -574,6 +577,30 @@ def update_subscription(ctx: Ctx) -> Json:
     return state.render(sub)
 
 
+def _pause_collection(p: Json, now: int) -> Json | None:
+    """``pause_collection[behavior]`` (and optionally ``[resumes_at]``) pauses payment
+    collection; ``pause_collection=""`` resumes it. The status stays as it is: this is not
+    the ``paused`` status (no ``customer.subscription.paused``/``resumed`` events, as on
+    Stripe, only ``customer.subscription.updated``)."""
+    if p["pause_collection"] == "":
+        return None
+    raw = get_dict(p, "pause_collection") or {}
+    behavior = enum(
+        raw,
+        "behavior",
+        ("keep_as_draft", "mark_uncollectible", "void"),
+        param="pause_collection[behavior]",
+    )
+    if behavior is None:
+        raise missing_param("pause_collection[behavior]")
+    resumes_at = get_int(raw, "resumes_at", param="pause_collection[resumes_at]")
+    if resumes_at is not None and resumes_at <= now:
+        raise invalid(
+            "Invalid timestamp: must be in the future.", param="pause_collection[resumes_at]"
+        )
+    return {"behavior": behavior, "resumes_at": resumes_at}
+
+
 @routes.delete("/v1/subscriptions/{id}", params=Allow(SubscriptionCancelParams))
 def cancel_subscription(ctx: Ctx) -> Json:
     state = ctx.state
@@ -591,6 +618,43 @@ def cancel_subscription(ctx: Ctx) -> Json:
     return state.render(sub)
 
 
+def pause_now(state: FakeState, sub: Json, reason: str) -> None:
+    """Status ``paused`` (no invoices, no new periods until resumed), with
+    ``status_details.paused`` saying when and why, and Stripe's two events."""
+    before = state.render(sub)
+    sub["status"] = "paused"
+    sub["status_details"] = {
+        "paused": {
+            "type": "subscription",
+            "subscription": {"type": reason},
+            "transitioned_at": state.clock.now(),
+        }
+    }
+    after = state.render(sub)
+    emit_update(state, "customer.subscription.updated", before, after)
+    emit(state, "customer.subscription.paused", after)
+
+
+#: Statuses a subscription can be paused from (on demand).
+_PAUSABLE = frozenset({"active", "trialing", "past_due", "unpaid"})
+
+
+@routes.post("/v1/subscriptions/{id}/pause", params=Allow(SubscriptionPauseParams))
+def pause_subscription(ctx: Ctx) -> Json:
+    """Pause on demand (API 2026-09-30.endive on): status ``paused`` until ``/resume``.
+    ``bill_for`` and ``invoicing_behavior`` are accepted and ignored (no prorations and
+    no invoice for the usage so far, as with ``outstanding_usage_through=none``)."""
+    state = ctx.state
+    sub = state.get("subscription", ctx.arg("id"))
+    enum(ctx.params, "type", ("subscription",))
+    if sub["status"] not in _PAUSABLE:
+        raise invalid(
+            f"A subscription with status `{sub['status']}` can't be paused.",
+        )
+    pause_now(state, sub, "pause_requested")
+    return state.render(sub)
+
+
 @routes.post("/v1/subscriptions/{id}/resume", params=Allow(SubscriptionResumeParams))
 def resume_subscription(ctx: Ctx) -> Json:
     state = ctx.state
@@ -599,7 +663,18 @@ def resume_subscription(ctx: Ctx) -> Json:
         raise invalid(
             "Only a subscription with status `paused` can be resumed.",
         )
-    anchor_mode = enum(ctx.params, "billing_cycle_anchor", ("now", "unchanged")) or "now"
+    # A hash since 2026-09-30.endive (`billing_cycle_anchor[type]`); a plain string before.
+    anchor = ctx.params.get("billing_cycle_anchor")
+    anchor_mode = (
+        enum(
+            get_dict(ctx.params, "billing_cycle_anchor") or {},
+            "type",
+            ("now", "unchanged"),
+            param="billing_cycle_anchor[type]",
+        )
+        if isinstance(anchor, dict)
+        else enum(ctx.params, "billing_cycle_anchor", ("now", "unchanged"))
+    ) or "now"
     before = state.render(sub)
     now = state.clock.now()
     recurring = recurring_of(state, sub)
@@ -608,6 +683,7 @@ def resume_subscription(ctx: Ctx) -> Json:
     start, end = period(int(sub["_anchor"]), recurring, int(sub["_cycle"]))
     set_period(state, sub, start if anchor_mode == "now" else now, end)
     sub["status"] = "active"
+    sub["status_details"] = None
     after = state.render(sub)
     emit_update(state, "customer.subscription.updated", before, after)
     emit(state, "customer.subscription.resumed", after)

@@ -105,7 +105,8 @@ class SetCancelAtPeriodEnd(CallBase):
 
 
 class ResumeSubscription(CallBase):
-    """Resume a paused subscription."""
+    """Resume a paused subscription: its paused payment collection (`pause_collection`),
+    or its `paused` status (a trial that ended without a payment method)."""
 
     type: Literal["subscription.resume"] = "subscription.resume"
     subscription_id: ObjectId

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -17,6 +17,9 @@ ENDED = frozenset({"canceled", "incomplete_expired"})
 #: Statuses with a next invoice to preview.
 BILLING = frozenset({"active", "trialing", "past_due"})
 EXPAND = ["items.data.price.product", "items.data.price.tiers"]
+MINUTE, DAY = 60, 86_400
+#: Days of a period the portal's usage chart shows at most (one page of summaries).
+MAX_DAYS = 92
 
 
 def price_model(price: stripe.Price, quantity: int | None) -> str:
@@ -95,6 +98,10 @@ async def apply(ctx: SyncContext, sub: stripe.Subscription) -> None:
     ends = [i["current_period_end"] for i in items if i["current_period_end"]]
     next_at, next_amount, next_currency = await _preview(ctx, sub)
     details = sub.cancellation_details
+    paused = sub.pause_collection
+    # The `paused` status's why and since when (absent from objects of older API versions).
+    status_details = getattr(sub, "status_details", None)
+    pause = status_details.paused if status_details and sub.status == "paused" else None
     row = await ctx.conn.fetchrow(
         """
         INSERT INTO mirror.subscriptions AS s (stripe_id, site_id, customer_id,
@@ -102,9 +109,10 @@ async def apply(ctx: SyncContext, sub: stripe.Subscription) -> None:
             cancel_at, canceled_at, ended_at, cancellation_reason, cancellation_feedback,
             trial_start, trial_end, current_period_start, current_period_end,
             default_payment_method, next_charge_at, next_charge_amount, next_charge_currency,
-            created)
+            created, pause_collection_behavior, pause_collection_resumes_at, paused_reason,
+            paused_at)
         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                $18, $19, $20, $21, $22)
+                $18, $19, $20, $21, $22, $23, $24, $25, $26)
         ON CONFLICT (stripe_id) DO UPDATE SET
             site_id = excluded.site_id, customer_id = excluded.customer_id,
             stripe_customer_id = excluded.stripe_customer_id, status = excluded.status,
@@ -120,12 +128,18 @@ async def apply(ctx: SyncContext, sub: stripe.Subscription) -> None:
             next_charge_at = excluded.next_charge_at,
             next_charge_amount = excluded.next_charge_amount,
             next_charge_currency = excluded.next_charge_currency,
-            created = excluded.created, updated_at = now(), synced_at = now()
+            created = excluded.created,
+            pause_collection_behavior = excluded.pause_collection_behavior,
+            pause_collection_resumes_at = excluded.pause_collection_resumes_at,
+            paused_reason = excluded.paused_reason, paused_at = excluded.paused_at,
+            updated_at = now(), synced_at = now()
         WHERE (s.site_id, s.customer_id, s.status, s.collection_method, s.currency,
                s.cancel_at_period_end, s.cancel_at, s.canceled_at, s.ended_at,
                s.cancellation_reason, s.cancellation_feedback, s.trial_start, s.trial_end,
                s.current_period_start, s.current_period_end, s.default_payment_method,
-               s.next_charge_at, s.next_charge_amount, s.next_charge_currency)
+               s.next_charge_at, s.next_charge_amount, s.next_charge_currency,
+               s.pause_collection_behavior, s.pause_collection_resumes_at,
+               s.paused_reason, s.paused_at)
             IS DISTINCT FROM
               (excluded.site_id, excluded.customer_id, excluded.status,
                excluded.collection_method, excluded.currency, excluded.cancel_at_period_end,
@@ -134,7 +148,9 @@ async def apply(ctx: SyncContext, sub: stripe.Subscription) -> None:
                excluded.trial_start, excluded.trial_end, excluded.current_period_start,
                excluded.current_period_end, excluded.default_payment_method,
                excluded.next_charge_at, excluded.next_charge_amount,
-               excluded.next_charge_currency)
+               excluded.next_charge_currency, excluded.pause_collection_behavior,
+               excluded.pause_collection_resumes_at, excluded.paused_reason,
+               excluded.paused_at)
         RETURNING stripe_id
         """,
         sub.id,
@@ -159,6 +175,10 @@ async def apply(ctx: SyncContext, sub: stripe.Subscription) -> None:
         next_amount,
         next_currency,
         ts(sub.created),
+        paused.behavior if paused else None,
+        ts(paused.resumes_at) if paused else None,
+        pause.subscription.type if pause else None,
+        ts(pause.transitioned_at) if pause else None,
     )
     changed = row is not None
     changed |= await _write_items(ctx, sub.id, customer.site_id, items)
@@ -250,28 +270,20 @@ async def _write_usage(
         meter_id = str(item["meter_id"])
         start: datetime = item["current_period_start"]
         end: datetime = item["current_period_end"]
-        summaries = await ctx.client.v1.billing.meters.event_summaries.list_async(
-            meter_id,
-            params={
-                "customer": customer.stripe_id,
-                "start_time": int(start.timestamp()),
-                "end_time": int(end.timestamp()),
-                "limit": 100,
-            },
-        )
-        value = sum((Decimal(str(s.aggregated_value)) for s in summaries.data), Decimal(0))
+        value = await _period_total(ctx, meter_id, customer.stripe_id, start, end)
+        daily = await _daily(ctx, meter_id, customer.stripe_id, start, end)
         meter = await ctx.client.v1.billing.meters.retrieve_async(meter_id)
         await ctx.conn.execute(
             """
             INSERT INTO mirror.usage (subscription_item_id, subscription_id, site_id,
-                customer_id, meter_id, meter_name, period_start, period_end, value)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                customer_id, meter_id, meter_name, period_start, period_end, value, daily)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
             ON CONFLICT (subscription_item_id) DO UPDATE SET
                 subscription_id = excluded.subscription_id, site_id = excluded.site_id,
                 customer_id = excluded.customer_id, meter_id = excluded.meter_id,
                 meter_name = excluded.meter_name, period_start = excluded.period_start,
                 period_end = excluded.period_end, value = excluded.value,
-                refreshed_at = now()
+                daily = excluded.daily, refreshed_at = now()
             """,
             item["stripe_id"],
             sub.id,
@@ -282,4 +294,61 @@ async def _write_usage(
             start,
             end,
             value,
+            daily,
         )
+
+
+def _floor(t: datetime, unit: int) -> int:
+    return int(t.timestamp()) // unit * unit
+
+
+def _ceil(t: datetime, unit: int) -> int:
+    return -(-int(t.timestamp()) // unit) * unit
+
+
+async def _period_total(
+    ctx: SyncContext, meter_id: str, customer: str, start: datetime, end: datetime
+) -> Decimal:
+    """The period's usage. Stripe takes summary bounds on minute boundaries only, so the
+    period is widened to whole minutes (the seconds around a period's edge hold no usage
+    that matters for a portal)."""
+    summaries = await ctx.client.v1.billing.meters.event_summaries.list_async(
+        meter_id,
+        params={
+            "customer": customer,
+            "start_time": _floor(start, MINUTE),
+            "end_time": _ceil(end, MINUTE),
+            "limit": 100,
+        },
+    )
+    return sum((Decimal(str(s.aggregated_value)) for s in summaries.data), Decimal(0))
+
+
+async def _daily(
+    ctx: SyncContext, meter_id: str, customer: str, start: datetime, end: datetime
+) -> list[dict[str, str]]:
+    """Usage per UTC day of the period, up to today (days to come hold nothing yet), for
+    the portal's bar chart. Grouped by day, Stripe wants both bounds on UTC midnights: the
+    first day starts at the midnight before the period did."""
+    last = min(_ceil(end, DAY), _ceil(datetime.now(UTC), DAY))
+    # One page of summaries: a long (yearly) period shows its latest days.
+    first = max(_floor(start, DAY), last - MAX_DAYS * DAY)
+    if last <= first:
+        return []
+    summaries = await ctx.client.v1.billing.meters.event_summaries.list_async(
+        meter_id,
+        params={
+            "customer": customer,
+            "start_time": first,
+            "end_time": last,
+            "value_grouping_window": "day",
+            "limit": 100,
+        },
+    )
+    return [
+        {
+            "day": datetime.fromtimestamp(s.start_time, UTC).date().isoformat(),
+            "value": str(Decimal(str(s.aggregated_value))),
+        }
+        for s in summaries.data
+    ]

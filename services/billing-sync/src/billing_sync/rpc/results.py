@@ -37,7 +37,8 @@ async def subscription(conn: Conn, stripe_id: str) -> JsonObject:
         "cancel_at_period_end, cancel_at, canceled_at, ended_at, cancellation_reason, "
         "cancellation_feedback, trial_start, trial_end, current_period_start, "
         "current_period_end, default_payment_method, next_charge_at, next_charge_amount, "
-        "next_charge_currency, created FROM mirror.subscriptions WHERE stripe_id = $1",
+        "next_charge_currency, created, pause_collection_behavior, pause_collection_resumes_at, "
+        "paused_reason, paused_at FROM mirror.subscriptions WHERE stripe_id = $1",
         stripe_id,
     )
     if row is None:

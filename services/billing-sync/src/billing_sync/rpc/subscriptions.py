@@ -62,8 +62,19 @@ async def set_auto_pay(call: SetAutoPay, ctx: RpcContext, deps: RpcDeps) -> Json
 
 
 async def resume(call: ResumeSubscription, ctx: RpcContext, deps: RpcDeps) -> JsonObject:
+    """Resume what is paused. Stripe has two pauses: payment collection paused on a live
+    subscription (``pause_collection``, resumed by clearing it) and the ``paused`` status
+    of a trial that ended without a payment method (``/resume``, which bills a new period
+    at once). The mirror says which one this is; ``/resume`` otherwise, so a subscription
+    that is not paused at all gets Stripe's own refusal."""
     scope = await open_scope(call, ctx, deps)
     await own_subscription(scope, call.subscription_id)
+    row = await scope.conn.fetchrow(
+        "SELECT status, pause_collection_behavior FROM mirror.subscriptions WHERE stripe_id = $1",
+        call.subscription_id,
+    )
+    if row is not None and row["status"] != "paused" and row["pause_collection_behavior"]:
+        return await _update(scope, ctx, call.subscription_id, {"pause_collection": ""})
     with stripe_errors():
         sub = await scope.client.v1.subscriptions.resume_async(
             call.subscription_id,
