@@ -8,6 +8,9 @@ import structlog
 from aiohttp import web
 
 from billfold.logs import (
+    _NEEDLES,
+    _NEEDLES_LOWER,
+    _may_hold_secret,
     configure_logging,
     get_logger,
     redact_text,
@@ -172,6 +175,23 @@ def test_redaction_shortcut_does_not_skip_secrets() -> None:
     assert redact_text("postgres://u:hunter2@db/x") == "postgres://u:[redacted]@db/x"
     assert redact_text("rk_live_abcdefgh") == "rk_live_[redacted]"
     assert redact_text("POST /v1/portal_sessions 201") == "POST /v1/portal_sessions 201"
+
+
+def test_shortcut_scan_finds_every_needle_in_any_case_and_place() -> None:
+    """The one-regex scan says "may hold a secret" exactly when a needle (or, for
+    bearer/basic, a needle in any letter case) occurs, and for all non-ASCII text."""
+
+    def reference(text: str) -> bool:
+        if not text.isascii():
+            return True
+        lowered = text.lower()
+        return any(n in text for n in _NEEDLES) or any(n in lowered for n in _NEEDLES_LOWER)
+
+    samples = ["", "GET", "/p/plan", "127.0.0.1", "req_0123abcd", "café", "bf", "bf-", "_tes"]
+    for needle in (*_NEEDLES, *_NEEDLES_LOWER, "BEARER", "BaSiC", "bEaReR"):
+        samples += [needle, f"x{needle}", f"{needle}y", f"a {needle} b", needle.upper()]
+    for text in samples:
+        assert _may_hold_secret(text) is reference(text), text
 
 
 def test_values_orjson_cannot_encode_are_still_logged() -> None:

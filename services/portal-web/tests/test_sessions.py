@@ -146,6 +146,28 @@ async def test_redis_flushed_then_stopped_still_serves(
     assert (await portal.get("/p/plan")).status == 410
 
 
+async def test_a_redis_without_the_check_script_loads_it_and_stays_the_fast_path(
+    api: Client, portal: Client, tenant: Tenant
+) -> None:
+    """A Redis that does not know the session check's script (restarted, SCRIPT FLUSH)
+    answers EVALSHA with NOSCRIPT: the script is loaded again and the session is still
+    checked in Redis, not sent to Postgres (nor Redis written off for a second)."""
+    validator = portal.app[VALIDATOR]
+    created = await create_link(api, tenant)
+    url = await enter(portal, created)
+    assert (await portal.get(url)).status == 200  # fills the cache
+    # As if Redis had never seen the script: a SHA it does not know. (SCRIPT FLUSH
+    # would drop every other test run's scripts on this shared Redis.)
+    real_sha = validator._check.sha
+    validator._check.sha = "0" * 40
+    before, skipped = validator.fallbacks, validator.redis_skipped
+    for _ in range(3):
+        assert (await portal.get(url)).status == 200
+    assert validator.fallbacks == before  # every check answered by Redis
+    assert validator.redis_skipped == skipped
+    assert validator._check.sha == real_sha  # loaded, then used by its real SHA
+
+
 async def test_cookie_token_is_not_accepted_in_path_and_back(
     api: Client, portal: Client, tenant: Tenant
 ) -> None:

@@ -28,11 +28,10 @@ from portal_web import (
 from portal_web.actions import ACTIONS, Actions
 from portal_web.browser_sessions import Validator
 from portal_web.code_resolver import resolver_context
-from portal_web.hosts import DOMAINS, DomainCache, hosts_middleware
+from portal_web.hosts import DOMAINS, DomainCache
 from portal_web.links import SCHEMA
-from portal_web.pages import PAGE_MEMO, PageMemo, errors_middleware
-from portal_web.preview import preview_middleware
-from portal_web.security import headers_middleware
+from portal_web.middleware import portal_middleware
+from portal_web.pages import PAGE_MEMO, PageMemo
 from portal_web.sign_in_limits import SIGN_IN_POLICY, Policy, limiter_context
 from portal_web.sites import SiteCache
 from portal_web.state import SETTINGS, SITES, VALIDATOR
@@ -104,10 +103,7 @@ def create_app(settings: Settings, *, rpc_queue: str = BILLING_QUEUE) -> web.App
             *standard_middlewares(
                 SERVICE, settings.max_body_bytes, settings.trusted_proxy_networks
             ),
-            headers_middleware(settings),
-            errors_middleware(),
-            hosts_middleware(settings),
-            preview_middleware(),
+            portal_middleware(settings),
         ],
         client_max_size=settings.max_body_bytes,
     )

@@ -32,7 +32,7 @@ from typing import Any
 import asyncpg
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from billfold import cache, tokens
 from billfold.logs import get_logger
@@ -46,6 +46,8 @@ CACHE_SECONDS = 15
 # would otherwise cost every request the client's timeout (0.5 s) instead of one.
 REDIS_BACKOFF_SECONDS = 1.0
 _REDIS_FAILURES = (RedisError, OSError, TimeoutError)
+# Decoded cache entries (``Validator._decoded``, about 1 KB each) and cache keys kept.
+PRINCIPAL_MEMO_SIZE = 4096
 
 
 def cache_key(settings: Settings, token_hash: str) -> str:
@@ -235,16 +237,22 @@ class Validator:
         self._check = redis.register_script(_CHECK)
         self._link_prefix = link_key(settings, "")
         self._redis_down_until = 0.0
+        self._principals: dict[tuple[str, bytes], Principal] = {}
+        self._cache_keys: dict[str, str] = {}
         self.fallbacks = 0  # Postgres lookups, for tests and curiosity
         self.redis_skipped = 0  # requests that did not even try Redis (backing off)
 
     async def validate(self, token: str, now: datetime) -> Principal | Refused:
         if not token.startswith(tokens.BROWSER_SESSION_PREFIX) or len(token) > 128:
             return Refused(Refusal.UNKNOWN)
-        token_hash = tokens.hash_token(token)
-        return await self._validate(
-            token, cache_key(self._settings, token_hash), now, lambda: self._browser(token)
-        )
+        # The token's cache key (a SHA-256 and a format), worked out once per token.
+        key = self._cache_keys.get(token)
+        if key is None:
+            key = cache_key(self._settings, tokens.hash_token(token))
+            if len(self._cache_keys) >= PRINCIPAL_MEMO_SIZE:
+                self._cache_keys.clear()
+            self._cache_keys[token] = key
+        return await self._validate(token, key, now, lambda: self._browser(token))
 
     async def validate_link(self, token: str, now: datetime) -> Principal | Refused:
         """A multi-use link's ``bfl_`` token as a credential (the JSON API's Bearer),
@@ -270,13 +278,13 @@ class Validator:
             self.redis_skipped += 1
         else:
             try:
-                raw = await self._check(keys=[key], args=[self._link_prefix, NO_LINK])
+                raw = await self._run_check(key)
             except _REDIS_FAILURES as exc:
                 redis_ok = False
                 self._redis_down_until = time.monotonic() + REDIS_BACKOFF_SECONDS
                 log.debug("browser_session_cache_unavailable", error=type(exc).__name__)
         if raw:
-            principal = Principal.from_cache(token, raw)
+            principal = self._decoded(token, raw)
             if principal.expires_at > now:
                 return principal
             return Refused(Refusal.EXPIRED, principal.site_id, principal.return_url)
@@ -289,6 +297,31 @@ class Validator:
         if redis_ok:
             await self._remember(key, result, now)
         return result
+
+    def _decoded(self, token: str, raw: bytes) -> Principal:
+        """``Principal.from_cache(token, raw)``, decoded once per (token, entry): the
+        same entry comes back on every request of a session. A Principal is frozen (its
+        dicts are never written), so one object can serve every request it fits."""
+        key = (token, raw)
+        principal = self._principals.get(key)
+        if principal is None:
+            principal = Principal.from_cache(token, raw)
+            if len(self._principals) >= PRINCIPAL_MEMO_SIZE:
+                self._principals.clear()
+            self._principals[key] = principal
+        return principal
+
+    async def _run_check(self, key: str) -> bytes | None:
+        """``_CHECK`` by its SHA: one EVALSHA straight through the client (redis-py's
+        script object adds wrappers on every call); a Redis that lost the script (a
+        restart, SCRIPT FLUSH) gets it loaded again by the script object."""
+        try:
+            raw: bytes | None = await self._redis.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", self._check.sha, 1, key, self._link_prefix, NO_LINK
+            )
+        except NoScriptError:
+            raw = await self._check(keys=[key], args=[self._link_prefix, NO_LINK])
+        return raw
 
     async def _browser(self, token: str) -> Principal | Refused:
         row = await self._db.fetchrow(_FALLBACK, tokens.hash_token(token))

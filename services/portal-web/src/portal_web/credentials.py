@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from functools import lru_cache
 from urllib.parse import urlsplit
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from billfold import tokens
 from billfold.settings import Settings
@@ -39,7 +40,12 @@ def is_api(path: str) -> bool:
 
 def insecure_localhost(settings: Settings) -> bool:
     """Plain http on a loopback host: the only case where cookies are not ``Secure``."""
-    parts = urlsplit(settings.portal_base_url)
+    return _insecure_localhost(settings.portal_base_url)
+
+
+@lru_cache(maxsize=16)  # asked on every request (the cookie's name); one base URL
+def _insecure_localhost(base_url: str) -> bool:
+    parts = urlsplit(base_url)
     return parts.scheme == "http" and parts.hostname in ("localhost", "127.0.0.1", "::1")
 
 
@@ -79,8 +85,31 @@ def clear_cookie(response: web.StreamResponse, settings: Settings) -> None:
     )
 
 
+# A browser sends the same Cookie header on every request of its session: the cookie
+# asked for, by (header, name), so that each header is parsed once, not per request.
+# Only short headers (ours hold one or two cookies), at most _COOKIE_MEMO_SIZE of them.
+_COOKIE_MEMO: dict[tuple[str, str], str | None] = {}
+_COOKIE_MEMO_SIZE = 4096
+_COOKIE_MEMO_MAX_HEADER = 1024
+
+
 def cookie_token(request: web.Request, settings: Settings) -> str | None:
-    return request.cookies.get(cookie_name(settings))
+    name = cookie_name(settings)
+    header = request.headers.get(hdrs.COOKIE)
+    if header is None:
+        return None
+    if len(header) > _COOKIE_MEMO_MAX_HEADER:
+        return request.cookies.get(name)
+    key = (header, name)
+    try:
+        return _COOKIE_MEMO[key]
+    except KeyError:
+        pass
+    value = request.cookies.get(name)  # aiohttp's parser: the memo changes no answer
+    if len(_COOKIE_MEMO) >= _COOKIE_MEMO_SIZE:
+        _COOKIE_MEMO.clear()
+    _COOKIE_MEMO[key] = value
+    return value
 
 
 def prefix(embedded: bool, token: str) -> str:

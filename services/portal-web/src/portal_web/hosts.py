@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from billfold.db import DB_POOL
-from billfold.http.middlewares import Handler, Middleware
 from billfold.settings import Settings
 from portal_web.dbtypes import Executor
 from portal_web.pages import PageError
@@ -76,23 +75,19 @@ def check_site(request: web.Request, site_id: str) -> None:
         raise PageError(404, "not_found")
 
 
-def hosts_middleware(settings: Settings) -> Middleware:
-    ours = own_hosts(settings)
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        host = _host(request)
-        if host in ours or request.path.startswith(_ANY_HOST):
-            return await handler(request)
-        site_id = await request.app[DOMAINS].site_of(request.app[DB_POOL], host)
-        if site_id is None:
-            raise PageError(421, "unknown_host")
-        request[DOMAIN_SITE] = site_id
-        if request.path == "/":
-            slug = await request.app[DB_POOL].fetchval(
-                "SELECT slug FROM portal.sites WHERE id = $1", site_id
-            )
-            raise web.HTTPSeeOther(f"/s/{slug}")
-        return await handler(request)
-
-    return middleware
+async def admit_host(request: web.Request, ours: frozenset[str]) -> None:
+    """Let a request on one of ``ours`` (``own_hosts``) or a custom domain through;
+    refuse an unknown host (421). On a custom domain, note its site (``DOMAIN_SITE``)
+    and send ``/`` to the site's sign-in. Called first by the portal's middleware."""
+    host = _host(request)
+    if host in ours or request.path.startswith(_ANY_HOST):
+        return
+    site_id = await request.app[DOMAINS].site_of(request.app[DB_POOL], host)
+    if site_id is None:
+        raise PageError(421, "unknown_host")
+    request[DOMAIN_SITE] = site_id
+    if request.path == "/":
+        slug = await request.app[DB_POOL].fetchval(
+            "SELECT slug FROM portal.sites WHERE id = $1", site_id
+        )
+        raise web.HTTPSeeOther(f"/s/{slug}")

@@ -16,7 +16,6 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from billfold.http.middlewares import Handler, Middleware
 from billfold.logs import get_logger
 from billfold.rpc import new_call_id
 from portal_web import branding, credentials, i18n, sign_ins
@@ -313,38 +312,35 @@ def error_page(request: web.Request, error: PageError) -> web.Response:
     return response
 
 
-def errors_middleware() -> Middleware:
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        i18n.reset()
-        if request.path.startswith(_NOT_PAGES) or credentials.is_api(request.path):
-            return await handler(request)  # JSON: billfold's error middleware answers
-        try:
-            return await handler(request)
-        except PageError as exc:
-            return error_page(request, exc)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            kind = {404: "not_found", 403: "forbidden"}.get(exc.status, "bad_request")
-            status = exc.status if exc.status in (404, 403, 405, 413) else 400
-            response = error_page(request, PageError(status, kind))
-            if exc.status == 405 and "Allow" in exc.headers:
-                response.headers["Allow"] = exc.headers["Allow"]
-            return response
-        except Exception:
-            # A bug or a dependency down (Postgres): a page in the customer's words, not
-            # the JSON error the API middleware would give; the traceback goes to the log.
-            log.exception(
-                "page_failed",
-                route=request.match_info.route.resource.canonical
-                if request.match_info.route.resource
-                else "unmatched",
-            )
-            try:
-                return error_page(request, PageError(500, "server_error"))
-            except Exception:  # rendering failed too: the JSON 500 below us
-                log.exception("error_page_failed")
-                raise
+def is_page(path: str) -> bool:
+    """Answered with pages (errors too), not JSON or files."""
+    return not path.startswith(_NOT_PAGES) and not credentials.is_api(path)
 
-    return middleware
+
+def page_for_exception(request: web.Request, exc: Exception) -> web.Response:
+    """The error page for what a page's handler raised, or ``exc`` raised again (a
+    redirect). Call it from an ``except`` block (the traceback of a bug is logged)."""
+    if isinstance(exc, PageError):
+        return error_page(request, exc)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        kind = {404: "not_found", 403: "forbidden"}.get(exc.status, "bad_request")
+        status = exc.status if exc.status in (404, 403, 405, 413) else 400
+        response = error_page(request, PageError(status, kind))
+        if exc.status == 405 and "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    # A bug or a dependency down (Postgres): a page in the customer's words, not the
+    # JSON error the API middleware would give; the traceback goes to the log.
+    log.exception(
+        "page_failed",
+        route=request.match_info.route.resource.canonical
+        if request.match_info.route.resource
+        else "unmatched",
+    )
+    try:
+        return error_page(request, PageError(500, "server_error"))
+    except Exception:  # rendering failed too: the JSON 500 below us
+        log.exception("error_page_failed")
+        raise

@@ -8,12 +8,12 @@ handler set ``request[SITE]``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from billfold.http.middlewares import Handler, Middleware
 from billfold.settings import Settings
 from portal_web.sites import Site
 from portal_web.state import SITE
@@ -58,7 +58,12 @@ def csp(site: Site | None) -> str:
     )
 
 
-def headers_middleware(settings: Settings) -> Middleware:
+HeaderSetter = Callable[[web.Request, web.StreamResponse], None]
+
+
+def header_setter(settings: Settings) -> HeaderSetter:
+    """Sets the security headers on a page's response (or raised HTTP exception); the
+    portal's middleware (``portal_web.middleware``) calls it on every response."""
     https = settings.portal_base_url.startswith("https://")
 
     def apply(request: web.Request, response: web.StreamResponse) -> None:
@@ -76,14 +81,4 @@ def headers_middleware(settings: Settings) -> Middleware:
         if https:
             h["Strict-Transport-Security"] = HSTS
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            response = await handler(request)
-        except web.HTTPException as exc:
-            apply(request, exc)
-            raise
-        apply(request, response)
-        return response
-
-    return middleware
+    return apply

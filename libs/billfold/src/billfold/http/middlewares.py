@@ -1,4 +1,5 @@
-"""Middlewares, outermost first: request id, access log + metrics, errors, body limit."""
+"""Middlewares, outermost first: request id, access log + metrics, errors, body limit;
+``standard_middleware`` is all four in one (what services use)."""
 
 from __future__ import annotations
 
@@ -74,11 +75,13 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     return response
 
 
-def access_log_middleware(service: str, trusted_proxies: Sequence[Network] = ()) -> Middleware:
-    """Logs and counts every request, and sets ``request[CLIENT_IP]`` (the client behind
-    our trusted proxies, see ``billfold.http.client_ip``) for whatever records an IP."""
-    # The labelled metric children, made once per (method, route, status) / route:
-    # ``.labels()`` on every request costs more than the observation itself.
+Counting = Callable[[str, str, int, float], None]
+
+
+def _counter(service: str) -> Counting:
+    """Counts a request in the metrics. The labelled metric children are made once per
+    (method, route, status) / route: ``.labels()`` on every request costs more than the
+    observation itself."""
     counters: dict[tuple[str, str, int], Counter] = {}
     histograms: dict[str, Histogram] = {}
 
@@ -96,6 +99,36 @@ def access_log_middleware(service: str, trusted_proxies: Sequence[Network] = ())
             histogram = histograms[route] = HTTP_LATENCY.labels(service, route)
         histogram.observe(elapsed)
 
+    return count
+
+
+_UNLOGGED_ROUTES = frozenset(("/healthz", "/readyz", "/metrics"))
+
+
+def _access_line(
+    request: web.Request, count: Counting, status: int, start: float, client: str | None
+) -> None:
+    """The request's metrics and its one access-log line."""
+    elapsed = time.perf_counter() - start
+    route = _route_name(request)
+    count(request.method, route, status, elapsed)
+    if route not in _UNLOGGED_ROUTES:
+        log.info(
+            "http_request",
+            method=request.method,
+            path=request.path,
+            route=route,
+            status=status,
+            duration_ms=round(elapsed * 1000, 2),
+            remote=client,
+        )
+
+
+def access_log_middleware(service: str, trusted_proxies: Sequence[Network] = ()) -> Middleware:
+    """Logs and counts every request, and sets ``request[CLIENT_IP]`` (the client behind
+    our trusted proxies, see ``billfold.http.client_ip``) for whatever records an IP."""
+    count = _counter(service)
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         start = time.perf_counter()
@@ -111,51 +144,45 @@ def access_log_middleware(service: str, trusted_proxies: Sequence[Network] = ())
             status = exc.status
             raise
         finally:
-            elapsed = time.perf_counter() - start
-            route = _route_name(request)
-            count(request.method, route, status, elapsed)
-            if route not in ("/healthz", "/readyz", "/metrics"):
-                log.info(
-                    "http_request",
-                    method=request.method,
-                    path=request.path,
-                    route=route,
-                    status=status,
-                    duration_ms=round(elapsed * 1000, 2),
-                    remote=client,
-                )
+            _access_line(request, count, status, start, client)
 
     return middleware
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id = request.get(REQUEST_ID)
     try:
         if request.get(EXPECT_REFUSED):
             raise expectation_unsupported()
         return await handler(request)
-    except ApiError as exc:
+    except Exception as exc:  # each kind is answered in _error_response
+        return _error_response(request, exc)
+
+
+def _error_response(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """What a request that raised ``exc`` gets: a JSON error, or ``exc`` raised again
+    (redirects and 204s pass through). Call it from an ``except`` block."""
+    request_id = request.get(REQUEST_ID)
+    if isinstance(exc, ApiError):
         return exc.response(request_id)
-    except PoolTimeout:
+    if isinstance(exc, PoolTimeout):
         # Not a bug: the database pool stayed saturated for the allowed wait. Shed the
         # request with a retryable 503 rather than queue it behind the others.
         return service_busy().response(request_id)
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise  # redirects and 204s pass through
+            raise exc  # redirects and 204s pass through
         return from_http_exception(exc, request.method, request.path).response(request_id)
-    except web.RequestPayloadError as exc:
+    if isinstance(exc, web.RequestPayloadError):
         # The body's framing or Content-Encoding is broken: the client's fault. One line,
         # no traceback; the connection is closed, its stream cannot be read any further.
         report_body_error(exc)
         response = body_invalid_encoding().response(request_id)
         response.force_close()
         return response
-    except Exception:
-        # The only path to a 500: a bug or a dependency failure, never bad input.
-        log.exception("unhandled_error", method=request.method, route=_route_name(request))
-        return internal_error().response(request_id)
+    # The only path to a 500: a bug or a dependency failure, never bad input.
+    log.exception("unhandled_error", method=request.method, route=_route_name(request))
+    return internal_error().response(request_id)
 
 
 def report_body_error(exc: web.RequestPayloadError) -> None:
@@ -171,6 +198,15 @@ def report_body_error(exc: web.RequestPayloadError) -> None:
     log.warning("http_request_body_invalid", error=error)
 
 
+def _too_large(max_bytes: int) -> ApiError:
+    return ApiError(
+        413,
+        "invalid_request_error",
+        "body_too_large",
+        f"Request body is larger than {max_bytes} bytes.",
+    )
+
+
 def body_limit_middleware(max_bytes: int) -> Middleware:
     """Refuse a declared-too-large body before reading it; aiohttp's client_max_size
     catches chunked bodies that lie about (or omit) their length.
@@ -184,13 +220,57 @@ def body_limit_middleware(max_bytes: int) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         length = request.content_length
         if length is not None and length > max_bytes:
-            raise ApiError(
-                413,
-                "invalid_request_error",
-                "body_too_large",
-                f"Request body is larger than {max_bytes} bytes.",
-            )
+            raise _too_large(max_bytes)
         return await handler(request)
+
+    return middleware
+
+
+def standard_middleware(
+    service: str, max_body_bytes: int, trusted_proxies: Sequence[Network] = ()
+) -> Middleware:
+    """The four layers above (request id, access log + metrics, errors, body limit) as
+    one middleware, with the same behaviour in the same order.
+
+    Every request of every service passes through them; as four aiohttp middlewares each
+    request paid four extra coroutine and ``partial`` layers for it. The separate
+    middlewares stay for code that wants one of them alone; this is what services use
+    (through :func:`standard_middlewares`)."""
+    count = _counter(service)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        # request_id_middleware
+        request_id = plain_request_id(request.headers.get(REQUEST_ID_HEADER)) or _new_request_id()
+        request[REQUEST_ID] = request_id
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        # access_log_middleware
+        start = time.perf_counter()
+        client = request_client_ip(request, trusted_proxies) if trusted_proxies else request.remote
+        if client is not None:
+            request[CLIENT_IP] = client
+        status = 500
+        try:
+            # error_middleware around body_limit_middleware around the handler.
+            try:
+                if request.get(EXPECT_REFUSED):
+                    raise expectation_unsupported()
+                length = request.content_length
+                if length is not None and length > max_body_bytes:
+                    raise _too_large(max_body_bytes)
+                response = await handler(request)
+            except Exception as exc:  # each kind is answered in _error_response
+                response = _error_response(request, exc)
+            status = response.status
+        except web.HTTPException as exc:
+            status = exc.status
+            exc.headers[REQUEST_ID_HEADER] = request_id
+            raise
+        finally:
+            _access_line(request, count, status, start, client)
+        response.headers[REQUEST_ID_HEADER] = request_id
+        return response
 
     return middleware
 
@@ -198,9 +278,4 @@ def body_limit_middleware(max_bytes: int) -> Middleware:
 def standard_middlewares(
     service: str, max_body_bytes: int, trusted_proxies: Sequence[Network] = ()
 ) -> list[Middleware]:
-    return [
-        request_id_middleware,
-        access_log_middleware(service, trusted_proxies),
-        error_middleware,
-        body_limit_middleware(max_body_bytes),
-    ]
+    return [standard_middleware(service, max_body_bytes, trusted_proxies)]
