@@ -82,18 +82,28 @@ async def due(conn: Conn | asyncpg.Pool, limit: int, *, exclude: list[str]) -> l
     ]
 
 
-async def lock(conn: Conn, ids: list[str]) -> list[str]:
+async def lock(conn: Conn, ids: list[str], object_lock: str | None) -> tuple[list[str], bool]:
     """Lock, for this transaction, those of ``ids`` still to process and not locked by
-    another transaction; returns them."""
-    rows = await conn.fetch(
+    another transaction, and if there are any, try the transaction-scoped advisory lock
+    ``object_lock`` too (None: take none). Returns (the ids locked, whether the advisory
+    lock was taken).
+    One round trip for both: a group's fixed cost is mostly round trips."""
+    row = await conn.fetchrow(
         """
-        SELECT id FROM mirror.stripe_events
-        WHERE id = ANY($1::text[]) AND processed_at IS NULL AND failed_at IS NULL
-        FOR UPDATE SKIP LOCKED
+        WITH locked AS (
+            SELECT id FROM mirror.stripe_events
+            WHERE id = ANY($1::text[]) AND processed_at IS NULL AND failed_at IS NULL
+            FOR UPDATE SKIP LOCKED
+        )
+        SELECT array(SELECT id FROM locked) AS ids,
+               CASE WHEN EXISTS (SELECT 1 FROM locked)
+                    THEN pg_try_advisory_xact_lock(hashtextextended($2, 0)) END AS object_locked
         """,
         ids,
+        object_lock,
     )
-    return [r["id"] for r in rows]
+    assert row is not None
+    return list(row["ids"]), bool(row["object_locked"])
 
 
 async def done(conn: Conn, ids: list[str]) -> None:

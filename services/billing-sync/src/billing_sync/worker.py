@@ -102,6 +102,7 @@ class Worker:
         self._held: set[str] = set()  # ids in ``_queued`` or being processed
         self._tasks: set[asyncio.Task[None]] = set()
         self._accounts: dict[str, accounts.SiteAccount] = {}
+        self._sites: dict[str, list[tuple[str, bool]]] = {}  # per account_ref, as _accounts
         # Backpressure: the dispatcher reads no more while this many events are held.
         self._held_cap = 10 * settings.worker_batch_size
         self._wakeup = asyncio.Event()
@@ -127,7 +128,9 @@ class Worker:
         if room <= 0:
             return 0
         pending = await inbox.due(self.pool, room, exclude=list(self._held))
-        self._accounts = {}  # configuration changes apply from the next round on
+        # Configuration changes apply from the next round on.
+        self._accounts = {}
+        self._sites = {}
         for event in pending:
             self._held.add(event.id)
             obj = (event.payload.get("data") or {}).get("object") or {}
@@ -167,15 +170,15 @@ class Worker:
 
     # --- one customer group -----------------------------------------------------------
 
-    async def _account(self, conn: Conn, site: str) -> accounts.SiteAccount:
+    async def _account(self, conn: Conn, site: str) -> accounts.SiteAccount | None:
         """The site's Stripe configuration, read once per dispatch round (shared by the
-        round's groups: one query and one decryption instead of one per group)."""
+        round's groups: one query and one decryption instead of one per group; the sites
+        sharing its Stripe account likewise, ``_sites``)."""
         account = self._accounts.get(site)
         if account is None:
             account = await accounts.get(conn, self.box, site)
-            if account is None:
-                raise LookupError(f"site {site} has no Stripe configuration")
-            self._accounts[site] = account
+            if account is not None:
+                self._accounts[site] = account
         return account
 
     async def _group(self, site: str, key: str, events: list[inbox.Pending]) -> None:
@@ -187,28 +190,37 @@ class Worker:
         emitted: list[str] = []
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                ids = await inbox.lock(conn, [e.id for e in events])
+                account = await self._account(conn, site)
+                ids, locked = await inbox.lock(
+                    conn,
+                    [e.id for e in events],
+                    customer_lock(account.account_ref, key) if account else None,
+                )
                 if not ids:
                     return  # another replica has (or had) them
-                account = await self._account(conn, site)
+                if account is None:  # recorded on the locked events, retried with backoff
+                    raise LookupError(f"site {site} has no Stripe configuration")
+                if not locked:
+                    raise _Busy
                 locked_ids = set(ids)
                 targets: set[dispatch.Target] = set()
                 for event in events:
                     if event.id in locked_ids:
                         obj = (event.payload.get("data") or {}).get("object") or {}
                         targets.update(dispatch.targets(event.type, obj))
-                locked = await conn.fetchval(
-                    "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
-                    customer_lock(account.account_ref, key),
+                ctx = SyncContext(
+                    conn,
+                    account,
+                    self.gateway.client(account),
+                    shared_sites=self._sites.get(account.account_ref),
                 )
-                if not locked:
-                    raise _Busy
-                ctx = SyncContext(conn, account, self.gateway.client(account))
                 for target in sorted(targets, key=lambda t: (t.rank, t.id)):
                     FETCHES.labels(target.kind).inc()
                     await dispatch.refresh(ctx, target)
                 await inbox.done(conn, ids)
                 emitted = ctx.emitted
+                if ctx.shared_sites is not None:
+                    self._sites[account.account_ref] = ctx.shared_sites
         except _Busy:
             await inbox.later(self.pool, ids, BUSY_RETRY)
             return
