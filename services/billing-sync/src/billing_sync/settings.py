@@ -44,6 +44,10 @@ class BillingSyncSettings(Settings):
     # Webhook acceptance first: the worker starts no customer group while more than this
     # many webhook deliveries are being answered by this process (billing_sync.priority).
     worker_yield_above: int = Field(default=4, ge=0, le=1000)
+    # ... except for this many groups, which go on meanwhile: under a steady stream of
+    # webhooks on a busy CPU acceptance is never idle, and processing must not stop
+    # altogether (it did: every event of a 30 s stream waited for the stream's end).
+    worker_min_concurrency: int = Field(default=2, ge=0, le=64)
     worker_max_attempts: int = Field(default=12, ge=1, le=100)
     # Processed Stripe events are kept this long, then swept. Stripe retries a delivery
     # for up to 3 days, so the dedupe by event id outlives any redelivery (and one that

@@ -8,8 +8,9 @@
   does not hold yet, and groups them by Stripe customer. Each customer group gets a task;
   at most ``worker_concurrency`` groups are processed at once, each on its own
   connection from the worker's OWN pool, so processing can never starve webhook
-  acceptance of the app's pool; and no group starts while the process is busy answering
-  webhooks (``billing_sync.priority``), so it cannot starve acceptance of CPU either.
+  acceptance of the app's pool; and while the process is busy answering webhooks
+  (``billing_sync.priority``) no more than ``worker_min_concurrency`` groups run, so
+  processing cannot starve acceptance of CPU, nor acceptance processing.
 * **One transaction per customer group**: the group's events are locked ``FOR UPDATE
   SKIP LOCKED`` (another replica may hold some), then the group takes a
   transaction-scoped advisory try-lock on (account, customer). If another writer holds
@@ -101,6 +102,8 @@ class Worker:
         self._queued: dict[GroupKey, list[inbox.Pending]] = {}
         self._held: set[str] = set()  # ids in ``_queued`` or being processed
         self._tasks: set[asyncio.Task[None]] = set()
+        self._active = 0  # groups being processed (past the acceptance gate)
+        self._below_minimum = asyncio.Event()  # set when a group ends
         self._accounts: dict[str, accounts.SiteAccount] = {}
         self._sites: dict[str, list[tuple[str, bool]]] = {}  # per account_ref, as _accounts
         # Backpressure: the dispatcher reads no more while this many events are held.
@@ -150,15 +153,17 @@ class Worker:
         try:
             async with self._slots:
                 while True:
-                    if self.acceptance is not None:
-                        await self.acceptance.wait_clear()
+                    await self._gate()
                     events = self._queued[key]
                     if not events:
                         break
                     self._queued[key] = []
+                    self._active += 1
                     try:
                         await self._group(key[0], key[1], events)
                     finally:
+                        self._active -= 1
+                        self._below_minimum.set()
                         self._held.difference_update(e.id for e in events)
         except Exception as exc:  # the database, typically: the events stay due
             log.warning("stripe_worker_failed", error=_error_text(exc))
@@ -167,6 +172,24 @@ class Worker:
                 self._held.discard(event.id)
             if len(self._held) < self._held_cap:
                 self._wakeup.set()  # the dispatcher may have stopped reading at the cap
+
+    async def _gate(self) -> None:
+        """Return when this group may start: acceptance is not busy, or fewer than
+        ``worker_min_concurrency`` groups are running (whichever comes first)."""
+        acceptance = self.acceptance
+        if acceptance is None:
+            return
+        while self._active >= self.settings.worker_min_concurrency and acceptance.busy:
+            self._below_minimum.clear()
+            waits = {
+                asyncio.ensure_future(acceptance.wait_clear()),
+                asyncio.ensure_future(self._below_minimum.wait()),
+            }
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
 
     # --- one customer group -----------------------------------------------------------
 
