@@ -73,7 +73,7 @@ async def _verify_and_record(
         # The library checks the signature and its age; the body is then parsed once, by
         # orjson. Not ``Webhook.construct_event``: it would also build a full
         # ``StripeObject`` of the event (nested objects, typed attribute coercion) that
-        # nothing here reads, which was ~14 % of billing-sync's CPU per event under
+        # nothing here reads, which was ~16 % of billing-sync's CPU per event under
         # load (docs/PERFORMANCE.md). ``verify_header`` is what Stripe's own docstring
         # recommends for "validating incoming webhooks before storing them".
         stripe.WebhookSignature.verify_header(

@@ -136,7 +136,7 @@ class Worker:
         self._sites = {}
         for event in pending:
             self._held.add(event.id)
-            obj = (event.payload.get("data") or {}).get("object") or {}
+            obj = event.obj
             key = (event.site_id, dispatch.lock_key(obj))
             queue = self._queued.get(key)
             if queue is not None:
@@ -229,7 +229,7 @@ class Worker:
                 targets: set[dispatch.Target] = set()
                 for event in events:
                     if event.id in locked_ids:
-                        obj = (event.payload.get("data") or {}).get("object") or {}
+                        obj = event.obj
                         targets.update(dispatch.targets(event.type, obj))
                 ctx = SyncContext(
                     conn,
