@@ -5,9 +5,10 @@ CPU short, processing's many small database and Stripe round trips would take tu
 acceptance, and Stripe would see slow answers (and time out, and redeliver). Acceptance is
 what must never wait: an accepted event is durable, processing may lag. So the webhook
 handler counts the deliveries it is answering, and while more than ``limit`` of them are
-in flight the worker runs no more than ``worker_min_concurrency`` customer groups (not
-none: under a steady stream on a busy CPU acceptance is never idle, and processing must
-still advance); full concurrency resumes as soon as acceptance has caught up.
+in flight the worker runs no more than ``worker_min_concurrency`` customer groups (0 by
+default; more keeps processing advancing when the CPU is so short that acceptance is
+never idle, at a cost to acceptance throughput); full concurrency resumes as soon as
+acceptance has caught up.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@
   at most ``worker_concurrency`` groups are processed at once, each on its own
   connection from the worker's OWN pool, so processing can never starve webhook
   acceptance of the app's pool; and while the process is busy answering webhooks
-  (``billing_sync.priority``) no more than ``worker_min_concurrency`` groups run, so
-  processing cannot starve acceptance of CPU, nor acceptance processing.
+  (``billing_sync.priority``) no more than ``worker_min_concurrency`` groups run (0 by
+  default), so processing cannot starve acceptance of CPU.
 * **One transaction per customer group**: the group's events are locked ``FOR UPDATE
   SKIP LOCKED`` (another replica may hold some), then the group takes a
   transaction-scoped advisory try-lock on (account, customer). If another writer holds
