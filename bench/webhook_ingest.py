@@ -24,6 +24,10 @@ the site is marked reconciled so no backfill makes rows appear by another road. 
    the worker took to process the burst after the last one was accepted.
 
 Every event must be answered 200 and every steady customer must appear; it fails otherwise.
+
+The fake runs without its access log (its CPU competes with billing-sync's on a small
+machine). ``BENCH_SYNC_CMD`` / ``BENCH_FAKE_CMD`` replace ``-m billing_sync`` /
+``-m billfold_testing.stripe_fake`` (e.g. a script that runs them under cProfile).
 """
 
 from __future__ import annotations
@@ -248,7 +252,13 @@ async def run(args: argparse.Namespace, piece: Slice) -> None:
     stripe_port, sync_port, bare_port = free_port(), free_port(), free_port()
     procs = [
         spawn(
-            [sys.executable, "-m", "billfold_testing.stripe_fake", "--port", str(stripe_port)],
+            [
+                sys.executable,
+                *os.environ.get("BENCH_FAKE_CMD", "-m billfold_testing.stripe_fake").split(),
+                "--port",
+                str(stripe_port),
+                "--no-access-log",
+            ],
             env,
         )
     ]
@@ -262,7 +272,7 @@ async def run(args: argparse.Namespace, piece: Slice) -> None:
         warm, customers = made[:warm_n], made[warm_n:]
         procs.append(
             spawn(
-                [sys.executable, "-m", "billing_sync"],
+                [sys.executable, *os.environ.get("BENCH_SYNC_CMD", "-m billing_sync").split()],
                 {
                     **env,
                     "BILLFOLD_BILLING_SYNC_PORT": str(sync_port),

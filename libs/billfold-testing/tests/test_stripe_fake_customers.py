@@ -93,6 +93,29 @@ def test_tax_ids(stripe_client: stripe.StripeClient) -> None:
     )
 
 
+def test_tax_ids_are_includable_on_the_customer(stripe_client: stripe.StripeClient) -> None:
+    """``expand[]=tax_ids`` embeds the list's first page (10, newest first, has_more);
+    without it the customer has no tax_ids field, as at Stripe."""
+    client = stripe_client
+    customer = client.v1.customers.create(params={"email": "taxes@example.com"})
+    assert "tax_ids" not in client.v1.customers.retrieve(customer.id)
+    made = [
+        client.v1.customers.tax_ids.create(
+            customer.id, params={"type": "us_ein", "value": f"12-34567{i:02d}"}
+        ).id
+        for i in range(11)
+    ]
+    got = client.v1.customers.retrieve(customer.id, params={"expand": ["tax_ids"]})
+    assert got.tax_ids is not None
+    assert [t.id for t in got.tax_ids.data] == made[::-1][:10]
+    assert (got.tax_ids.has_more, got.tax_ids.url) == (True, f"/v1/customers/{customer.id}/tax_ids")
+    client.v1.customers.tax_ids.delete(customer.id, made[0])
+    got = client.v1.customers.retrieve(customer.id, params={"expand": ["tax_ids"]})
+    assert got.tax_ids is not None
+    assert [t.id for t in got.tax_ids.data] == made[::-1][:10]
+    assert got.tax_ids.has_more is False
+
+
 def test_payment_methods_attach_detach_default(
     stripe_fake: StripeFake, stripe_client: stripe.StripeClient
 ) -> None:

@@ -42,7 +42,7 @@ async def mismatches(
         row = rows.get(c.id)
         if row is None:
             continue
-        tax = await api.v1.customers.tax_ids.list_async(c.id)
+        tax = await api.v1.customers.tax_ids.list_async(c.id, params={"limit": 100})
         for field, value in (
             ("email", c.email),
             ("name", c.name),

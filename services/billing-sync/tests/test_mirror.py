@@ -267,6 +267,28 @@ async def test_duplicates_make_one_outbox_event_per_change(
     }
 
 
+async def test_a_customer_with_more_tax_ids_than_one_page_is_mirrored_whole(
+    synced: Synced, eventually: Eventually
+) -> None:
+    # A customer is fetched with its tax ids embedded (expand[]=tax_ids), which holds one
+    # page of 10; the rest are listed.
+    api = synced.api
+    customer = await api.v1.customers.create_async(params={"email": "many@example.com"})
+    values = [f"12-34567{i:02d}" for i in range(13)]
+    for value in values:
+        await api.v1.customers.tax_ids.create_async(
+            customer.id, params={"type": "us_ein", "value": value}
+        )
+    await api.v1.customers.update_async(customer.id, params={"name": "Many"})
+    await synced.settled(eventually)
+    row = await synced.pool.fetchrow(
+        "SELECT name, tax_ids FROM mirror.customers WHERE stripe_id = $1", customer.id
+    )
+    assert row["name"] == "Many"
+    assert sorted(t["value"] for t in row["tax_ids"]) == values
+    assert await mismatches(synced.pool, api, synced.site_id, set()) == []
+
+
 async def test_sites_sharing_an_account_split_customers_by_metadata(
     synced: Synced, eventually: Eventually, box: SecretBox
 ) -> None:

@@ -4,8 +4,10 @@ Accepting a webhook and processing events share one event loop and so one CPU: w
 CPU short, processing's many small database and Stripe round trips would take turns with
 acceptance, and Stripe would see slow answers (and time out, and redeliver). Acceptance is
 what must never wait: an accepted event is durable, processing may lag. So the webhook
-handler counts the deliveries it is answering, and the worker starts no new customer
-group while more than ``limit`` of them are in flight; processing resumes as soon as
+handler counts the deliveries it is answering, and while more than ``limit`` of them are
+in flight the worker runs no more than ``worker_min_concurrency`` customer groups (0 by
+default; more keeps processing advancing when the CPU is so short that acceptance is
+never idle, at a cost to acceptance throughput); full concurrency resumes as soon as
 acceptance has caught up.
 """
 
@@ -37,6 +39,10 @@ class AcceptanceFirst:
             self.in_flight -= 1
             if self.in_flight <= self.limit:
                 self._clear.set()
+
+    @property
+    def busy(self) -> bool:
+        return not self._clear.is_set()
 
     async def wait_clear(self) -> None:
         """Return once acceptance is not busy (at once, usually)."""

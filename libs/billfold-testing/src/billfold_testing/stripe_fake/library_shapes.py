@@ -82,7 +82,7 @@ NOT_SERVED: dict[str, dict[str, str]] = {
         "sources": _INCLUDABLE,
         "subscriptions": _INCLUDABLE,
         "tax": _INCLUDABLE,
-        "tax_ids": _INCLUDABLE,
+        "tax_ids": _INCLUDABLE + " (served with expand[]=tax_ids)",
     },
     "event": {"account": _CONNECT, "context": _CONNECT},
     "invoice": {

@@ -24,14 +24,16 @@ class SyncContext:
     client: stripe.StripeClient
     #: events enqueued by this context (for logs and tests)
     emitted: list[str] = field(default_factory=list)
-    _sites: list[tuple[str, bool]] | None = field(default=None, init=False, repr=False)
+    #: The sites sharing this Stripe account, if the caller knows them already (the
+    #: worker reads them once per dispatch round, not once per customer group).
+    shared_sites: list[tuple[str, bool]] | None = field(default=None, repr=False)
 
     async def sites(self) -> list[tuple[str, bool]]:
         """The sites sharing this Stripe account (site id, is default), read once per
         context: a refresh asks several times, and each ask is a round trip."""
-        if self._sites is None:
-            self._sites = await accounts.sites_of(self.conn, self.account.account_ref)
-        return self._sites
+        if self.shared_sites is None:
+            self.shared_sites = await accounts.sites_of(self.conn, self.account.account_ref)
+        return self.shared_sites
 
     async def emit(self, event: Event, ordering_key: str) -> None:
         """Enqueue a change event in the caller's transaction (billing-sync's outbox)."""
@@ -50,7 +52,8 @@ def ref_id(value: Any) -> str | None:
         return None
     if isinstance(value, str):
         return value
-    ident = getattr(value, "id", None)
+    # An expanded object: a StripeObject, or plain JSON (a raw_request answer).
+    ident = value.get("id") if isinstance(value, dict) else getattr(value, "id", None)
     return ident if isinstance(ident, str) else None
 
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import stripe
 
 from billfold.events import CustomerData, CustomerUpdated, PaymentMethodData, PaymentMethodUpdated
 from billfold.logs import get_logger
 from billing_sync import accounts
-from billing_sync.mirror.context import SyncContext, is_missing, plain, ref_id
+from billing_sync.mirror.context import SyncContext, is_missing, ref_id
 
 log = get_logger("billing_sync.mirror.customers")
 
@@ -94,40 +94,66 @@ async def _mark_deleted(ctx: SyncContext, stripe_id: str) -> CustomerRef | None:
     return await find(ctx, stripe_id)
 
 
+#: Stripe embeds at most this many tax ids in a customer fetched with ``expand[]=tax_ids``;
+#: a customer with more (``has_more``) has the rest listed page by page.
+TAX_IDS_PAGE = 100
+
+
+async def _fetch(ctx: SyncContext, stripe_id: str) -> dict[str, Any]:
+    """The customer as plain JSON, its tax ids included: ONE request to Stripe (the
+    includable ``tax_ids`` field, ``expand[]=tax_ids``) instead of a retrieve and a list.
+
+    Through the library's ``raw_request_async``: the same requestor, retries, API version,
+    ``Stripe-Account`` and error mapping (a missing customer still raises
+    ``InvalidRequestError``) as ``customers.retrieve_async``, without building a
+    ``StripeObject`` tree of the answer, which cost more CPU than everything else the
+    refresh does (docs/PERFORMANCE.md). The fields read below are the API's JSON names."""
+    response = await ctx.client.raw_request_async(
+        "get", f"/v1/customers/{quote(stripe_id, safe='')}", expand=["tax_ids"]
+    )
+    customer: dict[str, Any] = response.data
+    if customer.get("deleted"):
+        return customer
+    tax_ids = customer.get("tax_ids") or {}
+    data = list(tax_ids.get("data") or [])
+    while tax_ids.get("has_more") and data:
+        tax_ids = (
+            await ctx.client.raw_request_async(
+                "get",
+                f"/v1/customers/{quote(stripe_id, safe='')}/tax_ids",
+                limit=TAX_IDS_PAGE,
+                starting_after=data[-1]["id"],
+            )
+        ).data
+        data.extend(tax_ids.get("data") or [])
+    customer["tax_ids"] = {"object": "list", "data": data, "has_more": False}
+    return customer
+
+
 async def refresh(ctx: SyncContext, stripe_id: str) -> CustomerRef | None:
     """Fetch the customer and write it; None if Stripe has no such customer at all."""
-    # Both reads at once: one round trip to Stripe instead of two, one after the other.
-    customer_or_error, tax_ids_or_error = await asyncio.gather(
-        ctx.client.v1.customers.retrieve_async(stripe_id),
-        ctx.client.v1.customers.tax_ids.list_async(stripe_id, params={"limit": 100}),
-        return_exceptions=True,
-    )
-    if isinstance(customer_or_error, stripe.InvalidRequestError) and is_missing(customer_or_error):
+    try:
+        customer = await _fetch(ctx, stripe_id)
+    except stripe.InvalidRequestError as exc:
+        if is_missing(exc):
+            return await _mark_deleted(ctx, stripe_id)
+        raise
+    if customer.get("deleted"):
         return await _mark_deleted(ctx, stripe_id)
-    if isinstance(customer_or_error, BaseException):
-        raise customer_or_error
-    customer = customer_or_error
-    if getattr(customer, "deleted", False):
-        return await _mark_deleted(ctx, stripe_id)
-    if isinstance(tax_ids_or_error, BaseException):
-        raise tax_ids_or_error
-    tax_ids = tax_ids_or_error
-    metadata: dict[str, Any] = customer.metadata.to_dict() if customer.metadata else {}
+    metadata: dict[str, Any] = customer.get("metadata") or {}
     site = accounts.owner_site(
         await ctx.sites(), ctx.account, metadata.get(accounts.SITE_METADATA_KEY)
     )
-    default_pm = ref_id(
-        customer.invoice_settings.default_payment_method if customer.invoice_settings else None
-    )
+    default_pm = ref_id((customer.get("invoice_settings") or {}).get("default_payment_method"))
     fields = {
         "external_id": metadata.get(EXTERNAL_ID_KEY) or None,
-        "email": customer.email,
-        "name": customer.name,
-        "phone": customer.phone,
-        "address": plain(customer.address),
+        "email": customer.get("email"),
+        "name": customer.get("name"),
+        "phone": customer.get("phone"),
+        "address": customer.get("address"),
         "tax_ids": [
-            {"id": t.id, "type": t.type, "value": t.value, "country": t.country}
-            for t in tax_ids.data
+            {"id": t["id"], "type": t["type"], "value": t["value"], "country": t.get("country")}
+            for t in customer["tax_ids"]["data"]
         ],
         "default_payment_method": default_pm,
     }
@@ -227,7 +253,11 @@ async def _write(
         ),
         cid,
     )
-    await _default_flags(ctx, ref)
+    if existing is not None and existing.default_payment_method != ref.default_payment_method:
+        # Otherwise the flags agree already: every payment method write sets its flag from
+        # this row's default, under the same customer lock, and a new customer id has no
+        # payment methods yet. One round trip less per customer change.
+        await _default_flags(ctx, ref)
     return ref
 
 
