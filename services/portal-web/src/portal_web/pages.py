@@ -19,7 +19,7 @@ from aiohttp import web
 from billfold.http.middlewares import Handler, Middleware
 from billfold.logs import get_logger
 from billfold.rpc import new_call_id
-from portal_web import branding, credentials, i18n, sign_ins
+from portal_web import branding, credentials, i18n, security, sign_ins
 from portal_web.browser_sessions import Principal
 from portal_web.i18n import gettext as _
 from portal_web.sites import Site
@@ -150,6 +150,8 @@ def context(request: web.Request, **extra: Any) -> dict[str, Any]:
         "return_url": principal.return_url if principal else None,
         "embedded": bool(principal and principal.embedded),
         "switch_url": _switch_url(request, site, principal),
+        # Where a framed page may post its messages (the drop-in's events): only these.
+        "parent_origins": " ".join(security.parent_origins(site)),
         "current": None,
     }
     ctx.update(extra)
