@@ -282,8 +282,20 @@ async def test_messages_from_a_wrong_origin_or_window_are_ignored(
     assert await page.locator("dialog.billfold-modal").count() == 1
     assert await _events(page, "action") == []
     assert await _events(page, "close") == []
-    # The same Escape from the modal's own frame does close it (the control).
+    # The other direction: the portal acts on no message from its parent at all.
     frame = await _modal_frame(page)
+    url = frame.url
+    await frame.evaluate("window.got = 0; addEventListener('message', () => { window.got += 1 })")
+    await page.evaluate(
+        "for (const m of [{type: 'billfold:escape'}, {type: 'navigate', url: '/p/'}])"
+        " document.querySelector('dialog.billfold-modal iframe').contentWindow"
+        ".postMessage(m, '*')"
+    )
+    await frame.wait_for_function("window.got >= 2")  # delivered, and nothing happened
+    await frame.get_by_label("Email address").wait_for()
+    assert frame.url == url
+    assert await page.evaluate("Billfold.isOpen()") is True
+    # The same Escape from the modal's own frame does close it (the control).
     await frame.evaluate("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'Escape'}))")
     await page.locator("dialog.billfold-modal").wait_for(state="detached")
 
