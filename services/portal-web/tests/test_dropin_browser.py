@@ -43,7 +43,7 @@ from .conftest import (
     make_tenant,
     serve,
 )
-from .signin_helpers import add_customer, emailed_code
+from .signin_helpers import add_customer, emailed_code, mails
 from .test_browser import _block_third_party_cookies, _check
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "dropin" / "index.html"
@@ -172,6 +172,13 @@ async def test_sign_in_by_code_in_the_modal_with_third_party_cookies_blocked(
     assert re.search(r"/e/bfs_[A-Za-z0-9_-]+/plan$", frame.url), frame.url
     await frame.get_by_role("link", name="Profile").click()
     await frame.get_by_text("Second Co").first.wait_for()
+    # Switch account inside the frame, without another code.
+    await frame.get_by_role("link", name="Switch account").click()
+    await frame.get_by_role("button", name="Ada Lovelace").click()
+    await frame.get_by_role("heading", name="Plan", level=1).wait_for()
+    await frame.get_by_role("link", name="Profile").click()
+    await frame.get_by_text("Ada Lovelace").first.wait_for()
+    assert len(mails(dropin.sink, "ada@example.com", tenant)) == 1
     # No cookie carried any of it (the frame's cookies were blocked anyway).
     assert [c for c in await context.cookies() if c["name"].startswith("bf_")] == []
 

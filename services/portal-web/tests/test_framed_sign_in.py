@@ -95,6 +95,10 @@ async def test_a_framed_code_works_only_in_a_frame_and_opens_the_framed_portal(
     assert session["sign_in_id"] is not None
     plan = await portal.get(location + "plan", headers={"Sec-Fetch-Dest": "iframe"})
     assert plan.status == 200
+    # One account for this email: nothing to switch to.
+    assert "Switch account" not in texts(await plan.text())
+    switch = await portal.get(location + "accounts", headers={"Sec-Fetch-Dest": "iframe"})
+    assert switch.status == 404
     # The framed portal's URL opened as a top-level page is refused.
     assert (
         await portal.get(location + "plan", headers={"Sec-Fetch-Dest": "document"})
@@ -154,10 +158,39 @@ async def test_the_framed_chooser_lives_in_the_path_only(
     assert chosen.status == 303
     assert chosen.headers["Location"].startswith("/e/bfs_")
     assert "Set-Cookie" not in chosen.headers
-    profile = await portal.get(
-        chosen.headers["Location"] + "profile", headers={"Sec-Fetch-Dest": "iframe"}
+    framed = chosen.headers["Location"]
+    profile = await portal.get(framed + "profile", headers={"Sec-Fetch-Dest": "iframe"})
+    html = await profile.text()
+    assert "Second Co" in texts(html)
+
+    # Switching inside the frame, without a new code: the session's own path.
+    assert f'href="{framed}accounts"' in html
+    listed = await portal.get(framed + "accounts", headers={"Sec-Fetch-Dest": "iframe"})
+    assert listed.status == 200
+    assert "Ada Lovelace" in texts(await listed.text())
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', await listed.text())
+    assert csrf
+    first = tenant.customer_ids[0]
+    no_csrf = await portal.post(
+        framed + "accounts", data={"customer": first}, headers=IN_FRAME, allow_redirects=False
     )
-    assert "Second Co" in texts(await profile.text())
+    assert no_csrf.status == 403
+    switched = await portal.post(
+        framed + "accounts",
+        data={"customer": first, "csrf": csrf.group(1)},
+        headers=IN_FRAME,
+        allow_redirects=False,
+    )
+    assert switched.status == 303
+    now = switched.headers["Location"]
+    assert now.startswith("/e/bfs_")
+    assert now != framed
+    assert "Set-Cookie" not in switched.headers
+    again = await portal.get(now + "profile", headers={"Sec-Fetch-Dest": "iframe"})
+    assert "Ada Lovelace" in texts(await again.text())
+    # The switched-from session ended with the switch.
+    old = await portal.get(framed + "profile", headers={"Sec-Fetch-Dest": "iframe"})
+    assert old.status == 401
 
 
 async def test_a_publishable_key_names_the_site(

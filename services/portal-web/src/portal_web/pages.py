@@ -160,9 +160,14 @@ def context(request: web.Request, **extra: Any) -> dict[str, Any]:
 
 def _switch_url(request: web.Request, site: Site | None, principal: Principal | None) -> str | None:
     """The account chooser, for a signed-in customer whose email has several accounts
-    (only then does the browser hold the sign-in cookie)."""
+    (only then does the browser hold the sign-in cookie; in a frame, the sign-in says
+    so)."""
     if principal is None or principal.sign_in_id is None or site is None:
         return None
+    if principal.embedded:  # no cookie in a frame: the session's own path
+        return (
+            f"{credentials.FRAME_PREFIX}/{principal.token}/accounts" if principal.several else None
+        )
     if sign_ins.cookie_token(request, request.app[SETTINGS]) is None:
         return None
     return f"/s/{site.slug}/accounts"

@@ -36,7 +36,8 @@ from billfold.db import DB_POOL
 from billfold.http.client_ip import CLIENT_IP
 from billfold.logs import get_logger
 from billfold.sections import with_site_defaults
-from portal_web import browser_sessions, credentials, hosts, i18n, login_requests, sign_ins
+from portal_web import access, browser_sessions, credentials, hosts, i18n, login_requests, sign_ins
+from portal_web.browser_sessions import Principal
 from portal_web.i18n import gettext as _
 from portal_web.ids import utcnow
 from portal_web.login_requests import Outcome
@@ -232,6 +233,7 @@ async def check_code(request: web.Request) -> web.StreamResponse:
                     email=checked.email,
                     ttl=site.sign_in_ttl,
                     embedded=framed,
+                    several=len(found) > 1,
                 )
                 opened = (sign_in, token, found)
     if checked.outcome is Outcome.WRONG:
@@ -287,13 +289,14 @@ async def _open_portal(
     customer_id: str,
     next_section: str | None,
     framed: bool = False,
+    previous_framed: str | None = None,
 ) -> web.StreamResponse:
     """A browser session for ``customer_id`` under ``sign_in``, replacing this browser's
     previous one (switching accounts), and the redirect into the portal: with a cookie
     at top level, with the token in the path inside a frame (no cookie set or read)."""
     settings = request.app[SETTINGS]
     pool = request.app[DB_POOL]
-    previous = None if framed else credentials.cookie_token(request, settings)
+    previous = previous_framed if framed else credentials.cookie_token(request, settings)
     async with pool.acquire() as conn, conn.transaction():
         created = await browser_sessions.create(
             conn,
@@ -375,3 +378,53 @@ async def choose(request: web.Request) -> web.StreamResponse:
         raise PageError(404, "not_found")
     framed = request.match_info.get("token") is not None
     return await _open_portal(request, site, sign_in, chosen, _next(form.get("next")), framed)
+
+
+# --- switching accounts inside a frame ------------------------------------------------
+# The framed portal has no chooser cookie; its own browser session (the path token)
+# names its sign-in, which lists the email's accounts. Choosing opens a new framed
+# session and ends this one.
+
+
+async def _framed_switch(request: web.Request) -> tuple[Site, Principal, list[sign_ins.Account]]:
+    principal = await access.browser_principal(request)
+    site = request[SITE]
+    if principal.sign_in_id is None or not principal.several:
+        raise PageError(404, "not_found")
+    pool = request.app[DB_POOL]
+    sign_in = await sign_ins.by_id(pool, site.id, principal.sign_in_id)
+    if sign_in is None:
+        raise PageError(401, "session_ended")
+    found = await sign_ins.accounts(pool, site.id, sign_in.email, site.account_label_fields)
+    return site, principal, found
+
+
+@routes.get("/e/{token}/accounts")
+async def framed_chooser(request: web.Request) -> web.StreamResponse:
+    _, principal, found = await _framed_switch(request)
+    return render(
+        request,
+        "accounts.html",
+        action=f"{credentials.FRAME_PREFIX}/{principal.token}/accounts",
+        accounts=found,
+        next=None,
+    )
+
+
+@routes.post("/e/{token}/accounts")
+async def framed_choose(request: web.Request) -> web.StreamResponse:
+    _check_origin(request)
+    site, principal, found = await _framed_switch(request)
+    form = await request.post()
+    csrf = form.get("csrf")
+    if not credentials.csrf_ok(principal.token, csrf if isinstance(csrf, str) else None):
+        raise PageError(403, "forbidden")
+    chosen = form.get("customer")
+    if not isinstance(chosen, str) or chosen not in {a.customer_id for a in found}:
+        raise PageError(404, "not_found")
+    sign_in = await sign_ins.by_id(request.app[DB_POOL], site.id, principal.sign_in_id or "")
+    if sign_in is None:
+        raise PageError(401, "session_ended")
+    return await _open_portal(
+        request, site, sign_in, chosen, None, framed=True, previous_framed=principal.token
+    )

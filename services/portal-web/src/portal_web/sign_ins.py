@@ -68,14 +68,15 @@ async def create(
     email: str,
     ttl: int,
     embedded: bool = False,
+    several: bool = False,
 ) -> tuple[SignIn, str]:
     token = tokens.generate(SIGN_IN_PREFIX)
     sign_in_id = f"si_{secrets.token_hex(12)}"
     expires_at = await conn.fetchval(
         """
         INSERT INTO web.sign_ins
-            (id, login_request_id, site_id, email, token_hash, expires_at, embedded)
-        VALUES ($1, $2, $3, $4, $5, now() + $6::interval, $7)
+            (id, login_request_id, site_id, email, token_hash, expires_at, embedded, several)
+        VALUES ($1, $2, $3, $4, $5, now() + $6::interval, $7, $8)
         RETURNING expires_at
         """,
         sign_in_id,
@@ -85,6 +86,7 @@ async def create(
         tokens.hash_token(token),
         timedelta(seconds=ttl),
         embedded,
+        several,
     )
     return SignIn(sign_in_id, site_id, email, expires_at), token
 
@@ -120,3 +122,14 @@ def set_cookie(response: web.StreamResponse, settings: Settings, token: str, max
 
 def cookie_token(request: web.Request, settings: Settings) -> str | None:
     return request.cookies.get(credentials.cookie_name(settings, COOKIE))
+
+
+async def by_id(db: Executor, site_id: str, sign_in_id: str) -> SignIn | None:
+    """A live sign-in by id (a framed portal's: its browser session names it)."""
+    row = await db.fetchrow(
+        "SELECT id, site_id, email, expires_at FROM web.sign_ins "
+        "WHERE id = $1 AND site_id = $2 AND ended_at IS NULL AND expires_at > now()",
+        sign_in_id,
+        site_id,
+    )
+    return SignIn(row["id"], row["site_id"], row["email"], row["expires_at"]) if row else None

@@ -15,12 +15,15 @@ __depends__ = {"web_0003_sign_in"}
 FRAMED = """
 ALTER TABLE web.login_requests ADD COLUMN embedded boolean NOT NULL DEFAULT false;
 ALTER TABLE web.sign_ins ADD COLUMN embedded boolean NOT NULL DEFAULT false;
+-- The email had several accounts at sign-in: the framed portal then offers "Switch
+-- account" (at top level the chooser's cookie says so; a frame has no cookie).
+ALTER TABLE web.sign_ins ADD COLUMN several boolean NOT NULL DEFAULT false;
 """
 
 steps = [
     step(
         FRAMED,
-        "ALTER TABLE web.sign_ins DROP COLUMN embedded; "
+        "ALTER TABLE web.sign_ins DROP COLUMN embedded, DROP COLUMN several; "
         "ALTER TABLE web.login_requests DROP COLUMN embedded;",
     )
 ]
