@@ -289,6 +289,10 @@ print(
 )
 print(f"Portal ({demo['customers'][0]['name']}): {demo['portal_url']}")
 print()
+print("The drop-in modal on another origin (examples/dropin/README.md):")
+print("  python3 -m http.server 8090 --bind 127.0.0.1 --directory examples/dropin")
+print("  then open http://localhost:8090/ and press Billing")
+print()
 PY
 else
   log "the demo failed (see above); the services keep running"

@@ -21,11 +21,14 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import pytest_asyncio
 import stripe
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from playwright.async_api import Browser, BrowserContext, async_playwright
 
 from billfold.settings import Settings
 from billfold_testing.browser import CHROMIUM, CHROMIUM_ARGS
+from billfold_testing.infra import Slice
+from billfold_testing.smtp_sink import SmtpSink
 from billfold_testing.stripe_fake.fixtures import StripeFake
 from billfold_testing.waiting import Eventually
 from portal_web.app import create_app as create_portal
@@ -311,6 +314,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Custom domains in a real browser (a browser launched with it): any *.example.test
+# name reaches our loopback servers (a test picks its own name; nothing else uses that
+# reserved TLD).
+HOST_RULES = "--host-resolver-rules=MAP *.example.test 127.0.0.1"
+
+
+async def serve(app: web.Application, port: int, host: str = "127.0.0.1") -> web.AppRunner:
+    """Run ``app`` on a real socket (a browser must reach it); cleanup() stops it."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def browser() -> AsyncIterator[Browser]:
     async with async_playwright() as pw:
@@ -328,6 +345,56 @@ async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
         yield ctx
     finally:
         await ctx.close()
+
+
+# --- sign-in by email code: portal-web, the notifier and an SMTP sink ----------------------
+
+
+@dataclass
+class SignInLive:
+    base: str  # the portal, http://127.0.0.1:PORT
+    sink: SmtpSink  # where the notifier delivers the codes
+
+
+@pytest_asyncio.fixture
+async def sign_in_live(bf_settings: Settings, bf_slice: Slice) -> AsyncIterator[SignInLive]:
+    """portal-web and the notifier (sending to a real SMTP sink), as production runs them."""
+    import asyncio
+    import base64
+    import os
+
+    from notifier.app import CONSUMING
+    from notifier.app import create_app as create_notifier
+    from notifier.settings import NotifierSettings
+    from portal_web.sign_in_limits import SIGN_IN_POLICY, Policy
+
+    sink = SmtpSink()
+    await sink.start()
+    port = free_port()
+    settings = bf_settings.model_copy(update={"portal_base_url": f"http://127.0.0.1:{port}"})
+    portal = create_portal(settings)
+    portal[SIGN_IN_POLICY] = Policy(per_email="50/minute", per_ip="1000/minute")
+    notifier = create_notifier(
+        NotifierSettings(
+            **{
+                **bf_settings.model_dump(),
+                "smtp_url": sink.url,
+                "notifier_private_key": bf_slice.notifier_private_key,
+                "notifier_data_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+                "dispatch_poll": 0.5,
+                "mail_from": "billing@notify.example",
+            }
+        )
+    )
+    runners = [await serve(notifier, free_port())]
+    try:
+        await asyncio.wait_for(notifier[CONSUMING].wait(), 15)
+        runners.append(await serve(portal, port))
+        yield SignInLive(f"http://127.0.0.1:{port}", sink)
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+        await sink.stop()
 
 
 # --- billing-sync and the fake Stripe -----------------------------------------------------

@@ -19,6 +19,7 @@ from billfold import sealing
 from billfold.bus import Bus
 from billfold.events import LoginCodeRequested, parse_event
 from billfold.settings import Settings
+from billfold_testing.smtp_sink import Received, SmtpSink
 from billfold_testing.waiting import eventually
 from portal_web.app import create_app as create_portal
 from portal_web.sign_in_limits import SIGN_IN_POLICY, Policy
@@ -122,3 +123,21 @@ async def send_code(portal: Client, tenant: Tenant, request_id: str, code: str) 
 
 def other_code(code: str) -> str:
     return f"{(int(code) + 1) % 1_000_000:06d}"
+
+
+CODE = re.compile(r"\b(\d{6})\b")
+
+
+def mails(sink: SmtpSink, email: str, tenant: Tenant) -> list[Received]:
+    """This site's mails to ``email``: codes other tests asked for (queued for the
+    notifier while none ran) may reach this sink too, for other sites."""
+    return [m for m in sink.to(email) if tenant.name in m.subject]
+
+
+async def emailed_code(sink: SmtpSink, email: str, tenant: Tenant, count: int = 1) -> str:
+    """The code in the ``count``-th mail of this site to ``email``, as the customer
+    reads it."""
+    await eventually(lambda: len(mails(sink, email, tenant)) >= count)
+    match = CODE.search(mails(sink, email, tenant)[count - 1].part("plain"))
+    assert match, mails(sink, email, tenant)[count - 1].part("plain")
+    return match.group(1)

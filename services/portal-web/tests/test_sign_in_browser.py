@@ -5,94 +5,24 @@ on every sign-in page, light and dark, desktop and 360 px."""
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import os
-import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import pytest
 import pytest_asyncio
-from aiohttp import web
 from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, BrowserContext, Page
 
-from billfold.settings import Settings
-from billfold_testing.infra import Slice
-from billfold_testing.smtp_sink import Received, SmtpSink
-from billfold_testing.waiting import eventually
-from notifier.app import CONSUMING
-from notifier.app import create_app as create_notifier
-from notifier.settings import NotifierSettings
-from portal_web.app import create_app as create_portal
-from portal_web.sign_in_limits import SIGN_IN_POLICY, Policy
-
-from .conftest import Tenant, create_link, free_port, make_tenant
+from .conftest import SignInLive, Tenant, create_link, make_tenant
 from .signin_helpers import add_customer, other_code
+from .signin_helpers import emailed_code as _emailed_code
+from .signin_helpers import mails as _mails
 from .test_browser import _check
-
-CODE = re.compile(r"\b(\d{6})\b")
-
-
-@dataclass
-class SignInLive:
-    base: str
-    sink: SmtpSink
-
-
-async def _serve(app: web.Application, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner
 
 
 @pytest_asyncio.fixture
-async def live(bf_settings: Settings, bf_slice: Slice) -> AsyncIterator[SignInLive]:
-    """portal-web and the notifier (sending to a real SMTP sink), as production runs them."""
-    sink = SmtpSink()
-    await sink.start()
-    port = free_port()
-    settings = bf_settings.model_copy(update={"portal_base_url": f"http://127.0.0.1:{port}"})
-    portal = create_portal(settings)
-    portal[SIGN_IN_POLICY] = Policy(per_email="50/minute", per_ip="1000/minute")
-    notifier = create_notifier(
-        NotifierSettings(
-            **{
-                **bf_settings.model_dump(),
-                "smtp_url": sink.url,
-                "notifier_private_key": bf_slice.notifier_private_key,
-                "notifier_data_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),
-                "dispatch_poll": 0.5,
-                "mail_from": "billing@notify.example",
-            }
-        )
-    )
-    runners = [await _serve(notifier, free_port())]
-    try:
-        await asyncio.wait_for(notifier[CONSUMING].wait(), 15)
-        runners.append(await _serve(portal, port))
-        yield SignInLive(f"http://127.0.0.1:{port}", sink)
-    finally:
-        for runner in reversed(runners):
-            await runner.cleanup()
-        await sink.stop()
-
-
-def _mails(sink: SmtpSink, email: str, tenant: Tenant) -> list[Received]:
-    """This site's mails to ``email``: codes other tests asked for (queued for the
-    notifier while none ran) may reach this sink too, for other sites."""
-    return [m for m in sink.to(email) if tenant.name in m.subject]
-
-
-async def _emailed_code(sink: SmtpSink, email: str, tenant: Tenant, count: int = 1) -> str:
-    await eventually(lambda: len(_mails(sink, email, tenant)) >= count)
-    match = CODE.search(_mails(sink, email, tenant)[count - 1].part("plain"))
-    assert match, _mails(sink, email, tenant)[count - 1].part("plain")
-    return match.group(1)
+async def live(sign_in_live: SignInLive) -> SignInLive:
+    return sign_in_live
 
 
 async def _sign_in(page: Page, live: SignInLive, tenant: Tenant, email: str, n: int = 1) -> None:

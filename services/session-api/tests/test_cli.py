@@ -165,6 +165,11 @@ async def test_demo_makes_the_site_and_a_working_key_and_never_writes_the_mirror
     assert first["site"] == second["site"] == "demo"
     assert first["site_id"] == second["site_id"]  # the same site, not a new one
     assert first["api_key"] != second["api_key"]
+    # The drop-in example's origin may frame the demo portal, listed once however often.
+    ancestors = await db_pool.fetchval(
+        "SELECT frame_ancestors FROM portal.sites WHERE id = $1", first["site_id"]
+    )
+    assert ancestors.count("http://localhost:8090") == 1
     for out in outputs:
         assert out["api_key"].startswith("bf_sk_")
         assert out["api_key"] not in (await cli("key", "list", "--site", "demo")).stdout

@@ -20,6 +20,7 @@ from portal_web import (
     api_routes,
     api_writes,
     branding,
+    dropin_script,
     i18n,
     link_routes,
     portal_routes,
@@ -146,6 +147,7 @@ def create_app(settings: Settings, *, rpc_queue: str = BILLING_QUEUE) -> web.App
     action_routes.add_routes(app)
     api_routes.add_routes(app)
     api_writes.add_routes(app)
+    dropin_script.add_routes(app)
     app.router.add_get("/brand/{site}/{version}.css", brand_css)
     app.router.add_static("/static/", HERE / "static", append_version=False)
     return app

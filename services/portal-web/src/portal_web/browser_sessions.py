@@ -128,6 +128,8 @@ class Principal:
     flow: dict[str, Any] | None = None
     sign_in_id: str | None = None
     preview: bool = False  # an operator's read-only preview: every action refused
+    # A sign-in whose email had several accounts: the portal offers "Switch account".
+    several: bool = False
 
     def cache_value(self) -> bytes:
         return orjson.dumps(
@@ -146,6 +148,7 @@ class Principal:
                 "flow": self.flow,
                 "si": self.sign_in_id,
                 "pv": self.preview,
+                "sv": self.several,
             }
         )
 
@@ -168,6 +171,7 @@ class Principal:
             flow=v.get("flow"),
             sign_in_id=v.get("si"),
             preview=v.get("pv", False),
+            several=v.get("sv", False),
         )
 
 
@@ -209,7 +213,8 @@ SELECT bs.id, bs.portal_session_id, bs.site_id, bs.customer_id, bs.embedded,
        COALESCE(ps.token_hash, '{NO_LINK}') AS link_hash,
        COALESCE(ps.expires_at, bs.expires_at) AS expires_at, ps.revoked_at,
        COALESCE(ps.sections, bs.sections) AS sections, ps.locale, ps.return_url,
-       ps.flow, bs.sign_in_id, COALESCE(ps.preview, false) AS preview
+       ps.flow, bs.sign_in_id, COALESCE(ps.preview, false) AS preview,
+       COALESCE(si.several, false) AS several
 FROM web.browser_sessions bs
 LEFT JOIN portal.portal_sessions ps
     ON ps.id = bs.portal_session_id AND ps.site_id = bs.site_id
@@ -221,7 +226,7 @@ WHERE bs.token_hash = $1 AND (ps.id IS NOT NULL OR si.id IS NOT NULL)
 _LINK_FALLBACK = """
 SELECT id, id AS portal_session_id, site_id, customer_id, false AS embedded, single_use,
        token_hash AS link_hash, expires_at, revoked_at, sections, locale, return_url, flow,
-       NULL::text AS sign_in_id, preview
+       NULL::text AS sign_in_id, preview, false AS several
 FROM portal.portal_sessions
 WHERE token_hash = $1
 """
@@ -375,6 +380,7 @@ def _principal(token: str, row: asyncpg.Record, *, via_link: bool = False) -> Pr
         flow=row["flow"] if isinstance(row["flow"], dict) else None,
         sign_in_id=row["sign_in_id"],
         preview=row["preview"],
+        several=row["several"],
     )
 
 

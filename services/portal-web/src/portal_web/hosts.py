@@ -23,7 +23,7 @@ from portal_web.dbtypes import Executor
 from portal_web.pages import PageError
 
 CACHE_SECONDS = 30.0
-_ANY_HOST = ("/healthz", "/readyz", "/metrics", "/static/", "/brand/")
+_ANY_HOST = ("/healthz", "/readyz", "/metrics", "/static/", "/brand/", "/js/")
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 
 # The site a custom domain serves, set on requests that came in on one.

@@ -57,15 +57,17 @@ async def request(
     locale: str | None,
     next_section: str | None,
     ip: str | None,
+    embedded: bool = False,
 ) -> str:
-    """Record a code request (one INSERT and a NOTIFY, in one transaction)."""
+    """Record a code request (one INSERT and a NOTIFY, in one transaction).
+    ``embedded``: asked inside a frame; its code then works only inside a frame."""
     request_id = new_request_id()
     async with conn.transaction():
         await conn.execute(
             """
             INSERT INTO web.login_requests
-                (id, site_id, email, locale, next_section, ip, expires_at)
-            VALUES ($1, $2, $3, $4, $5, $6, now() + $7::interval)
+                (id, site_id, email, locale, next_section, ip, expires_at, embedded)
+            VALUES ($1, $2, $3, $4, $5, $6, now() + $7::interval, $8)
             """,
             request_id,
             site_id,
@@ -74,6 +76,7 @@ async def request(
             next_section,
             ip,
             CODE_TTL,
+            embedded,
         )
         await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
     return request_id
@@ -97,19 +100,27 @@ class Checked:
 
 _LOCK = """
 SELECT email, next_section, expires_at, code_salt, code_hash, attempts, verified_at
-FROM web.login_requests WHERE id = $1 AND site_id = $2
+FROM web.login_requests WHERE id = $1 AND site_id = $2 AND embedded = $3
 FOR UPDATE
 """
 
 
 async def verify(
-    conn: Conn, *, site_id: str, request_id: str, code: str | None, now: datetime
+    conn: Conn,
+    *,
+    site_id: str,
+    request_id: str,
+    code: str | None,
+    now: datetime,
+    embedded: bool = False,
 ) -> Checked:
     """Check ``code`` for the request; call inside a transaction (the sign-in that
-    follows a success commits with it)."""
+    follows a success commits with it). A request asked for inside a frame is checked
+    only inside a frame and the reverse (``embedded``): otherwise it is UNKNOWN, and no
+    try is counted."""
     if not request_id.startswith("lr_") or len(request_id) > 64:
         return Checked(Outcome.UNKNOWN)
-    row = await conn.fetchrow(_LOCK, request_id, site_id)
+    row = await conn.fetchrow(_LOCK, request_id, site_id, embedded)
     if row is None or row["verified_at"] is not None:
         return Checked(Outcome.UNKNOWN)
     if row["expires_at"] <= now:

@@ -20,3 +20,19 @@ def done_message(key: str) -> str | None:
         "card_added": _("Card added. It is now your default card."),
         "card_cancelled": _("The card was not changed."),
     }.get(key)
+
+
+# What the drop-in's ``action`` event says after a done key: the action's name only
+# (as ``actions.describe`` names it), never an id, amount or token. "card_cancelled"
+# (the customer left Stripe's page) changed nothing, so it is no action.
+DONE_ACTIONS = {
+    "cancelled": "subscription.cancel",
+    "resumed": "subscription.resume",
+    "default_set": "payment_method.set_default",
+    "removed": "payment_method.remove",
+    "auto_pay_on": "subscription.auto_pay_on",
+    "auto_pay_off": "subscription.auto_pay_off",
+    "paid": "invoice.pay",
+    "profile_saved": "profile.update",
+    "card_added": "payment_method.update",
+}

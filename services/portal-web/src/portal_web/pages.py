@@ -18,7 +18,7 @@ from aiohttp import web
 
 from billfold.logs import get_logger
 from billfold.rpc import new_call_id
-from portal_web import branding, credentials, i18n, sign_ins
+from portal_web import branding, credentials, i18n, security, sign_ins
 from portal_web.browser_sessions import Principal
 from portal_web.i18n import gettext as _
 from portal_web.sites import Site
@@ -149,6 +149,8 @@ def context(request: web.Request, **extra: Any) -> dict[str, Any]:
         "return_url": principal.return_url if principal else None,
         "embedded": bool(principal and principal.embedded),
         "switch_url": _switch_url(request, site, principal),
+        # Where a framed page may post its messages (the drop-in's events): only these.
+        "parent_origins": " ".join(security.parent_origins(site)),
         "current": None,
     }
     ctx.update(extra)
@@ -157,9 +159,14 @@ def context(request: web.Request, **extra: Any) -> dict[str, Any]:
 
 def _switch_url(request: web.Request, site: Site | None, principal: Principal | None) -> str | None:
     """The account chooser, for a signed-in customer whose email has several accounts
-    (only then does the browser hold the sign-in cookie)."""
+    (only then does the browser hold the sign-in cookie; in a frame, the sign-in says
+    so)."""
     if principal is None or principal.sign_in_id is None or site is None:
         return None
+    if principal.embedded:  # no cookie in a frame: the session's own path
+        return (
+            f"{credentials.FRAME_PREFIX}/{principal.token}/accounts" if principal.several else None
+        )
     if sign_ins.cookie_token(request, request.app[SETTINGS]) is None:
         return None
     return f"/s/{site.slug}/accounts"

@@ -20,7 +20,7 @@ from portal_web.actions import allowed, failure_message
 from portal_web.browser_sessions import Principal
 from portal_web.i18n import gettext as _
 from portal_web.ids import utcnow
-from portal_web.messages import done_message
+from portal_web.messages import DONE_ACTIONS, done_message
 from portal_web.pages import SECTIONS, PageError, enabled_sections, render, render_memoized
 from portal_web.state import PRINCIPAL, SETTINGS, VALIDATOR
 
@@ -91,6 +91,9 @@ class Flash:
     ok: bool
     # The flow is done: offer the way back to the tenant (and go there at top level).
     flow_done: bool = False
+    # The action that just succeeded (``messages.DONE_ACTIONS``): the framed portal
+    # tells the embedding page (the drop-in's ``action`` event).
+    action: str | None = None
 
 
 def flash(request: web.Request) -> Flash | None:
@@ -98,7 +101,12 @@ def flash(request: web.Request) -> Flash | None:
     if done is not None:
         text = done_message(done)
         if text is not None:
-            return Flash(text, ok=True, flow_done=request.query.get("flow") == "done")
+            return Flash(
+                text,
+                ok=True,
+                flow_done=request.query.get("flow") == "done",
+                action=DONE_ACTIONS.get(done),
+            )
     failed = request.query.get("failed")
     if failed is not None and len(failed) <= 64:
         return Flash(failure_message(failed), ok=False)
@@ -202,7 +210,7 @@ async def _payment_state(
     if found is None:
         return None, None
     if found.status == "paid":
-        return Flash(done_message("paid") or "", ok=True), None
+        return Flash(done_message("paid") or "", ok=True, action=DONE_ACTIONS["paid"]), None
     n = _try(request)
     if n >= UPDATE_POLLS:
         return None, None
@@ -286,7 +294,13 @@ def _card_update_state(
     default = next((v.id for v in views if v.is_default), "")
     flow_done = bool(principal.flow and principal.flow.get("type") == "payment_method_update")
     if default and default != was:
-        return Flash(done_message("card_added") or "", ok=True, flow_done=flow_done), False, None
+        added = Flash(
+            done_message("card_added") or "",
+            ok=True,
+            flow_done=flow_done,
+            action=DONE_ACTIONS["card_added"],
+        )
+        return added, False, None
     n = _try(request)
     if n >= UPDATE_POLLS:
         return (

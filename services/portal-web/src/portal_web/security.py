@@ -20,6 +20,7 @@ from portal_web.state import SITE
 
 HSTS = "max-age=63072000; includeSubDomains"
 _NOT_PAGES = ("/healthz", "/readyz", "/metrics")
+_FOR_OTHER_SITES = "/js/"
 
 
 def _origin_ok(origin: str) -> bool:
@@ -34,8 +35,14 @@ def _origin_ok(origin: str) -> bool:
 
 
 @lru_cache(maxsize=4096)
+def parent_origins(site: Site | None) -> tuple[str, ...]:
+    """The origins that may frame the site's pages (its ``frame_ancestors``, checked):
+    the only ones the framed portal ever posts a message to."""
+    return tuple(o.rstrip("/") for o in (site.frame_ancestors if site else ()) if _origin_ok(o))
+
+
 def frame_ancestors(site: Site | None) -> str:
-    allowed = [o.rstrip("/") for o in (site.frame_ancestors if site else ()) if _origin_ok(o)]
+    allowed = parent_origins(site)
     return " ".join(allowed) if allowed else "'none'"
 
 
@@ -77,7 +84,9 @@ def header_setter(settings: Settings) -> HeaderSetter:
         # Link and frame tokens are in our URLs: never send them anywhere.
         h["Referrer-Policy"] = "no-referrer"
         h["X-Content-Type-Options"] = "nosniff"
-        h["Cross-Origin-Resource-Policy"] = "same-origin"
+        # The drop-in script is for other sites' pages; everything else stays ours.
+        if not request.path.startswith(_FOR_OTHER_SITES):
+            h["Cross-Origin-Resource-Policy"] = "same-origin"
         if https:
             h["Strict-Transport-Security"] = HSTS
 

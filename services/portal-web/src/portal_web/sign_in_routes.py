@@ -12,6 +12,16 @@ Every form here changes state before anyone is signed in, so there is no session
 derive a CSRF token from: ``same_origin_post`` (Sec-Fetch-Site / Origin) refuses forms
 posted from other sites, and the chooser's POST additionally needs the sign-in cookie
 (SameSite=Lax: never sent on a cross-site POST).
+
+Inside a frame (the drop-in script, ``/js/v1/billfold.js``) there are no cookies at all
+(third-party cookies blocked), so the same pages work without one: the login request
+id already travels in the form; a request asked for inside a frame is marked
+``embedded`` and its code is accepted only inside a frame (and a top-level request's
+only at top level); the sign-in ends in the framed portal (``/e/{bfs_…}/``), and the
+chooser's credential is the sign-in token in the frame's path
+(``/s/{site}/e/{bfi_…}/accounts``), never a cookie. ``/s/{bf_pk_…}`` (a publishable
+key instead of the slug) redirects to the site's slug. See docs/ARCHITECTURE.md
+("Sign-in inside a frame").
 """
 
 from __future__ import annotations
@@ -26,7 +36,8 @@ from billfold.db import DB_POOL
 from billfold.http.client_ip import CLIENT_IP
 from billfold.logs import get_logger
 from billfold.sections import with_site_defaults
-from portal_web import browser_sessions, credentials, hosts, i18n, login_requests, sign_ins
+from portal_web import access, browser_sessions, credentials, hosts, i18n, login_requests, sign_ins
+from portal_web.browser_sessions import Principal
 from portal_web.i18n import gettext as _
 from portal_web.ids import utcnow
 from portal_web.login_requests import Outcome
@@ -39,6 +50,11 @@ log = get_logger("portal_web.sign_in")
 routes = web.RouteTableDef()
 
 _SECTION_SLUGS = {slug for slug, _key in SECTIONS}
+
+_BY_PUBLISHABLE_KEY = """
+SELECT s.slug FROM portal.api_keys k JOIN portal.sites s ON s.id = k.site_id
+WHERE k.key_hash = $1 AND k.kind = 'publishable' AND k.revoked_at IS NULL
+"""
 
 
 async def _site(request: web.Request) -> Site:
@@ -88,8 +104,23 @@ def _check_origin(request: web.Request) -> None:
         raise PageError(403, "forbidden")
 
 
+def _framed(request: web.Request, form: Any) -> bool:
+    """Is this POST made inside a frame (``Sec-Fetch-Dest``, else our script's flag)?"""
+    return credentials.wants_frame(request, form.get("frame") == "1")
+
+
 @routes.get("/s/{site}")
 async def email_form(request: web.Request) -> web.StreamResponse:
+    ref = request.match_info["site"]
+    if ref.startswith(tokens.PUBLISHABLE_KEY_PREFIX):
+        # The drop-in may name the site by its publishable key (public, like the slug).
+        slug = None
+        if len(ref) <= 128:
+            slug = await request.app[DB_POOL].fetchval(_BY_PUBLISHABLE_KEY, tokens.hash_token(ref))
+        if slug is None:
+            raise PageError(404, "not_found")
+        query = f"?{request.query_string}" if request.query_string else ""
+        raise web.HTTPSeeOther(f"/s/{slug}{query}")
     site = await _site(request)
     return _email_page(request, site)
 
@@ -99,6 +130,7 @@ async def request_code(request: web.Request) -> web.StreamResponse:
     _check_origin(request)
     site = await _site(request)
     form = await request.post()
+    framed = _framed(request, form)
     raw = form.get("email")
     next_section = _next(form.get("next"))
     typed = raw if isinstance(raw, str) else ""
@@ -151,6 +183,7 @@ async def request_code(request: web.Request) -> web.StreamResponse:
             locale=i18n.current().language,
             next_section=next_section,
             ip=ip,
+            embedded=framed,
         )
     return web.Response(
         status=303,
@@ -172,6 +205,7 @@ async def check_code(request: web.Request) -> web.StreamResponse:
     _check_origin(request)
     site = await _site(request)
     form = await request.post()
+    framed = _framed(request, form)
     request_id = form.get("r")
     raw_code = form.get("code")
     if not isinstance(request_id, str) or not request_id.startswith("lr_"):
@@ -181,7 +215,12 @@ async def check_code(request: web.Request) -> web.StreamResponse:
     # The attempt counter commits whatever the outcome: never raise inside.
     async with pool.acquire() as conn, conn.transaction():
         checked = await login_requests.verify(
-            conn, site_id=site.id, request_id=request_id, code=code, now=utcnow()
+            conn,
+            site_id=site.id,
+            request_id=request_id,
+            code=code,
+            now=utcnow(),
+            embedded=framed,
         )
         opened: tuple[sign_ins.SignIn, str, list[sign_ins.Account]] | None = None
         if checked.outcome is Outcome.OK and checked.email is not None:
@@ -193,6 +232,8 @@ async def check_code(request: web.Request) -> web.StreamResponse:
                     site_id=site.id,
                     email=checked.email,
                     ttl=site.sign_in_ttl,
+                    embedded=framed,
+                    several=len(found) > 1,
                 )
                 opened = (sign_in, token, found)
     if checked.outcome is Outcome.WRONG:
@@ -220,8 +261,12 @@ async def check_code(request: web.Request) -> web.StreamResponse:
     log.info("signed_in", site=site.id, sign_in_id=sign_in.id, accounts=len(found))
     if len(found) == 1:
         return await _open_portal(
-            request, site, sign_in, found[0].customer_id, checked.next_section
+            request, site, sign_in, found[0].customer_id, checked.next_section, framed
         )
+    if framed:
+        # No cookie in a frame: the chooser's credential is the token in the path.
+        location = _chooser_url(site, checked.next_section, token)
+        return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
     response = web.Response(
         status=303,
         headers={"Location": _chooser_url(site, checked.next_section), "Cache-Control": "no-store"},
@@ -231,9 +276,10 @@ async def check_code(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _chooser_url(site: Site, next_section: str | None) -> str:
+def _chooser_url(site: Site, next_section: str | None, framed_token: str | None = None) -> str:
     suffix = f"?next={next_section}" if next_section else ""
-    return f"/s/{site.slug}/accounts{suffix}"
+    path = f"/e/{framed_token}/accounts" if framed_token else "/accounts"
+    return f"/s/{site.slug}{path}{suffix}"
 
 
 async def _open_portal(
@@ -242,12 +288,15 @@ async def _open_portal(
     sign_in: sign_ins.SignIn,
     customer_id: str,
     next_section: str | None,
+    framed: bool = False,
+    previous_framed: str | None = None,
 ) -> web.StreamResponse:
     """A browser session for ``customer_id`` under ``sign_in``, replacing this browser's
-    previous one (switching accounts), and the redirect into the portal."""
+    previous one (switching accounts), and the redirect into the portal: with a cookie
+    at top level, with the token in the path inside a frame (no cookie set or read)."""
     settings = request.app[SETTINGS]
     pool = request.app[DB_POOL]
-    previous = credentials.cookie_token(request, settings)
+    previous = previous_framed if framed else credentials.cookie_token(request, settings)
     async with pool.acquire() as conn, conn.transaction():
         created = await browser_sessions.create(
             conn,
@@ -255,7 +304,7 @@ async def _open_portal(
             site_id=site.id,
             customer_id=customer_id,
             expires_at=sign_in.expires_at,
-            embedded=False,
+            embedded=framed,
             sign_in_id=sign_in.id,
             sections=with_site_defaults(site.default_sections),
         )
@@ -268,14 +317,25 @@ async def _open_portal(
             )
     if previous is not None:
         await request.app[VALIDATOR].forget(previous)
-    location = f"{credentials.TOP_PREFIX}/{next_section or ''}"
+    location = f"{credentials.prefix(framed, created.token)}/{next_section or ''}"
     response = web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
-    max_age = math.floor((sign_in.expires_at - utcnow()).total_seconds())
-    credentials.set_cookie(response, settings, created.token, max_age)
+    if not framed:
+        max_age = math.floor((sign_in.expires_at - utcnow()).total_seconds())
+        credentials.set_cookie(response, settings, created.token, max_age)
     return response
 
 
 async def _sign_in(request: web.Request, site: Site) -> sign_ins.SignIn:
+    """The sign-in of the cookie, or (under ``/s/{site}/e/{bfi_…}/``) of the frame's
+    path; a framed URL opened as a top-level page is refused as the portal's is."""
+    path_token = request.match_info.get("token")
+    if path_token is not None:
+        if request.headers.get("Sec-Fetch-Dest") == "document":
+            raise PageError(401, "session_ended")
+        found = await sign_ins.by_token(request.app[DB_POOL], site.id, path_token, embedded=True)
+        if found is None:
+            raise PageError(401, "session_ended")
+        return found
     found = await sign_ins.by_token(
         request.app[DB_POOL], site.id, sign_ins.cookie_token(request, request.app[SETTINGS])
     )
@@ -285,22 +345,25 @@ async def _sign_in(request: web.Request, site: Site) -> sign_ins.SignIn:
 
 
 @routes.get("/s/{site}/accounts")
+@routes.get("/s/{site}/e/{token}/accounts")
 async def chooser(request: web.Request) -> web.StreamResponse:
     site = await _site(request)
     sign_in = await _sign_in(request, site)
+    token = request.match_info.get("token")
     found = await sign_ins.accounts(
         request.app[DB_POOL], site.id, sign_in.email, site.account_label_fields
     )
     return render(
         request,
         "accounts.html",
-        action=f"/s/{site.slug}/accounts",
+        action=_chooser_url(site, None, token),
         accounts=found,
         next=_next(request.query.get("next")),
     )
 
 
 @routes.post("/s/{site}/accounts")
+@routes.post("/s/{site}/e/{token}/accounts")
 async def choose(request: web.Request) -> web.StreamResponse:
     _check_origin(request)
     site = await _site(request)
@@ -313,4 +376,55 @@ async def choose(request: web.Request) -> web.StreamResponse:
     # Only an account of this email on this site: anything else is "not found".
     if not isinstance(chosen, str) or chosen not in {a.customer_id for a in found}:
         raise PageError(404, "not_found")
-    return await _open_portal(request, site, sign_in, chosen, _next(form.get("next")))
+    framed = request.match_info.get("token") is not None
+    return await _open_portal(request, site, sign_in, chosen, _next(form.get("next")), framed)
+
+
+# --- switching accounts inside a frame ------------------------------------------------
+# The framed portal has no chooser cookie; its own browser session (the path token)
+# names its sign-in, which lists the email's accounts. Choosing opens a new framed
+# session and ends this one.
+
+
+async def _framed_switch(request: web.Request) -> tuple[Site, Principal, list[sign_ins.Account]]:
+    principal = await access.browser_principal(request)
+    site = request[SITE]
+    if principal.sign_in_id is None or not principal.several:
+        raise PageError(404, "not_found")
+    pool = request.app[DB_POOL]
+    sign_in = await sign_ins.by_id(pool, site.id, principal.sign_in_id)
+    if sign_in is None:
+        raise PageError(401, "session_ended")
+    found = await sign_ins.accounts(pool, site.id, sign_in.email, site.account_label_fields)
+    return site, principal, found
+
+
+@routes.get("/e/{token}/accounts")
+async def framed_chooser(request: web.Request) -> web.StreamResponse:
+    _, principal, found = await _framed_switch(request)
+    return render(
+        request,
+        "accounts.html",
+        action=f"{credentials.FRAME_PREFIX}/{principal.token}/accounts",
+        accounts=found,
+        next=None,
+    )
+
+
+@routes.post("/e/{token}/accounts")
+async def framed_choose(request: web.Request) -> web.StreamResponse:
+    _check_origin(request)
+    site, principal, found = await _framed_switch(request)
+    form = await request.post()
+    csrf = form.get("csrf")
+    if not credentials.csrf_ok(principal.token, csrf if isinstance(csrf, str) else None):
+        raise PageError(403, "forbidden")
+    chosen = form.get("customer")
+    if not isinstance(chosen, str) or chosen not in {a.customer_id for a in found}:
+        raise PageError(404, "not_found")
+    sign_in = await sign_ins.by_id(request.app[DB_POOL], site.id, principal.sign_in_id or "")
+    if sign_in is None:
+        raise PageError(401, "session_ended")
+    return await _open_portal(
+        request, site, sign_in, chosen, None, framed=True, previous_framed=principal.token
+    )

@@ -61,14 +61,22 @@ async def accounts(
 
 
 async def create(
-    conn: Conn, *, login_request_id: str, site_id: str, email: str, ttl: int
+    conn: Conn,
+    *,
+    login_request_id: str,
+    site_id: str,
+    email: str,
+    ttl: int,
+    embedded: bool = False,
+    several: bool = False,
 ) -> tuple[SignIn, str]:
     token = tokens.generate(SIGN_IN_PREFIX)
     sign_in_id = f"si_{secrets.token_hex(12)}"
     expires_at = await conn.fetchval(
         """
-        INSERT INTO web.sign_ins (id, login_request_id, site_id, email, token_hash, expires_at)
-        VALUES ($1, $2, $3, $4, $5, now() + $6::interval)
+        INSERT INTO web.sign_ins
+            (id, login_request_id, site_id, email, token_hash, expires_at, embedded, several)
+        VALUES ($1, $2, $3, $4, $5, now() + $6::interval, $7, $8)
         RETURNING expires_at
         """,
         sign_in_id,
@@ -77,19 +85,27 @@ async def create(
         email,
         tokens.hash_token(token),
         timedelta(seconds=ttl),
+        embedded,
+        several,
     )
     return SignIn(sign_in_id, site_id, email, expires_at), token
 
 
-async def by_token(db: Executor, site_id: str, token: str | None) -> SignIn | None:
-    """The live sign-in of a cookie, on this site only."""
+async def by_token(
+    db: Executor, site_id: str, token: str | None, *, embedded: bool = False
+) -> SignIn | None:
+    """The live sign-in of a cookie (or, ``embedded``, of a frame's path), on this site
+    only. A token works only the way it was handed out: a framed sign-in's never as a
+    cookie, a cookie's never in a frame's path."""
     if token is None or not token.startswith(SIGN_IN_PREFIX) or len(token) > 128:
         return None
     row = await db.fetchrow(
         "SELECT id, site_id, email, expires_at FROM web.sign_ins "
-        "WHERE token_hash = $1 AND site_id = $2 AND ended_at IS NULL AND expires_at > now()",
+        "WHERE token_hash = $1 AND site_id = $2 AND embedded = $3 "
+        "AND ended_at IS NULL AND expires_at > now()",
         tokens.hash_token(token),
         site_id,
+        embedded,
     )
     return SignIn(row["id"], row["site_id"], row["email"], row["expires_at"]) if row else None
 
@@ -106,3 +122,14 @@ def set_cookie(response: web.StreamResponse, settings: Settings, token: str, max
 
 def cookie_token(request: web.Request, settings: Settings) -> str | None:
     return request.cookies.get(credentials.cookie_name(settings, COOKIE))
+
+
+async def by_id(db: Executor, site_id: str, sign_in_id: str) -> SignIn | None:
+    """A live sign-in by id (a framed portal's: its browser session names it)."""
+    row = await db.fetchrow(
+        "SELECT id, site_id, email, expires_at FROM web.sign_ins "
+        "WHERE id = $1 AND site_id = $2 AND ended_at IS NULL AND expires_at > now()",
+        sign_in_id,
+        site_id,
+    )
+    return SignIn(row["id"], row["site_id"], row["email"], row["expires_at"]) if row else None

@@ -15,10 +15,19 @@ from session_api.keys import repository as keys
 from session_api.sites import repository as sites
 
 SLUG = "demo"
+# The drop-in example (examples/dropin, served by ``python3 -m http.server 8090``) may
+# frame the demo site's portal.
+EXAMPLE_ORIGIN = "http://localhost:8090"
 
 
 async def run_demo(settings: Settings, conn: Conn) -> dict[str, str]:
     async with conn.transaction():
         site = await sites.ensure(conn, slug=SLUG, name="Demo Co")
+        await conn.execute(
+            "UPDATE portal.sites SET frame_ancestors = array_append(frame_ancestors, $2) "
+            "WHERE id = $1 AND NOT ($2 = ANY (frame_ancestors))",
+            site.id,
+            EXAMPLE_ORIGIN,
+        )
         _, secret = await keys.create(conn, site.id, "secret")
     return {"site": site.slug, "site_id": site.id, "api_key": secret}

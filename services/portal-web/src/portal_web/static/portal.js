@@ -40,18 +40,43 @@
     window.setTimeout(function () { window.location.replace(poll.href); }, 2000);
   }
 
-  // Inside a frame: tell the parent our height, so the frame never needs a scrollbar.
-  // Only to the embedding origin the browser reports (CSP frame-ancestors already
-  // limits who that can be), never to "*".
-  if (framed && window.location.ancestorOrigins && window.location.ancestorOrigins.length) {
-    var parentOrigin = window.location.ancestorOrigins[0];
+  // Inside a frame: talk to the embedding page (the drop-in script, or a tenant's own
+  // iframe) by postMessage, only to an origin the site allows to frame it (its
+  // frame_ancestors, in the page's meta; CSP frame-ancestors already limits who can
+  // frame us), never to "*". The parent's origin is the one the browser reports
+  // (location.ancestorOrigins); where that is missing (Firefox), only a site with a
+  // single allowed origin gets messages.
+  var parentOrigin = null;
+  if (framed) {
+    var meta = document.querySelector('meta[name="billfold-parents"]');
+    var allowed = meta ? meta.getAttribute("content").split(" ") : [];
+    var reported = window.location.ancestorOrigins && window.location.ancestorOrigins.length
+      ? window.location.ancestorOrigins[0] : null;
+    if (reported) {
+      if (allowed.indexOf(reported) >= 0) { parentOrigin = reported; }
+    } else if (allowed.length === 1) {
+      parentOrigin = allowed[0];
+    }
+  }
+  var tell = function (message) {
+    if (parentOrigin) { window.parent.postMessage(message, parentOrigin); }
+  };
+  if (parentOrigin) {
+    // Our height, so a tenant's own iframe never needs a scrollbar.
     var send = function () {
-      window.parent.postMessage(
-        { type: "billfold:height", height: document.documentElement.scrollHeight },
-        parentOrigin
-      );
+      tell({ type: "billfold:height", height: document.documentElement.scrollHeight });
     };
     window.addEventListener("load", send);
     window.addEventListener("resize", send);
+    // A page of the portal is showing (the drop-in's "ready", once per opening).
+    tell({ type: "billfold:ready" });
+    // An action just succeeded: its name only (no ids, amounts or tokens).
+    var done = document.querySelector("[data-action]");
+    if (done) { tell({ type: "billfold:action", action: done.getAttribute("data-action") }); }
+    // Escape inside the frame closes the drop-in's modal (keys pressed in a frame never
+    // reach the parent page).
+    document.addEventListener("keydown", function (e) {
+      if (e.key === "Escape") { tell({ type: "billfold:escape" }); }
+    });
   }
 })();
