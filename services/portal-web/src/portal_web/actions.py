@@ -25,6 +25,7 @@ not complete, try again").
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -285,10 +286,21 @@ def new_audit_id() -> str:
 class Actions:
     """Performs the customer's actions through billing-sync (see the module docstring)."""
 
-    def __init__(self, pool: asyncpg.Pool, client: RpcClient, *, timeout: float) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        client: RpcClient,
+        *,
+        timeout: float,
+        mirror_changed: Callable[[str, str], None] | None = None,
+    ) -> None:
         self._pool = pool
         self._client = client
         self.timeout = timeout
+        # Called with (site, customer) once billing-sync answered (it writes the mirror
+        # before replying): the mirror cache reads that customer afresh, so the page
+        # after the action's redirect never waits for the trigger's notification.
+        self._mirror_changed = mirror_changed
 
     async def perform(self, actor: Actor, call: Call) -> JsonObject:
         """Run ``call`` for ``actor``; the result, or :class:`ActionFailed`."""
@@ -310,6 +322,9 @@ class Actions:
         except Exception:  # never a 500 for an action: the customer can try again
             log.exception("action_failed_unexpectedly", action=action)
             failure = ActionFailed("unavailable", "unavailable", unavailable_message())
+        if self._mirror_changed is not None:
+            # Also after a failure: a timed-out call may still have changed the mirror.
+            self._mirror_changed(principal.site_id, principal.customer_id)
         await self._record(actor, call, action, target, failure)
         if failure is not None:
             log.info("action_refused", action=action, kind=failure.kind, code=failure.code)

@@ -32,6 +32,7 @@ from portal_web.code_resolver import resolver_context
 from portal_web.hosts import DOMAINS, DomainCache
 from portal_web.links import SCHEMA
 from portal_web.middleware import portal_middleware
+from portal_web.mirror_cache import MIRROR_CACHE, MirrorCache, mirror_cache_context
 from portal_web.pages import PAGE_MEMO, PageMemo
 from portal_web.sign_in_limits import SIGN_IN_POLICY, Policy, limiter_context
 from portal_web.sites import SiteCache
@@ -60,7 +61,12 @@ async def _validator(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _actions(app: web.Application) -> AsyncIterator[None]:
-    app[ACTIONS] = Actions(app[db.DB_POOL], app[RPC_CLIENT], timeout=app[SETTINGS].rpc_timeout)
+    app[ACTIONS] = Actions(
+        app[db.DB_POOL],
+        app[RPC_CLIENT],
+        timeout=app[SETTINGS].rpc_timeout,
+        mirror_changed=app[MIRROR_CACHE].changed,
+    )
     yield
 
 
@@ -112,6 +118,7 @@ def create_app(settings: Settings, *, rpc_queue: str = BILLING_QUEUE) -> web.App
     app[SETTINGS] = settings
     app[SITES] = SiteCache()
     app[PAGE_MEMO] = PageMemo()
+    app[MIRROR_CACHE] = MirrorCache()
     app[DOMAINS] = DomainCache()
     app[SIGN_IN_POLICY] = Policy.from_environment()  # tests may replace it before start
     env = templates()
@@ -120,6 +127,8 @@ def create_app(settings: Settings, *, rpc_queue: str = BILLING_QUEUE) -> web.App
     app.cleanup_ctx.extend(
         [
             db.pool_context(settings),
+            # Mirror reads from memory while billing-sync's triggers say nothing changed.
+            mirror_cache_context(settings),
             cache.redis_context(settings),
             _validator,
             # Starts even while RabbitMQ is unreachable: portal_session.used waits in

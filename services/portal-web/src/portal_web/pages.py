@@ -219,8 +219,10 @@ def render(request: web.Request, template: str, status: int = 200, **extra: Any)
 class PageMemo:
     """Rendered pages by everything they are made from (``memo_key``), the most recent
     ``size`` of them. Rendering is a pure function of those inputs and costs more than
-    the rest of a request (Jinja, Babel); the inputs, mirror rows included, are read
-    afresh on every request, so a memoized page is never staler than a rendered one.
+    the rest of a request (Jinja, Babel); the inputs, mirror rows included, are looked up
+    on every request, so a memoized page is never staler than a page rendered from the
+    same rows (the rows themselves come through ``mirror_cache``: fresh within moments
+    of billing-sync's commit).
     Bounded: at most ``size`` pages (tens of KB each) per process."""
 
     def __init__(self, size: int = 1024) -> None:

@@ -21,6 +21,7 @@ from portal_web.browser_sessions import Principal
 from portal_web.i18n import gettext as _
 from portal_web.ids import utcnow
 from portal_web.messages import DONE_ACTIONS, done_message
+from portal_web.mirror_cache import MIRROR_CACHE
 from portal_web.pages import SECTIONS, PageError, enabled_sections, render, render_memoized
 from portal_web.state import PRINCIPAL, SETTINGS, VALIDATOR
 
@@ -113,14 +114,24 @@ def flash(request: web.Request) -> Flash | None:
     return None
 
 
+async def subscription_rows(request: web.Request, principal: Principal) -> mirror.SubscriptionRows:
+    """The customer's subscriptions as the mirror has them, through the mirror cache
+    (``mirror_cache``: fresh within milliseconds of billing-sync's commit)."""
+    pool, site_id, customer_id = request.app[DB_POOL], principal.site_id, principal.customer_id
+    return await request.app[MIRROR_CACHE].read(
+        site_id,
+        customer_id,
+        "subscriptions",
+        lambda: mirror.subscription_rows(pool, site_id, customer_id),
+    )
+
+
 async def plan(request: web.Request) -> web.StreamResponse:
     principal = await authenticate(request)
     _require_section(principal, "plan")
     now = utcnow()
     try:
-        rows = await mirror.subscription_rows(
-            request.app[DB_POOL], principal.site_id, principal.customer_id
-        )
+        rows = await subscription_rows(request, principal)
     except Exception as exc:  # the mirror cannot be read: say so, keep the page
         log.warning("mirror_read_failed", section="plan", error=type(exc).__name__)
         return render(
@@ -256,9 +267,7 @@ async def payment_methods(request: web.Request) -> web.StreamResponse:
         views = [presenters.payment_method_view(pm) for pm in found]
         subs = [
             presenters.plan_view(s, utcnow())
-            for s in await mirror.subscriptions(
-                request.app[DB_POOL], principal.site_id, principal.customer_id
-            )
+            for s in mirror.decode_subscriptions(await subscription_rows(request, principal))
         ]
     except Exception as exc:  # the mirror cannot be read: say so, keep the page
         log.warning("mirror_read_failed", section="payment_methods", error=type(exc).__name__)
