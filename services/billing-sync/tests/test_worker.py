@@ -238,3 +238,31 @@ async def test_busy_acceptance_slows_processing_to_its_minimum_but_never_stops_i
         )
         == 3
     )
+
+
+async def test_acceptance_stays_first_for_the_hold_after_a_busy_spell() -> None:
+    # A burst's deliveries reach the handler in waves; between two waves the count dips
+    # under the limit. The hold keeps processing off through such dips: busy right after
+    # the spell, clear only once the hold has passed (and at once without a hold).
+    loop = asyncio.get_running_loop()
+    held = AcceptanceFirst(limit=1, hold=0.3)
+    with held.accepting(), held.accepting():
+        assert held.busy
+    assert held.in_flight == 0
+    assert held.busy  # the spell is over, the hold is not
+    started = loop.time()
+    await asyncio.wait_for(held.wait_clear(), 5)
+    assert loop.time() - started >= 0.29
+    assert not held.busy
+
+    unheld = AcceptanceFirst(limit=1)
+    with unheld.accepting(), unheld.accepting():
+        assert unheld.busy
+    assert not unheld.busy
+    started = loop.time()
+    await asyncio.wait_for(unheld.wait_clear(), 5)
+    assert loop.time() - started < 0.1
+
+    # One delivery in flight is not over the limit: no spell, no hold.
+    with held.accepting():
+        assert not held.busy

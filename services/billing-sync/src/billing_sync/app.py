@@ -71,7 +71,7 @@ def create_app(
     quiet_stripe_library()
     app[SETTINGS] = settings
     app[SECRET_BOX] = SecretBox(settings.secrets_key_bytes())
-    app[ACCEPTANCE] = AcceptanceFirst(settings.worker_yield_above)
+    app[ACCEPTANCE] = AcceptanceFirst(settings.worker_yield_above, settings.worker_yield_hold)
     contexts = [
         db.pool_context(settings),
         _stripe_gateway,

@@ -46,6 +46,9 @@ class BillingSyncSettings(Settings):
     # 16: a steady 200/s keeps ~5 in flight (answers take ~25 ms), which must not hold
     # processing back; a saturating burst keeps every connection busy (32 in the bench).
     worker_yield_above: int = Field(default=16, ge=0, le=1000)
+    # ... and for this long after the last time it was over (seconds): a burst's waves dip
+    # below the limit between them, and groups started in a dip slow the next wave.
+    worker_yield_hold: float = Field(default=0.2, ge=0.0, le=5.0)
     # ... except for this many groups, which go on meanwhile. 0 by default: measured, one
     # group running through a saturating burst cut acceptance to 0.25-0.33 of the bare
     # handler's rate (goal >= 0.5). Above 0, processing never stops altogether when the
