@@ -4,6 +4,7 @@ groups processed concurrently, and webhook acceptance first."""
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -15,7 +16,7 @@ from billing_sync.settings import BillingSyncSettings
 from billing_sync.stripe_api import StripeGateway
 from billing_sync.worker import FETCHES, Worker
 
-from .conftest import Eventually, Synced
+from .conftest import Eventually, Synced, new_site
 
 MANUAL = [{"worker": False}]  # webhooks accepted; the test runs the worker by hand
 
@@ -266,3 +267,46 @@ async def test_acceptance_stays_first_for_the_hold_after_a_busy_spell() -> None:
     # One delivery in flight is not over the limit: no spell, no hold.
     with held.accepting():
         assert not held.busy
+
+
+@pytest.mark.parametrize("synced", MANUAL, indirect=True)
+async def test_a_site_whose_secrets_do_not_decrypt_fails_alone_with_backoff(
+    synced: Synced, settings: BillingSyncSettings, box: SecretBox
+) -> None:
+    # Another site's API key sealed under another BILLFOLD_BILLING_SECRETS_KEY (a row
+    # restored from elsewhere, a rotated key): its events fail, recorded with backoff;
+    # this site's events are processed all the same, and the bad ones are not retaken at
+    # once, round after round (which starved every other group).
+    customer = await synced.api.v1.customers.create_async(params={"email": "ok@example.com"})
+    assert len(await _accepted(synced)) == 1
+    other = await new_site(synced.pool)
+    async with synced.pool.acquire() as conn:
+        await accounts.configure(conn, SecretBox(os.urandom(32)), other, api_key="sk_test_x")
+        await inbox.record(
+            conn,
+            other,
+            {
+                "id": "evt_undecryptable",
+                "type": "customer.updated",
+                "created": 1_700_000_000,
+                "data": {"object": {"id": "cus_elsewhere", "object": "customer"}},
+            },
+            "{}",
+        )
+    gateway = StripeGateway(settings)
+    try:
+        await asyncio.wait_for(Worker(settings, synced.pool, gateway, box).run_once(), 30)
+    finally:
+        await gateway.close()
+    assert await _accepted(synced) == []
+    assert await synced.pool.fetchval(
+        "SELECT count(*) FROM mirror.customers WHERE stripe_id = $1", customer.id
+    )
+    bad = await synced.pool.fetchrow(
+        "SELECT attempts, last_error, next_attempt_at > now() AS later "
+        "FROM mirror.stripe_events WHERE id = 'evt_undecryptable'"
+    )
+    assert bad is not None
+    assert bad["attempts"] == 1
+    assert "does not decrypt" in bad["last_error"]
+    assert bad["later"]

@@ -43,7 +43,7 @@ from billing_sync.dbtypes import Conn
 from billing_sync.mirror import dispatch
 from billing_sync.mirror.context import SyncContext
 from billing_sync.priority import ACCEPTANCE, AcceptanceFirst
-from billing_sync.secrets import SecretBox
+from billing_sync.secrets import SecretBox, SecretDecryptError
 from billing_sync.settings import BillingSyncSettings
 from billing_sync.state import SECRET_BOX, SETTINGS, STRIPE
 from billing_sync.stripe_api import StripeGateway
@@ -213,7 +213,16 @@ class Worker:
         emitted: list[str] = []
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                account = await self._account(conn, site)
+                # A site whose secrets do not decrypt (another key, a moved row) fails
+                # its own events, recorded with backoff once they are locked below; raised
+                # here, nothing would be locked, the events would stay due and be taken
+                # again at once, round after round, starving every other site's groups.
+                account: accounts.SiteAccount | None = None
+                unusable: SecretDecryptError | None = None
+                try:
+                    account = await self._account(conn, site)
+                except SecretDecryptError as exc:
+                    unusable = exc
                 ids, locked = await inbox.lock(
                     conn,
                     [e.id for e in events],
@@ -221,6 +230,8 @@ class Worker:
                 )
                 if not ids:
                     return  # another replica has (or had) them
+                if unusable is not None:
+                    raise unusable
                 if account is None:  # recorded on the locked events, retried with backoff
                     raise LookupError(f"site {site} has no Stripe configuration")
                 if not locked:
