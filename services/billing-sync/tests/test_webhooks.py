@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -9,6 +10,9 @@ import pytest
 from aiohttp import ClientSession
 
 from billfold_testing.stripe_fake import sign
+from billing_sync import accounts
+from billing_sync.secrets import SecretBox
+from billing_sync.webhook_accounts import WebhookAccounts
 
 from .conftest import LogCapture, Synced
 
@@ -104,3 +108,45 @@ async def test_a_duplicate_delivery_is_200_and_stores_nothing_new(synced: Synced
                 answers.append((await resp.json())["duplicate"])
     assert answers == [False, True, True]
     assert await _stored(synced) == 1
+
+
+async def _post(synced: Synced, body: str, secret: str) -> int:
+    headers = {"Stripe-Signature": sign(body, secret)}
+    async with (
+        ClientSession() as http,
+        http.post(synced.webhook_url, data=body, headers=headers) as resp,
+    ):
+        return resp.status
+
+
+async def test_a_new_signing_secret_applies_to_the_very_next_delivery(
+    synced: Synced, box: SecretBox
+) -> None:
+    # The endpoint keeps the site's secret a few seconds (billing_sync.webhook_accounts);
+    # a delivery signed with a secret set meanwhile is checked against a fresh read.
+    assert await _post(synced, _event("evt_before_" + synced.site_id), synced.webhook_secret) == 200
+    rolled = "whsec_rolled" + "R" * 20
+    async with synced.pool.acquire() as conn:
+        await accounts.configure(conn, box, synced.site_id, webhook_secret=rolled)
+    assert await _post(synced, _event("evt_after_" + synced.site_id), rolled) == 200
+    # A secret that was never this site's is still refused (after its one fresh read).
+    assert await _post(synced, _event("evt_other_" + synced.site_id), "whsec_" + "x" * 26) == 400
+    assert await _stored(synced) == 2
+
+
+async def test_kept_accounts_expire_and_unknown_sites_are_never_kept(
+    synced: Synced, box: SecretBox
+) -> None:
+    known = WebhookAccounts(box, ttl=0.3)
+    assert known.kept(synced.site_id) is None
+    account = await known.refresh(synced.pool, synced.site_id)
+    assert account is not None
+    assert account.webhook_secret == synced.webhook_secret
+    assert known.kept(synced.site_id) == account
+    await asyncio.sleep(0.35)  # past the ttl: the entry must be gone, not served
+    assert known.kept(synced.site_id) is None
+    assert await known.refresh(synced.pool, "site_doesnotexist") is None
+    assert known.kept("site_doesnotexist") is None
+    never = WebhookAccounts(box, ttl=0)
+    assert await never.refresh(synced.pool, synced.site_id) is not None
+    assert never.kept(synced.site_id) is None

@@ -17,8 +17,9 @@ from billing_sync.priority import ACCEPTANCE, AcceptanceFirst
 from billing_sync.reconcile import reconciler_context
 from billing_sync.secrets import SecretBox
 from billing_sync.settings import BillingSyncSettings
-from billing_sync.state import SECRET_BOX, SETTINGS, STRIPE
+from billing_sync.state import SECRET_BOX, SETTINGS, STRIPE, WEBHOOK_ACCOUNTS
 from billing_sync.stripe_api import StripeGateway
+from billing_sync.webhook_accounts import WebhookAccounts
 from billing_sync.worker import worker_context
 
 SERVICE = "billing-sync"
@@ -71,6 +72,7 @@ def create_app(
     quiet_stripe_library()
     app[SETTINGS] = settings
     app[SECRET_BOX] = SecretBox(settings.secrets_key_bytes())
+    app[WEBHOOK_ACCOUNTS] = WebhookAccounts(app[SECRET_BOX], settings.webhook_account_ttl)
     app[ACCEPTANCE] = AcceptanceFirst(settings.worker_yield_above, settings.worker_yield_hold)
     contexts = [
         db.pool_context(settings),

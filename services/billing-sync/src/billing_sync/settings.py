@@ -34,6 +34,10 @@ class BillingSyncSettings(Settings):
     stripe_max_network_retries: int = Field(default=2, ge=0, le=10)
     # A webhook's Stripe-Signature timestamp may be this old (seconds), as Stripe's default.
     webhook_tolerance: int = Field(default=300, ge=1, le=3600)
+    # Seconds a site's signing secret is kept in memory by the webhook endpoint (0: read
+    # per delivery). A replaced or removed secret is accepted at most this long; a new one
+    # applies at once (billing_sync.webhook_accounts).
+    webhook_account_ttl: float = Field(default=5.0, ge=0.0, le=300.0)
     # Processing: due events are read in batches of up to worker_batch_size and grouped
     # by Stripe customer; up to worker_concurrency groups are processed at once, each in
     # its own transaction on the worker's own pool (worker_concurrency + 1 connections).
