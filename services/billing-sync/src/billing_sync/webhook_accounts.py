@@ -14,40 +14,31 @@ stream of made-up sites costs what it did (one query each) and fills nothing.
 
 from __future__ import annotations
 
-import time
-
 import asyncpg
 
+from billfold.ttl_cache import MISS, TtlCache
 from billing_sync import accounts
 from billing_sync.secrets import SecretBox
 
-SIZE = 1024  # sites; beyond it the oldest entry makes room
+SIZE = 1024  # sites
 
 
 class WebhookAccounts:
     def __init__(self, box: SecretBox, ttl: float) -> None:
         self.box = box
-        self.ttl = ttl
-        self._kept: dict[str, tuple[float, accounts.SiteAccount]] = {}
+        self._kept: TtlCache[str, accounts.SiteAccount] = TtlCache(ttl, max_size=SIZE)
 
     def kept(self, site: str) -> accounts.SiteAccount | None:
         """The site's account if one was read less than ``ttl`` seconds ago."""
-        entry = self._kept.get(site)
-        if entry is None:
-            return None
-        if time.monotonic() - entry[0] >= self.ttl:
-            del self._kept[site]
-            return None
-        return entry[1]
+        account = self._kept.get(site)
+        return None if account is MISS else account
 
     async def refresh(self, pool: asyncpg.Pool, site: str) -> accounts.SiteAccount | None:
         """Read (and keep) the site's account; ``None`` for an unknown site (not kept)."""
         async with pool.acquire() as conn:
             account = await accounts.get(conn, self.box, site)
-        if account is None or self.ttl <= 0:
-            self._kept.pop(site, None)
-            return account
-        if site not in self._kept and len(self._kept) >= SIZE:
-            del self._kept[next(iter(self._kept))]
-        self._kept[site] = (time.monotonic(), account)
+        if account is None:
+            self._kept.drop(site)
+        else:
+            self._kept.put(site, account)
         return account

@@ -12,13 +12,13 @@ the ``__Host-`` prefix when Secure), so each host keeps its own.
 
 from __future__ import annotations
 
-import time
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from billfold.db import DB_POOL
 from billfold.settings import Settings
+from billfold.ttl_cache import MISS, TtlCache
 from portal_web.dbtypes import Executor
 from portal_web.pages import PageError
 
@@ -34,20 +34,16 @@ class DomainCache:
     """Host → site id (None: unknown), each kept ``CACHE_SECONDS``."""
 
     def __init__(self, ttl: float = CACHE_SECONDS) -> None:
-        self._ttl = ttl
-        self._entries: dict[str, tuple[float, str | None]] = {}
+        self._entries: TtlCache[str, str | None] = TtlCache(ttl)
 
     async def site_of(self, db: Executor, host: str) -> str | None:
-        now = time.monotonic()
         hit = self._entries.get(host)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if hit is not MISS:
+            return hit
         site_id: str | None = await db.fetchval(
             "SELECT site_id FROM portal.site_domains WHERE domain = $1", host
         )
-        if len(self._entries) >= 10_000:
-            self._entries.clear()
-        self._entries[host] = (now + self._ttl, site_id)
+        self._entries.put(host, site_id)
         return site_id
 
 

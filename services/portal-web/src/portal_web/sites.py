@@ -6,10 +6,10 @@ and kept in process for a short while: branding changes rarely, and every page n
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from billfold.ttl_cache import MISS, TtlCache
 from portal_web.dbtypes import Executor
 
 CACHE_SECONDS = 30.0
@@ -45,15 +45,13 @@ class SiteCache:
     """Sites by id, each kept ``CACHE_SECONDS``: a branding change shows within that."""
 
     def __init__(self, ttl: float = CACHE_SECONDS) -> None:
-        self._ttl = ttl
-        self._entries: dict[str, tuple[float, Site | None]] = {}
+        self._entries: TtlCache[str, Site | None] = TtlCache(ttl)
         self._slugs: dict[str, str] = {}
 
     async def get(self, db: Executor, site_id: str) -> Site | None:
-        now = time.monotonic()
         hit = self._entries.get(site_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if hit is not MISS:
+            return hit
         row = await db.fetchrow(_SQL, site_id)
         site = None
         if row is not None:
@@ -71,9 +69,7 @@ class SiteCache:
                 account_label_fields=tuple(row["account_label_fields"]),
                 default_sections=row["default_sections"],
             )
-        if len(self._entries) >= 10_000:
-            self._entries.clear()
-        self._entries[site_id] = (now + self._ttl, site)
+        self._entries.put(site_id, site)
         return site
 
     async def by_slug(self, db: Executor, slug: str) -> Site | None:

@@ -11,7 +11,6 @@ statement re-checks that the key is still live before writing anything.
 from __future__ import annotations
 
 import binascii
-import time
 from base64 import b64decode
 from dataclasses import dataclass, field
 
@@ -20,6 +19,7 @@ from aiohttp import web
 
 from billfold import tokens
 from billfold.http.errors import ApiError, unauthorized
+from billfold.ttl_cache import MISS, TtlCache
 from session_api.dbtypes import Executor
 from session_api.keys.repository import KeyOwner, owner_by_hash
 
@@ -92,26 +92,17 @@ class OwnerCache:
     """
 
     def __init__(self, ttl: float = 30.0, max_size: int = 10_000) -> None:
-        self.ttl = ttl
-        self.max_size = max_size
-        self._entries: dict[str, tuple[float, KeyOwner]] = {}
+        self._entries: TtlCache[str, KeyOwner] = TtlCache(ttl, max_size)
 
     def get(self, key_hash: str) -> KeyOwner | None:
-        entry = self._entries.get(key_hash)
-        if entry is None:
-            return None
-        if entry[0] < time.monotonic():
-            self._entries.pop(key_hash, None)
-            return None
-        return entry[1]
+        owner = self._entries.get(key_hash)
+        return None if owner is MISS else owner
 
     def put(self, key_hash: str, owner: KeyOwner) -> None:
-        if len(self._entries) >= self.max_size:
-            self._entries.clear()  # crude, and rare: a cache miss costs one query
-        self._entries[key_hash] = (time.monotonic() + self.ttl, owner)
+        self._entries.put(key_hash, owner)
 
     def drop(self, key_hash: str) -> None:
-        self._entries.pop(key_hash, None)
+        self._entries.drop(key_hash)
 
 
 OWNER_CACHE: web.AppKey[OwnerCache] = web.AppKey("owner_cache", OwnerCache)
